@@ -1,0 +1,149 @@
+r"""The scenario model protocol and its exact compilation to a :class:`JointMDP`.
+
+A scenario describes its dynamics once, as a :class:`ScenarioModel`:
+
+* ``initial_distribution()`` -> list of ``(state, probability)``;
+* ``transitions(state, actions)`` -> list of ``(next_state, probability)``;
+* ``reward(state, actions)`` -> team reward of the step taken in ``state``;
+* ``observe(state, agent)`` -> agent's observation index :math:`\phi_i(s)`;
+* ``n_actions``, ``n_obs``, ``gamma`` and ``estimate_states()``.
+
+States are any hashable Python values. :func:`compile_model` enumerates the states
+reachable from the initial distribution (breadth first, in a deterministic order) and
+builds the joint MDP; the PettingZoo environments step the *same* model, so what an agent
+sees in the environment is exactly :math:`\phi_i(s)` of the compiled MDP.
+"""
+
+from __future__ import annotations
+
+import itertools
+from abc import ABC, abstractmethod
+from collections.abc import Hashable, Sequence
+
+import numpy as np
+
+from ..model import JointMDP
+
+__all__ = ["ScenarioModel", "compile_model", "DEFAULT_MAX_STATES"]
+
+#: Default refusal limit on the joint state count estimated before compiling.
+DEFAULT_MAX_STATES = 200_000
+
+
+class ScenarioModel(ABC):
+    """Dynamics of a cooperative scenario with local observations (see module docstring)."""
+
+    #: Actions per agent.
+    n_actions: tuple[int, ...]
+    #: Observations per agent.
+    n_obs: tuple[int, ...]
+    #: Discount used when compiling (the environment itself reports undiscounted rewards).
+    gamma: float
+
+    @property
+    def n_agents(self) -> int:
+        return len(self.n_actions)
+
+    @abstractmethod
+    def initial_distribution(self) -> list[tuple[Hashable, float]]:
+        """``[(state, probability), ...]`` summing to one."""
+
+    @abstractmethod
+    def transitions(self, state, actions: Sequence[int]) -> list[tuple[Hashable, float]]:
+        """``[(next_state, probability), ...]`` after joint action ``actions`` in ``state``."""
+
+    @abstractmethod
+    def reward(self, state, actions: Sequence[int]) -> float:
+        """Team reward of taking ``actions`` in ``state``."""
+
+    @abstractmethod
+    def observe(self, state, agent: int) -> int:
+        """Observation index of ``agent`` in ``state``."""
+
+    def estimate_states(self) -> int:
+        """Upper bound on the number of joint states (checked before compiling)."""
+        raise NotImplementedError
+
+    # names for reports and plots (optional)
+    def state_name(self, state) -> str:
+        return str(state)
+
+    def action_names(self) -> tuple[tuple[str, ...], ...] | None:
+        return None
+
+    def obs_names(self) -> tuple[tuple[str, ...], ...] | None:
+        return None
+
+
+def compile_model(model: ScenarioModel, *, max_states: int = DEFAULT_MAX_STATES) -> tuple[JointMDP, list]:
+    """Enumerate the reachable joint states of ``model`` and build the exact joint MDP.
+
+    Parameters
+    ----------
+    model : ScenarioModel
+    max_states : int
+        Refuse with ``ValueError`` when ``model.estimate_states()`` exceeds it.
+
+    Returns
+    -------
+    (JointMDP, states)
+        ``states[s]`` is the model state with joint index ``s``.
+    """
+    est = int(model.estimate_states())
+    if est > max_states:
+        raise ValueError(
+            f"this scenario has up to {est:,} joint states, more than max_states={max_states:,}; "
+            f"make it smaller (fewer agents, smaller grid) or pass a larger max_states"
+        )
+    init = model.initial_distribution()
+    index: dict = {}
+    states: list = []
+
+    def add(s):
+        if s not in index:
+            index[s] = len(states)
+            states.append(s)
+        return index[s]
+
+    for s, _ in init:
+        add(s)
+    joint = list(itertools.product(*[range(a) for a in model.n_actions]))
+    indptr, succ, prob, rewards = [0], [], [], []
+    pos = 0
+    while pos < len(states):
+        s = states[pos]
+        pos += 1
+        row_r = []
+        for acts in joint:
+            row_r.append(model.reward(s, acts))
+            for t, p in model.transitions(s, acts):
+                if p > 0:
+                    succ.append(add(t))
+                    prob.append(p)
+            indptr.append(len(succ))
+        rewards.append(row_r)
+        if len(states) > max_states:
+            raise ValueError(
+                f"more than max_states={max_states:,} reachable joint states; "
+                f"make the scenario smaller or pass a larger max_states"
+            )
+    N = len(states)
+    mu = np.zeros(N)
+    for s, p in init:
+        mu[index[s]] += p
+    obs = [np.array([model.observe(s, i) for s in states], dtype=np.int64) for i in range(model.n_agents)]
+    mdp = JointMDP.from_sparse(
+        np.asarray(indptr, dtype=np.int64),
+        np.asarray(succ, dtype=np.int64),
+        np.asarray(prob, dtype=float),
+        np.asarray(rewards, dtype=float),
+        obs,
+        model.n_actions,
+        mu,
+        model.gamma,
+        n_obs=model.n_obs,
+        state_names=[model.state_name(s) for s in states],
+        action_names=model.action_names(),
+        obs_names=model.obs_names(),
+    )
+    return mdp, states

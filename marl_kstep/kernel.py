@@ -1,0 +1,462 @@
+r"""Exact k-step coupled values and policy gradients (SPEC §3), numba-compiled.
+
+**k-coupled execution.** At times :math:`t = 0, k, 2k, \dots` every agent :math:`i` draws,
+independently for each of its observations :math:`o`, one action
+:math:`d_i(o) \sim \theta_i[o, \cdot]`, and plays :math:`a_{i,t} = d_i(\phi_i(s_t))`
+for the rest of the window. With
+
+.. math::
+
+    W(s) = \mathbb E\Big[\sum_{t<k} \gamma^t r_t \,\Big|\, s_0 = s\Big], \qquad
+    M(s, s') = \gamma^k \, \Pr(s_k = s' \mid s_0 = s),
+
+the k-step value is :math:`V_k = (I - M)^{-1} W` and :math:`J_k = \mu^\top V_k`.
+
+**Path enumeration.** From every start state the kernel walks all window paths of depth
+:math:`k` with an explicit stack, carrying the memo of (agent, observation) slots already
+drawn on the path. A path has weight :math:`p = T \prod f` (transition probabilities times
+the entries :math:`\theta_i[o, a]` drawn at first visits) and return
+:math:`G = \sum_{t<k} \gamma^t r_t + \gamma^k V_k(s_k)`.
+
+1. Pass 1 accumulates :math:`W` and the sparse :math:`M`; then :math:`(I - M) V_k = W`.
+2. :math:`\nu_k = \mu^\top (I - M)^{-1}` (transposed solve of the same LU factors).
+3. Pass 2: :math:`\partial J_k / \partial \theta_i[o, a] = \sum_s \nu_k(s) \sum_{\text{paths}
+   \ni (i,o,a)} T \prod_{f \ne (i,o,a)} f \cdot G`.
+
+Pass 2 does not visit every factor at every leaf: the walk accumulates, bottom-up, the
+subtree sums :math:`H(\text{node}) = \sum_{\text{leaves below}} (\text{weight below}) \cdot G`,
+and credits each factor once at the node that draws it with
+``nu * (weight above) * (product of the node's other new factors) * H``. The other factors
+are leave-one-out products (prefix times suffix), never divisions, so zero probabilities
+are exact. Branches with :math:`\theta = 0` are walked too: their value is zero but their
+partial derivatives are not.
+
+The entries are free variables: off the simplex this is the path-formula extension of
+SPEC §3 (for ``k = 1`` the usual direct-parameterisation extension).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from numba import njit, prange
+from scipy import sparse
+from scipy.sparse.linalg import splu
+
+from .model import JointMDP
+
+__all__ = [
+    "DEFAULT_MAX_PATH_STEPS",
+    "estimate_path_steps",
+    "value",
+    "value_vector",
+    "value_and_grad",
+    "values_and_grad",
+]
+
+#: Default budget on enumerated path steps per pass; override per call with
+#: ``max_path_steps=`` or globally with the environment variable ``MARL_KSTEP_MAX_PATH_STEPS``.
+DEFAULT_MAX_PATH_STEPS = int(os.environ.get("MARL_KSTEP_MAX_PATH_STEPS", 300_000_000))
+
+_MODE_VALUES, _MODE_GRAD, _MODE_COUNT = 0, 1, 2
+
+
+# --------------------------------------------------------------------------- numba kernels
+@njit(cache=True)
+def _set_choice(d, s, J, strides, n_act, theta, toff, indptr, rewards,
+                st_nfree, st_fagent, st_fobs, st_fact, st_base, st_phi, st_r, st_ptr,
+                st_end, st_accc):
+    """Install the current odometer choice of node ``d`` (joint action, factor, successors)."""
+    j = st_base[d]
+    phi = 1.0
+    for f in range(st_nfree[d]):
+        i = st_fagent[d, f]
+        a = st_fact[d, f]
+        j += a * strides[i]
+        phi *= theta[toff[i] + st_fobs[d, f] * n_act[i] + a]
+    st_phi[d] = phi
+    st_r[d] = rewards[s, j]
+    row = s * J + j
+    st_ptr[d] = indptr[row]
+    st_end[d] = indptr[row + 1]
+    st_accc[d] = 0.0
+
+
+@njit(cache=True)
+def _enter_node(d, s, obs, strides, memo_obs, memo_act, memo_len,
+                st_nfree, st_fagent, st_fobs, st_fact, st_fslot, st_base, st_accn):
+    """Open node ``d`` in state ``s``: agents whose slot is in the memo play their drawn
+    action; the others are free and get a fresh memo entry (action 0 to start)."""
+    n = strides.shape[0]
+    base = 0
+    nf = 0
+    for i in range(n):
+        o = obs[i, s]
+        found = -1
+        for m in range(memo_len[i]):
+            if memo_obs[i, m] == o:
+                found = m
+                break
+        if found >= 0:
+            base += memo_act[i, found] * strides[i]
+        else:
+            slot = memo_len[i]
+            memo_obs[i, slot] = o
+            memo_act[i, slot] = 0
+            memo_len[i] = slot + 1
+            st_fagent[d, nf] = i
+            st_fobs[d, nf] = o
+            st_fact[d, nf] = 0
+            st_fslot[d, nf] = slot
+            nf += 1
+    st_nfree[d] = nf
+    st_base[d] = base
+    st_accn[d] = 0.0
+
+
+@njit(cache=True)
+def _walk(lo, hi, mode, k, gamma, strides, n_act, obs, theta, toff, indptr, indices, probs,
+          rewards, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap):
+    """Enumerate the depth-k window paths of start states ``lo..hi-1``.
+
+    mode 0: add to ``W`` and ``m_data`` (pattern ``m_ptr``/``m_idx``).
+    mode 1: add the partial derivatives to ``grad`` (uses ``Vk`` and ``nu``).
+    mode 2: only count path steps; stop once the count exceeds ``cap``.
+    Returns the number of path steps walked.
+    """
+    n = strides.shape[0]
+    J = rewards.shape[1]
+    gk = gamma**k
+    gpow = np.empty(k)
+    g = 1.0
+    for t in range(k):
+        gpow[t] = g
+        g *= gamma
+    st_state = np.empty(k + 1, np.int64)
+    st_wpre = np.empty(k + 1)
+    st_gpre = np.empty(k + 1)
+    st_nfree = np.empty(k, np.int64)
+    st_fagent = np.empty((k, n), np.int64)
+    st_fobs = np.empty((k, n), np.int64)
+    st_fact = np.empty((k, n), np.int64)
+    st_fslot = np.empty((k, n), np.int64)
+    st_base = np.empty(k, np.int64)
+    st_phi = np.empty(k)
+    st_r = np.empty(k)
+    st_ptr = np.empty(k, np.int64)
+    st_end = np.empty(k, np.int64)
+    st_accc = np.empty(k)
+    st_accn = np.empty(k)
+    memo_obs = np.empty((n, k), np.int64)
+    memo_act = np.empty((n, k), np.int64)
+    memo_len = np.zeros(n, np.int64)
+    fval = np.empty(n)
+    pre = np.empty(n + 1)
+    suf = np.empty(n + 1)
+    steps = 0
+    for s0 in range(lo, hi):
+        if mode == _MODE_GRAD and nu[s0] == 0.0:
+            continue
+        st_state[0] = s0
+        st_wpre[0] = 1.0
+        st_gpre[0] = 0.0
+        _enter_node(0, s0, obs, strides, memo_obs, memo_act, memo_len,
+                    st_nfree, st_fagent, st_fobs, st_fact, st_fslot, st_base, st_accn)
+        _set_choice(0, s0, J, strides, n_act, theta, toff, indptr, rewards,
+                    st_nfree, st_fagent, st_fobs, st_fact, st_base, st_phi, st_r, st_ptr,
+                    st_end, st_accc)
+        d = 0
+        while True:
+            if d == k:  # leaf: close the path
+                s = st_state[k]
+                val = 0.0
+                if mode == _MODE_VALUES:
+                    w = st_wpre[k]
+                    W[s0] += w * st_gpre[k]
+                    a = m_ptr[s0]
+                    b = m_ptr[s0 + 1]
+                    while a < b:  # binary search of s in the row pattern
+                        mid = (a + b) // 2
+                        if m_idx[mid] < s:
+                            a = mid + 1
+                        else:
+                            b = mid
+                    m_data[a] += gk * w
+                elif mode == _MODE_GRAD:
+                    val = st_gpre[k] + gk * Vk[s]
+                d -= 1
+                st_accc[d] += probs[st_ptr[d]] * val
+                st_ptr[d] += 1
+                continue
+            if st_ptr[d] < st_end[d]:  # descend to the next successor
+                t = st_ptr[d]
+                c = d + 1
+                s = indices[t]
+                st_state[c] = s
+                st_wpre[c] = st_wpre[d] * st_phi[d] * probs[t]
+                st_gpre[c] = st_gpre[d] + gpow[d] * st_r[d]
+                steps += 1
+                if mode == _MODE_COUNT and steps > cap:
+                    return steps
+                if c < k:
+                    _enter_node(c, s, obs, strides, memo_obs, memo_act, memo_len,
+                                st_nfree, st_fagent, st_fobs, st_fact, st_fslot, st_base,
+                                st_accn)
+                    _set_choice(c, s, J, strides, n_act, theta, toff, indptr, rewards,
+                                st_nfree, st_fagent, st_fobs, st_fact, st_base, st_phi,
+                                st_r, st_ptr, st_end, st_accc)
+                d = c
+                continue
+            # the current choice of node d is exhausted
+            nf = st_nfree[d]
+            if mode == _MODE_GRAD and nf > 0:
+                base = nu[s0] * st_wpre[d] * st_accc[d]
+                for f in range(nf):
+                    i = st_fagent[d, f]
+                    fval[f] = theta[toff[i] + st_fobs[d, f] * n_act[i] + st_fact[d, f]]
+                pre[0] = 1.0
+                for f in range(nf):
+                    pre[f + 1] = pre[f] * fval[f]
+                suf[nf] = 1.0
+                for f in range(nf - 1, -1, -1):
+                    suf[f] = suf[f + 1] * fval[f]
+                for f in range(nf):
+                    i = st_fagent[d, f]
+                    grad[toff[i] + st_fobs[d, f] * n_act[i] + st_fact[d, f]] += (
+                        base * pre[f] * suf[f + 1]
+                    )
+            st_accn[d] += st_phi[d] * st_accc[d]
+            advanced = False
+            for f in range(nf - 1, -1, -1):  # odometer over the free agents' actions
+                i = st_fagent[d, f]
+                if st_fact[d, f] + 1 < n_act[i]:
+                    st_fact[d, f] += 1
+                    memo_act[i, st_fslot[d, f]] = st_fact[d, f]
+                    advanced = True
+                    break
+                st_fact[d, f] = 0
+                memo_act[i, st_fslot[d, f]] = 0
+            if advanced:
+                _set_choice(d, st_state[d], J, strides, n_act, theta, toff, indptr, rewards,
+                            st_nfree, st_fagent, st_fobs, st_fact, st_base, st_phi, st_r,
+                            st_ptr, st_end, st_accc)
+                continue
+            for f in range(nf):  # node exhausted: forget its draws
+                memo_len[st_fagent[d, f]] -= 1
+            val = st_accn[d]
+            if d == 0:
+                break
+            d -= 1
+            st_accc[d] += probs[st_ptr[d]] * val
+            st_ptr[d] += 1
+    return steps
+
+
+@njit(parallel=True, cache=True)
+def _walk_all(mode, n_chunks, k, gamma, strides, n_act, obs, theta, toff, indptr, indices,
+              probs, rewards, Vk, nu, W, m_ptr, m_idx, m_data, n_params):
+    """Run :func:`_walk` over all start states in ``n_chunks`` parallel chunks.
+
+    Each chunk owns its start states' entries of ``W`` and ``m_data`` and its own gradient
+    row; the rows are summed at the end."""
+    N = rewards.shape[0]
+    grads = np.zeros((n_chunks, n_params))
+    for c in prange(n_chunks):
+        lo = c * N // n_chunks
+        hi = (c + 1) * N // n_chunks
+        _walk(lo, hi, mode, k, gamma, strides, n_act, obs, theta, toff, indptr, indices, probs,
+              rewards, Vk, nu, W, m_ptr, m_idx, m_data, grads[c], 0)
+    return grads.sum(axis=0)
+
+
+# --------------------------------------------------------------------------- python side
+def _theta_flat(mdp: JointMDP, thetas) -> tuple[np.ndarray, np.ndarray]:
+    sizes = [o * a for o, a in zip(mdp.n_obs, mdp.n_actions, strict=True)]
+    toff = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    flat = np.concatenate([np.asarray(t, dtype=np.float64).ravel() for t in thetas])
+    return np.ascontiguousarray(flat), toff
+
+
+def _check_k(k) -> int:
+    if isinstance(k, bool) or not isinstance(k, int | np.integer):
+        raise ValueError(f"k must be an integer >= 1; got k={k!r}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1; got k={k}")
+    return int(k)
+
+
+def _m_pattern(mdp: JointMDP, k: int):
+    """Structural pattern of M: states reachable in exactly k steps (superset of M's support)."""
+    key = ("m_pattern", k)
+    if key not in mdp._cache:
+        N, J = mdp.n_states, mdp.n_joint_actions
+        P = mdp.transition_matrix()
+        agg = sparse.csr_matrix(
+            (np.ones(N * J), (np.repeat(np.arange(N), J), np.arange(N * J))), shape=(N, N * J)
+        )
+        A = (agg @ P).tocsr()
+        A.data[:] = 1.0
+        R = sparse.identity(N, format="csr")
+        for _ in range(k):
+            R = (R @ A).tocsr()
+            R.data[:] = 1.0
+        R.sort_indices()
+        mdp._cache[key] = (R.indptr.astype(np.int64), R.indices.astype(np.int64))
+    return mdp._cache[key]
+
+
+def estimate_path_steps(mdp: JointMDP, k: int, *, max_path_steps: int | None = None) -> int:
+    r"""Number of path steps one enumeration pass walks for window length ``k``.
+
+    First a cheap upper bound that ignores the memo: with ``C[s, s']`` the number of joint
+    actions leading from ``s`` to ``s'``, the walk takes at most
+    :math:`\sum_{t=1}^{k} \mathbf 1^\top C^t \mathbf 1` steps. If that bound exceeds the
+    budget, the steps are counted exactly (the structure does not depend on ``theta``),
+    stopping as soon as the count passes the budget. Results are cached on ``mdp``.
+
+    Returns
+    -------
+    int
+        The bound when it is within budget, else the exact count (or budget + 1 when
+        the count was stopped).
+    """
+    k = _check_k(k)
+    budget = DEFAULT_MAX_PATH_STEPS if max_path_steps is None else int(max_path_steps)
+    key = ("path_steps", k)
+    cached = mdp._cache.get(key)
+    if cached is not None and (cached[1] or cached[0] <= budget):
+        return cached[0]
+    N, J = mdp.n_states, mdp.n_joint_actions
+    P = mdp.transition_matrix()
+    agg = sparse.csr_matrix(
+        (np.ones(N * J), (np.repeat(np.arange(N), J), np.arange(N * J))), shape=(N, N * J)
+    )
+    C = (agg @ (P != 0).astype(np.float64)).tocsr()
+    x = np.ones(N)
+    bound = 0.0
+    for _ in range(k):
+        x = C @ x
+        bound += float(x.sum())
+    if bound <= budget:
+        mdp._cache[key] = (int(bound), False)
+        return int(bound)
+    theta, toff = _theta_flat(mdp, [np.ones((o, a)) for o, a in zip(mdp.n_obs, mdp.n_actions, strict=True)])
+    steps = _walk(0, N, _MODE_COUNT, k, mdp.gamma, mdp.action_strides,
+                  np.asarray(mdp.n_actions, np.int64), mdp.obs_matrix, theta, toff,
+                  mdp.indptr, mdp.indices, mdp.probs, mdp.rewards, np.zeros(N), np.zeros(N),
+                  np.zeros(N), np.zeros(N + 1, np.int64), np.zeros(0, np.int64), np.zeros(0),
+                  np.zeros(theta.size), budget)
+    exact = steps <= budget
+    mdp._cache[key] = (int(steps), exact)
+    return int(steps)
+
+
+def _check_budget(mdp: JointMDP, k: int, max_path_steps: int | None) -> None:
+    budget = DEFAULT_MAX_PATH_STEPS if max_path_steps is None else int(max_path_steps)
+    steps = estimate_path_steps(mdp, k, max_path_steps=budget)
+    if steps > budget:
+        raise ValueError(
+            f"k={k} path enumeration on {mdp.n_states} states needs more than {steps:,} path "
+            f"steps per pass, over the budget max_path_steps={budget:,}; lower k, or raise the "
+            f"budget with max_path_steps=... (or the MARL_KSTEP_MAX_PATH_STEPS environment "
+            f"variable) if you can afford roughly {steps / 5e7:.0f} s per pass"
+        )
+
+
+def _n_chunks(n_states: int) -> int:
+    import numba
+
+    return max(1, min(n_states, 8 * numba.get_num_threads()))
+
+
+def _pass1(mdp: JointMDP, theta: np.ndarray, toff: np.ndarray, k: int):
+    """Pass 1 and the solve: returns (V_k, LU of I - M)."""
+    N = mdp.n_states
+    m_ptr, m_idx = _m_pattern(mdp, k)
+    W = np.zeros(N)
+    m_data = np.zeros(m_idx.size)
+    _walk_all(_MODE_VALUES, _n_chunks(N), k, mdp.gamma, mdp.action_strides,
+              np.asarray(mdp.n_actions, np.int64), mdp.obs_matrix, theta, toff, mdp.indptr,
+              mdp.indices, mdp.probs, mdp.rewards, W, W, W, m_ptr, m_idx, m_data, theta.size)
+    M = sparse.csc_matrix(sparse.csr_matrix((m_data, m_idx, m_ptr), shape=(N, N)))
+    lu = splu((sparse.identity(N, format="csc") - M).tocsc())
+    return lu.solve(W), lu
+
+
+def _split(mdp: JointMDP, flat: np.ndarray) -> list[np.ndarray]:
+    out, pos = [], 0
+    for o, a in zip(mdp.n_obs, mdp.n_actions, strict=True):
+        out.append(flat[pos : pos + o * a].reshape(o, a).copy())
+        pos += o * a
+    return out
+
+
+def _prepare(mdp: JointMDP, policy, k, max_path_steps):
+    from .policy import Policy
+
+    if not isinstance(mdp, JointMDP):
+        raise ValueError(f"mdp must be a JointMDP; got {type(mdp).__name__}")
+    if not isinstance(policy, Policy):
+        raise ValueError(
+            f"policy must be a marl_kstep.Policy (see Policy.from_arrays); got {type(policy).__name__}"
+        )
+    policy.check_compatible(mdp)
+    k = _check_k(k)
+    _check_budget(mdp, k, max_path_steps)
+    theta, toff = _theta_flat(mdp, policy.theta)
+    return k, theta, toff
+
+
+def value_vector(mdp: JointMDP, policy, k: int = 1, *, max_path_steps: int | None = None) -> np.ndarray:
+    r"""The k-step value :math:`V_k = (I - M)^{-1} W`, shape ``(N,)`` (SPEC §3).
+
+    For ``k = 1`` (or a deterministic policy) this is the ordinary value
+    :math:`V = (I - \gamma P_\pi)^{-1} r_\pi`.
+    """
+    k, theta, toff = _prepare(mdp, policy, k, max_path_steps)
+    return _pass1(mdp, theta, toff, k)[0]
+
+
+def value(mdp: JointMDP, policy, k: int = 1, *, max_path_steps: int | None = None) -> float:
+    r"""The k-step objective :math:`J_k(\theta) = \mu^\top V_k` (SPEC §3)."""
+    return float(mdp.mu @ value_vector(mdp, policy, k, max_path_steps=max_path_steps))
+
+
+def value_and_grad(
+    mdp: JointMDP, policy, k: int = 1, *, max_path_steps: int | None = None
+) -> tuple[float, list[np.ndarray]]:
+    r"""The k-step objective and its exact gradient (SPEC §3).
+
+    Returns
+    -------
+    J_k : float
+        :math:`\mu^\top V_k`.
+    grad : list of ndarray
+        ``grad[i][o, a]`` = :math:`\partial J_k / \partial \theta_i[o, a]`, the partial
+        derivative with respect to every entry (rows not renormalised).
+
+    Raises
+    ------
+    ValueError
+        On a policy that does not fit ``mdp``, ``k < 1``, or an enumeration over the
+        ``max_path_steps`` budget (default :data:`DEFAULT_MAX_PATH_STEPS`).
+    """
+    J_k, grad, _ = values_and_grad(mdp, policy, k, max_path_steps=max_path_steps)
+    return J_k, grad
+
+
+def values_and_grad(
+    mdp: JointMDP, policy, k: int = 1, *, max_path_steps: int | None = None
+) -> tuple[float, list[np.ndarray], np.ndarray]:
+    """Like :func:`value_and_grad` but also returns the value vector ``V_k``."""
+    k, theta, toff = _prepare(mdp, policy, k, max_path_steps)
+    Vk, lu = _pass1(mdp, theta, toff, k)
+    nu = lu.solve(np.asarray(mdp.mu, dtype=float), trans="T")
+    N = mdp.n_states
+    m_ptr, m_idx = _m_pattern(mdp, k)
+    grad = _walk_all(_MODE_GRAD, _n_chunks(N), k, mdp.gamma, mdp.action_strides,
+                     np.asarray(mdp.n_actions, np.int64), mdp.obs_matrix, theta, toff,
+                     mdp.indptr, mdp.indices, mdp.probs, mdp.rewards, Vk, nu, np.zeros(N),
+                     m_ptr, m_idx, np.zeros(0), theta.size)
+    return float(mdp.mu @ Vk), _split(mdp, grad), Vk
