@@ -66,7 +66,7 @@ def _check_distribution(name: str, x, n: int) -> np.ndarray:
     bad = np.flatnonzero(~np.isfinite(x) | (x < 0))
     if bad.size:
         s = int(bad[0])
-        raise ValueError(f"{name}[{s}] = {x[s]!r} is not a probability (negative or NaN)")
+        raise ValueError(f"{name}[{s}] = {float(x[s])!r} is not a probability (negative or NaN)")
     total = float(x.sum())
     if abs(total - 1.0) > ROW_SUM_TOL:
         raise ValueError(f"{name} must sum to 1 (within {ROW_SUM_TOL:g}); it sums to {total!r}")
@@ -236,7 +236,7 @@ class JointMDP:
         bad = np.argwhere(~np.isfinite(P) | (P < 0))
         if bad.size:
             s, j, t = (int(x) for x in bad[0])
-            raise ValueError(f"P[{s}, {j}, {t}] = {P[s, j, t]!r} is not a probability")
+            raise ValueError(f"P[{s}, {j}, {t}] = {float(P[s, j, t])!r} is not a probability")
         flat = P.reshape(N * J, N)
         nz = flat != 0
         indptr = np.concatenate([[0], np.cumsum(nz.sum(axis=1))]).astype(np.int64)
@@ -285,7 +285,7 @@ class JointMDP:
         bad = np.argwhere(~np.isfinite(R))
         if bad.size:
             s, j = (int(x) for x in bad[0])
-            raise ValueError(f"R[{s}, {j}] = {R[s, j]!r} is not a finite reward")
+            raise ValueError(f"R[{s}, {j}] = {float(R[s, j])!r} is not a finite reward")
 
         indptr = np.asarray(indptr)
         indices = np.asarray(indices)
@@ -312,7 +312,7 @@ class JointMDP:
         if bad.size:
             r, t = int(row_of[bad[0]]), int(indices[bad[0]])
             raise ValueError(
-                f"P[{r // J}, {r % J}, {t}] = {probs[bad[0]]!r} is not a probability"
+                f"P[{r // J}, {r % J}, {t}] = {float(probs[bad[0]])!r} is not a probability"
             )
         sums = np.zeros(N * J)
         np.add.at(sums, row_of, probs)
@@ -320,7 +320,7 @@ class JointMDP:
         if bad.size:
             r = int(bad[0])
             raise ValueError(
-                f"transition row P[{r // J}, {r % J}, :] sums to {sums[r]!r}; "
+                f"transition row P[{r // J}, {r % J}, :] sums to {float(sums[r])!r}; "
                 f"every row must sum to 1 (within {ROW_SUM_TOL:g})"
             )
         # canonical CSR: sorted, duplicates merged, zeros dropped
@@ -392,7 +392,7 @@ def _check_names(names: dict, N: int, n_actions, n_obs) -> dict:
     for key, counts in (("action_names", n_actions), ("obs_names", n_obs)):
         if names.get(key) is not None:
             lists = tuple(tuple(str(x) for x in lst) for lst in names[key])
-            if len(lists) != len(counts) or any(len(l) != c for l, c in zip(lists, counts, strict=False)):
+            if len(lists) != len(counts) or any(len(names_i) != c for names_i, c in zip(lists, counts, strict=False)):
                 raise ValueError(f"{key} must give {list(counts)} names per agent")
             out[key] = lists
     return out

@@ -92,10 +92,12 @@ class Policy:
     :meth:`from_arrays`; they check shapes and that each row lies on the simplex.
     """
 
-    __slots__ = ("theta",)
+    __slots__ = ("theta", "free_entries")
 
-    def __init__(self, theta: Sequence[np.ndarray]):
+    def __init__(self, theta: Sequence[np.ndarray], *, free_entries: bool = False):
         self.theta = [np.array(t, dtype=float) for t in theta]
+        #: True for a point of the path-formula extension (rows need not be on the simplex).
+        self.free_entries = bool(free_entries)
 
     # ------------------------------------------------------------ constructors
     @classmethod
@@ -107,8 +109,8 @@ class Policy:
         """
         if len(arrays) != mdp.n_agents:
             raise ValueError(f"arrays must hold one table per agent ({mdp.n_agents}); got {len(arrays)}")
-        pol = cls(arrays)
-        pol.check_compatible(mdp, check_simplex=check_simplex)
+        pol = cls(arrays, free_entries=not check_simplex)
+        pol.check_compatible(mdp)
         return pol
 
     @classmethod
@@ -139,7 +141,7 @@ class Policy:
             for o, a in enumerate(tab):
                 if not 0 <= int(a) < mdp.n_actions[i] or a != int(a):
                     raise ValueError(
-                        f"tables[{i}][{o}] = {a!r} is not an action of agent {i} "
+                        f"tables[{i}][{o}] = {a.item()!r} is not an action of agent {i} "
                         f"(0..{mdp.n_actions[i] - 1})"
                     )
             t = np.zeros((mdp.n_obs[i], mdp.n_actions[i]))
@@ -148,8 +150,9 @@ class Policy:
         return cls(theta)
 
     # --------------------------------------------------------------- checks
-    def check_compatible(self, mdp: JointMDP, *, check_simplex: bool = True) -> None:
-        """Raise ``ValueError`` unless the tables fit ``mdp`` (and lie on the simplex)."""
+    def check_compatible(self, mdp: JointMDP) -> None:
+        """Raise ``ValueError`` unless the tables fit ``mdp`` and (unless ``free_entries``)
+        every row lies on the simplex."""
         if len(self.theta) != mdp.n_agents:
             raise ValueError(f"policy has {len(self.theta)} agents; the MDP has {mdp.n_agents}")
         for i, t in enumerate(self.theta):
@@ -159,18 +162,18 @@ class Policy:
             bad = np.argwhere(~np.isfinite(t))
             if bad.size:
                 o, a = (int(x) for x in bad[0])
-                raise ValueError(f"theta[{i}][{o}, {a}] = {t[o, a]!r} is not finite")
-            if check_simplex:
+                raise ValueError(f"theta[{i}][{o}, {a}] = {float(t[o, a])!r} is not finite")
+            if not self.free_entries:
                 bad = np.argwhere(t < -SIMPLEX_TOL)
                 if bad.size:
                     o, a = (int(x) for x in bad[0])
-                    raise ValueError(f"theta[{i}][{o}, {a}] = {t[o, a]!r} is negative")
+                    raise ValueError(f"theta[{i}][{o}, {a}] = {float(t[o, a])!r} is negative")
                 sums = t.sum(axis=1)
                 bad = np.flatnonzero(np.abs(sums - 1.0) > SIMPLEX_TOL * max(1, t.shape[1]))
                 if bad.size:
                     o = int(bad[0])
                     raise ValueError(
-                        f"row theta[{i}][{o}] sums to {sums[o]!r}; policy rows must lie on the simplex"
+                        f"row theta[{i}][{o}] sums to {float(sums[o])!r}; policy rows must lie on the simplex"
                     )
 
     # -------------------------------------------------------------- helpers
@@ -179,7 +182,7 @@ class Policy:
         return len(self.theta)
 
     def copy(self) -> Policy:
-        return Policy([t.copy() for t in self.theta])
+        return Policy([t.copy() for t in self.theta], free_entries=self.free_entries)
 
     def is_deterministic(self, atol: float = 1e-12) -> bool:
         return all(np.all((np.abs(t) < atol) | (np.abs(t - 1) < atol)) for t in self.theta)
@@ -301,6 +304,8 @@ def train(
     if init is None:
         policy = Policy.random(mdp, seed) if seed is not None else Policy.uniform(mdp)
     else:
+        if init.free_entries:
+            raise ValueError("init must lie on the simplex (it was built with check_simplex=False)")
         init.check_compatible(mdp)
         policy = init.copy()
 

@@ -79,11 +79,11 @@ def deterministic_values(mdp: JointMDP, joint_actions: np.ndarray) -> np.ndarray
             out[lo : lo + batch] = np.einsum("bn,bn->b", nu[..., 0], r)
         return out
     Pcsr = mdp.transition_matrix()
-    I = sparse.identity(N, format="csc")
+    eye = sparse.identity(N, format="csc")
     for b in range(B):
         sel = rows * J + joint_actions[b]
         Pd = Pcsr[sel]
-        V = splu((I - g * Pd).tocsc()).solve(mdp.rewards[rows, joint_actions[b]])
+        V = splu((eye - g * Pd).tocsc()).solve(mdp.rewards[rows, joint_actions[b]])
         out[b] = mdp.mu @ V
     return out
 

@@ -1,0 +1,118 @@
+"""Independent reference computations for the tests (plain numpy, no kernel code)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+from hypothesis import strategies as st
+
+import marl_kstep as mk
+
+
+def joint_pi(mdp, thetas):
+    """pi[s, j] = prod_i theta_i[phi_i(s), a_i(j)] (works off the simplex too)."""
+    acts = mdp.joint_actions()
+    pi = np.ones((mdp.n_states, mdp.n_joint_actions))
+    for i in range(mdp.n_agents):
+        pi *= thetas[i][mdp.obs[i]][:, acts[:, i]]
+    return pi
+
+
+def ordinary(mdp, thetas):
+    """Dense SPEC §2: (J, V, grad) by matrix inversion."""
+    P = mdp.to_dense()
+    R = mdp.rewards
+    N = mdp.n_states
+    g = mdp.gamma
+    pi = joint_pi(mdp, thetas)
+    Ppi = np.einsum("sj,sjt->st", pi, P)
+    rpi = (pi * R).sum(axis=1)
+    A = np.eye(N) - g * Ppi
+    V = np.linalg.solve(A, rpi)
+    nu = np.linalg.solve(A.T, mdp.mu)
+    Q = R + g * P @ V
+    acts = mdp.joint_actions()
+    grads = []
+    for i in range(mdp.n_agents):
+        gi = np.zeros_like(thetas[i], dtype=float)
+        others = np.ones((N, mdp.n_joint_actions))
+        for other in range(mdp.n_agents):
+            if other != i:
+                others *= thetas[other][mdp.obs[other]][:, acts[:, other]]
+        contrib = nu[:, None] * others * Q  # (N, J)
+        for s in range(N):
+            for j in range(mdp.n_joint_actions):
+                gi[mdp.obs[i][s], acts[j, i]] += contrib[s, j]
+        grads.append(gi)
+    return float(mdp.mu @ V), V, grads
+
+
+def path_formula(mdp, thetas, k):
+    """SPEC §3 by plain recursion: V_k with first-visit factors, entries as free variables."""
+    N = mdp.n_states
+    P = mdp.to_dense()
+    g = mdp.gamma
+    W = np.zeros(N)
+    M = np.zeros((N, N))
+
+    def rec(s0, s, depth, weight, ret, memo):
+        if depth == k:
+            W[s0] += weight * ret
+            M[s0, s] += weight * g**k
+            return
+        free = [i for i in range(mdp.n_agents) if (i, mdp.obs[i][s]) not in memo]
+        fixed = {i: memo[(i, mdp.obs[i][s])] for i in range(mdp.n_agents) if i not in free}
+        for choice in itertools.product(*[range(mdp.n_actions[i]) for i in free]):
+            acts = dict(fixed)
+            new = dict(memo)
+            f = 1.0
+            for i, a in zip(free, choice, strict=True):
+                acts[i] = a
+                new[(i, mdp.obs[i][s])] = a
+                f *= thetas[i][mdp.obs[i][s], a]
+            j = mdp.joint_index([acts[i] for i in range(mdp.n_agents)])
+            for t in np.flatnonzero(P[s, j]):
+                rec(s0, t, depth + 1, weight * f * P[s, j, t], ret + g**depth * mdp.rewards[s, j], new)
+
+    for s0 in range(N):
+        rec(s0, s0, 0, 1.0, 0.0, {})
+    V = np.linalg.solve(np.eye(N) - M, W)
+    return float(mdp.mu @ V), V
+
+
+@st.composite
+def small_mdps(draw, max_agents=3, max_states=5, max_joint=8, max_succ=2):
+    """Random joint MDPs: 1-3 agents, stochastic sparse transitions, several observations."""
+    n = draw(st.integers(1, max_agents))
+    n_actions = []
+    for _ in range(n):
+        cap = max(1, max_joint // max(1, int(np.prod(n_actions)) if n_actions else 1))
+        n_actions.append(draw(st.integers(1, min(3, cap))))
+    N = draw(st.integers(1, max_states))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    J = int(np.prod(n_actions))
+    P = np.zeros((N, J, N))
+    for s in range(N):
+        for j in range(J):
+            m = int(rng.integers(1, min(max_succ, N) + 1))
+            succ = rng.choice(N, size=m, replace=False)
+            P[s, j, succ] = rng.dirichlet(np.ones(m))
+    R = rng.normal(size=(N, J))
+    n_obs = [draw(st.integers(1, 3)) for _ in range(n)]
+    obs = [rng.integers(0, o, size=N) for o in n_obs]
+    mu = rng.dirichlet(np.ones(N))
+    gamma = draw(st.sampled_from([0.0, 0.5, 0.9]))
+    return mk.JointMDP.from_dense(P, R, obs, n_actions, mu, gamma, n_obs=n_obs)
+
+
+def random_thetas(mdp, seed, interior=True):
+    rng = np.random.default_rng(seed)
+    out = []
+    for o, a in zip(mdp.n_obs, mdp.n_actions, strict=True):
+        t = rng.dirichlet(np.ones(a), size=o)
+        if interior:
+            t = 0.8 * t + 0.2 / a
+        out.append(t)
+    return out
