@@ -24,7 +24,7 @@ import numpy as np
 
 from ..model import JointMDP
 
-__all__ = ["ScenarioModel", "compile_model", "DEFAULT_MAX_STATES"]
+__all__ = ["ScenarioModel", "compile_model", "DEFAULT_MAX_STATES", "COLORS", "agent_color"]
 
 #: Default refusal limit on the joint state count estimated before compiling.
 DEFAULT_MAX_STATES = 200_000
@@ -73,6 +73,35 @@ class ScenarioModel(ABC):
 
     def obs_names(self) -> tuple[tuple[str, ...], ...] | None:
         return None
+
+    # rendering (used by the PettingZoo environments)
+    def render_text(self, state) -> str:
+        """One-line text picture of ``state`` (``render_mode="ansi"``)."""
+        return self.state_name(state)
+
+    def render_cells(self, state) -> np.ndarray:
+        """Colour of every cell of a small picture of ``state``, shape ``(rows, cols, 3)``, uint8."""
+        raise NotImplementedError
+
+    def render_rgb(self, state, cell_px: int = 24) -> np.ndarray:
+        """``render_cells`` scaled up to ``cell_px`` pixels per cell (``render_mode="rgb_array"``)."""
+        cells = np.asarray(self.render_cells(state), dtype=np.uint8)
+        return np.repeat(np.repeat(cells, cell_px, axis=0), cell_px, axis=1)
+
+
+#: Colours used by the cell pictures.
+COLORS = {
+    "floor": (235, 235, 235),
+    "wall": (60, 60, 60),
+    "goal": (255, 200, 40),
+    "decoy": (250, 235, 170),
+    "good": (110, 200, 110),
+    "agents": ((40, 90, 220), (220, 60, 60), (40, 160, 80), (150, 70, 190), (240, 140, 30), (30, 170, 190)),
+}
+
+
+def agent_color(i: int) -> tuple[int, int, int]:
+    return COLORS["agents"][i % len(COLORS["agents"])]
 
 
 def compile_model(model: ScenarioModel, *, max_states: int = DEFAULT_MAX_STATES) -> tuple[JointMDP, list]:

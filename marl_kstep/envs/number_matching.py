@@ -23,10 +23,14 @@ from __future__ import annotations
 
 import itertools
 
-from ..model import JointMDP
-from .base import ScenarioModel, compile_model
+import numpy as np
+from pettingzoo.utils.conversions import parallel_to_aec
 
-__all__ = ["NumberMatchingModel", "build_mdp", "OBSERVATIONS", "STARTS"]
+from ..model import JointMDP
+from .base import COLORS, ScenarioModel, agent_color, compile_model
+from .pz import ModelParallelEnv
+
+__all__ = ["NumberMatchingModel", "parallel_env", "env", "raw_env", "build_mdp", "OBSERVATIONS", "STARTS"]
 
 OBSERVATIONS = ("match", "own")
 STARTS = ("uniform", "far")
@@ -88,6 +92,33 @@ class NumberMatchingModel(ScenarioModel):
         if self.observation == "match":
             return (("mismatch", "match"),) * self.n
         return (tuple(str(x) for x in range(self.m)),) * self.n
+
+
+    def render_text(self, state):
+        return " ".join(f"{x}" for x in state) + ("  (match)" if len(set(state)) == 1 else "")
+
+    def render_cells(self, state):
+        cells = np.tile(np.array(COLORS["floor"], np.uint8), (self.n, self.m, 1))
+        done = len(set(state)) == 1
+        for i, x in enumerate(state):
+            cells[i, x] = COLORS["good"] if done else agent_color(i)
+        return cells
+
+
+def parallel_env(n_agents: int = 2, n_numbers: int = 6, move_cost: float = 0.3, gamma: float = 0.9,
+                 observation: str = "match", start: str = "uniform", max_cycles: int = 200,
+                 render_mode: str | None = None) -> ModelParallelEnv:
+    """Number matching as a PettingZoo ParallelEnv (see the module docstring)."""
+    model = NumberMatchingModel(n_agents, n_numbers, move_cost, gamma, observation, start)
+    return ModelParallelEnv(model, "number_matching_v0", max_cycles, render_mode)
+
+
+def raw_env(**config):
+    """AEC version, through PettingZoo's ``parallel_to_aec``."""
+    return parallel_to_aec(parallel_env(**config))
+
+
+env = raw_env
 
 
 def build_mdp(**config) -> JointMDP:

@@ -1,4 +1,4 @@
-r"""The two-state aggregation trap (SPEC §5, §7.3).
+r"""The two-state aggregation trap (SPEC §5, §7.3): the aggregated chain of length 2.
 
 One agent, states ``{0, 1}``, one observation for both (fully aggregated), actions
 ``L = 0`` and ``R = 1``, start in state 0:
@@ -13,49 +13,35 @@ so k = 1 stays trapped; a window of k >= 3 escapes under projected ascent.
 
 from __future__ import annotations
 
+from pettingzoo.utils.conversions import parallel_to_aec
+
 from ..model import JointMDP
-from .base import ScenarioModel, compile_model
+from .aggregated_chain import AggregatedChainModel
+from .base import compile_model
+from .pz import ModelParallelEnv
 
-__all__ = ["TwoStateModel", "build_mdp"]
+__all__ = ["TwoStateModel", "parallel_env", "env", "raw_env", "build_mdp"]
 
 
-class TwoStateModel(ScenarioModel):
-    """Model of the two-state trap; ``small_reward`` is c, the reward of staying in 0."""
+class TwoStateModel(AggregatedChainModel):
+    """The two-state trap: :class:`AggregatedChainModel` with ``length=2``."""
 
     def __init__(self, small_reward: float = 0.5, gamma: float = 0.9):
-        small_reward = float(small_reward)
-        if not 0.0 <= small_reward:
-            raise ValueError(f"small_reward must be >= 0; got small_reward={small_reward!r}")
-        if not 0.0 <= float(gamma) < 1.0:
-            raise ValueError(f"gamma must lie in [0, 1); got gamma={gamma!r}")
-        self.small_reward = small_reward
-        self.gamma = float(gamma)
-        self.n_actions = (2,)
-        self.n_obs = (1,)
+        super().__init__(length=2, small_reward=small_reward, gamma=gamma)
 
-    def initial_distribution(self):
-        return [(0, 1.0)]
 
-    def transitions(self, state, actions):
-        return [(1 if actions[0] == 1 else 0, 1.0)]
+def parallel_env(small_reward: float = 0.5, gamma: float = 0.9, max_cycles: int = 200,
+                 render_mode: str | None = None) -> ModelParallelEnv:
+    """The two-state trap as a PettingZoo ParallelEnv."""
+    return ModelParallelEnv(TwoStateModel(small_reward, gamma), "two_state_v0", max_cycles, render_mode)
 
-    def reward(self, state, actions):
-        a = actions[0]
-        if state == 0:
-            return self.small_reward if a == 0 else 0.0
-        return 1.0 if a == 1 else 0.0
 
-    def observe(self, state, agent):
-        return 0
+def raw_env(**config):
+    """AEC version, through PettingZoo's ``parallel_to_aec``."""
+    return parallel_to_aec(parallel_env(**config))
 
-    def estimate_states(self):
-        return 2
 
-    def action_names(self):
-        return (("L", "R"),)
-
-    def obs_names(self):
-        return (("*",),)
+env = raw_env
 
 
 def build_mdp(small_reward: float = 0.5, gamma: float = 0.9) -> JointMDP:

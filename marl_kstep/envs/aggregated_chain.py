@@ -1,0 +1,108 @@
+r"""The aggregated chain (SPEC §7.3): a state-aggregation trap of length L.
+
+One agent on states ``0..L-1``, all with the same observation; actions ``L = 0`` (left)
+and ``R = 1`` (right); the episode starts in state 0.
+
+* ``L`` moves to ``max(s - 1, 0)``, ``R`` to ``min(s + 1, L - 1)``;
+* taking ``L`` in state 0 pays ``small_reward`` (c); taking ``R`` in state ``L-1`` pays 1;
+  everything else pays 0.
+
+Always-L is worth :math:`c/(1-\gamma)`, always-R :math:`\gamma^{L-1}/(1-\gamma)` (the
+optimum when :math:`\gamma^{L-1} > c`). Length 2 is the two-state trap of SPEC §5. Only a
+window long enough to carry "right" to the far end sees the big reward, so the smallest
+escaping k grows with L. Measured with projected ascent (eta 0.05) from
+``theta[R] = 0.05``, c = 0.3, gamma = 0.95 (``scenarios/aggregated_chain.py``):
+
+======  ==================  ========================
+length  smallest escaping k J* (always R)
+======  ==================  ========================
+2       2                   19.0
+3       4                   18.05
+4       6                   17.1475
+5       7                   16.290125
+6       9                   15.47561875
+======  ==================  ========================
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pettingzoo.utils.conversions import parallel_to_aec
+
+from ..model import JointMDP
+from .base import COLORS, ScenarioModel, agent_color, compile_model
+from .pz import ModelParallelEnv
+
+__all__ = ["AggregatedChainModel", "parallel_env", "env", "raw_env", "build_mdp"]
+
+
+class AggregatedChainModel(ScenarioModel):
+    """Model of the aggregated chain; states are the integers ``0..length-1``."""
+
+    def __init__(self, length: int = 4, small_reward: float = 0.3, gamma: float = 0.95):
+        if isinstance(length, bool) or int(length) != length or length < 2:
+            raise ValueError(f"length must be an integer >= 2; got length={length!r}")
+        if not (np.isfinite(small_reward) and small_reward >= 0):
+            raise ValueError(f"small_reward must be a number >= 0; got small_reward={small_reward!r}")
+        if not 0.0 <= float(gamma) < 1.0:
+            raise ValueError(f"gamma must lie in [0, 1); got gamma={gamma!r}")
+        self.length = int(length)
+        self.small_reward = float(small_reward)
+        self.gamma = float(gamma)
+        self.n_actions = (2,)
+        self.n_obs = (1,)
+
+    def initial_distribution(self):
+        return [(0, 1.0)]
+
+    def transitions(self, state, actions):
+        return [(min(state + 1, self.length - 1) if actions[0] == 1 else max(state - 1, 0), 1.0)]
+
+    def reward(self, state, actions):
+        if state == 0 and actions[0] == 0:
+            return self.small_reward
+        if state == self.length - 1 and actions[0] == 1:
+            return 1.0
+        return 0.0
+
+    def observe(self, state, agent):
+        return 0
+
+    def estimate_states(self):
+        return self.length
+
+    def action_names(self):
+        return (("L", "R"),)
+
+    def obs_names(self):
+        return (("*",),)
+
+    def render_text(self, state):
+        return "".join("A" if s == state else ("G" if s == self.length - 1 else ".") for s in range(self.length))
+
+    def render_cells(self, state):
+        cells = np.tile(np.array(COLORS["floor"], np.uint8), (1, self.length, 1))
+        cells[0, 0] = COLORS["decoy"]
+        cells[0, -1] = COLORS["goal"]
+        cells[0, state] = agent_color(0)
+        return cells
+
+
+def parallel_env(length: int = 4, small_reward: float = 0.3, gamma: float = 0.95, max_cycles: int = 200,
+                 render_mode: str | None = None) -> ModelParallelEnv:
+    """Aggregated chain as a PettingZoo ParallelEnv (see the module docstring)."""
+    return ModelParallelEnv(AggregatedChainModel(length, small_reward, gamma), "aggregated_chain_v0",
+                            max_cycles, render_mode)
+
+
+def raw_env(**config):
+    """AEC version, through PettingZoo's ``parallel_to_aec``."""
+    return parallel_to_aec(parallel_env(**config))
+
+
+env = raw_env
+
+
+def build_mdp(**config) -> JointMDP:
+    """The compiled chain (state s has index s)."""
+    return compile_model(AggregatedChainModel(**config))[0]
