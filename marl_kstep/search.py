@@ -1,7 +1,8 @@
 r"""Exhaustive search over deterministic decentralized policies.
 
 A deterministic joint table assigns every (agent, observation) slot one action, so there
-are :math:`\prod_i A_i^{O_i}` of them. For each, the joint action in state ``s`` is
+are :math:`\prod_i A_i^{O_i}` of them; only observations that occur in some state matter,
+so the search enumerates those slots (unseen observations get action 0). For each, the joint action in state ``s`` is
 :math:`j(s) = \sum_i d_i(\phi_i(s))\, \mathrm{stride}_i` and the value is the ordinary
 :math:`J = \mu^\top (I - \gamma P_d)^{-1} r_d` (for deterministic tables
 :math:`V_k = V` for every ``k``, SPEC §3).
@@ -19,33 +20,47 @@ from scipy.sparse.linalg import splu
 from .model import JointMDP
 from .policy import Policy
 
-__all__ = ["count_deterministic", "best_deterministic", "deterministic_values"]
+__all__ = ["count_deterministic", "best_deterministic", "deterministic_values", "used_observations"]
 
 _DENSE_MAX_STATES = 600
 _BATCH_BYTES = 64 * 2**20
 
 
+def used_observations(mdp: JointMDP) -> list[np.ndarray]:
+    """The observation ids each agent actually sees in some state (sorted)."""
+    return [np.unique(o) for o in mdp.obs]
+
+
 def count_deterministic(mdp: JointMDP) -> int:
-    r"""Number of deterministic joint tables, :math:`\prod_i A_i^{O_i}` (exact integer)."""
+    r"""Number of distinct deterministic joint tables, :math:`\prod_i A_i^{|\mathcal O_i|}`
+    with :math:`\mathcal O_i` the observations agent ``i`` sees in some state (rows of
+    unseen observations do not change the value). Exact integer."""
     count = 1
-    for o, a in zip(mdp.n_obs, mdp.n_actions, strict=True):
-        count *= a**o
+    for used, a in zip(used_observations(mdp), mdp.n_actions, strict=True):
+        count *= a ** len(used)
     return count
 
 
 def _slot_layout(mdp: JointMDP):
-    """Radices of the (agent, observation) slots, agent 0's slots most significant."""
-    radices = [a for o, a in zip(mdp.n_obs, mdp.n_actions, strict=True) for _ in range(o)]
-    offsets = np.concatenate([[0], np.cumsum(mdp.n_obs)[:-1]]).astype(np.int64)
-    return tuple(radices), offsets
+    """Radices of the used (agent, observation) slots, agent 0's slots most significant,
+    and for each agent the map from observation id to slot position (-1 when unused)."""
+    used = used_observations(mdp)
+    radices = tuple(a for u, a in zip(used, mdp.n_actions, strict=True) for _ in u)
+    slot_of, pos = [], 0
+    for i, u in enumerate(used):
+        m = np.full(mdp.n_obs[i], -1, dtype=np.int64)
+        m[u] = pos + np.arange(u.size)
+        slot_of.append(m)
+        pos += u.size
+    return radices, slot_of
 
 
-def _joint_actions_of(mdp: JointMDP, digits: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+def _joint_actions_of(mdp: JointMDP, digits: np.ndarray, slot_of) -> np.ndarray:
     """Joint action per state for a batch of tables: ``digits`` (B, n_slots) -> (B, N)."""
     strides = mdp.action_strides
     j = np.zeros((digits.shape[0], mdp.n_states), dtype=np.int64)
     for i in range(mdp.n_agents):
-        j += digits[:, offsets[i] + mdp.obs[i]] * strides[i]
+        j += digits[:, slot_of[i][mdp.obs[i]]] * strides[i]
     return j
 
 
@@ -105,20 +120,20 @@ def best_deterministic(mdp: JointMDP, max_policies: int = 10**6) -> tuple[float,
     count = count_deterministic(mdp)
     if count > max_policies:
         raise ValueError(
-            f"exhaustive search needs {count:,} deterministic joint tables "
-            f"(prod_i A_i^O_i with A={list(mdp.n_actions)}, O={list(mdp.n_obs)}), more than "
+            f"exhaustive search needs {count:,} deterministic joint tables (prod_i A_i^O_i with "
+            f"A={list(mdp.n_actions)} and O={[len(u) for u in used_observations(mdp)]} observations in use), more than "
             f"max_policies={max_policies:,}; pass a larger max_policies if you can afford it"
         )
-    radices, offsets = _slot_layout(mdp)
+    radices, slot_of = _slot_layout(mdp)
     best_val, best_idx = -np.inf, 0
     chunk = 1 << 16
     for lo in range(0, count, chunk):
         idx = np.arange(lo, min(count, lo + chunk))
         digits = np.stack(np.unravel_index(idx, radices), axis=1) if radices else np.zeros((idx.size, 0), int)
-        vals = deterministic_values(mdp, _joint_actions_of(mdp, digits, offsets))
+        vals = deterministic_values(mdp, _joint_actions_of(mdp, digits, slot_of))
         b = int(np.argmax(vals))
         if vals[b] > best_val:
             best_val, best_idx = float(vals[b]), int(idx[b])
-    digits = np.unravel_index(best_idx, radices)
-    tables = [np.asarray(digits[offsets[i] : offsets[i] + mdp.n_obs[i]]) for i in range(mdp.n_agents)]
+    digits = np.asarray(np.unravel_index(best_idx, radices), dtype=np.int64) if radices else np.zeros(0, int)
+    tables = [np.where(slot_of[i] >= 0, digits[np.maximum(slot_of[i], 0)], 0) for i in range(mdp.n_agents)]
     return best_val, Policy.deterministic(mdp, tables)
