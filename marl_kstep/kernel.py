@@ -18,8 +18,10 @@ drawn on the path. A path has weight :math:`p = T \prod f` (transition probabili
 the entries :math:`\theta_i[o, a]` drawn at first visits) and return
 :math:`G = \sum_{t<k} \gamma^t r_t + \gamma^k V_k(s_k)`.
 
-1. Pass 1 accumulates :math:`W` and the sparse :math:`M`; then :math:`(I - M) V_k = W`.
-2. :math:`\nu_k = \mu^\top (I - M)^{-1}` (transposed solve of the same LU factors).
+1. Pass 1 accumulates :math:`W` and the sparse :math:`M`; then :math:`(I - M) V_k = W`
+   (sparse LU for small systems, BiCGSTAB to a relative residual of 1e-13 with an LU
+   fallback for large ones).
+2. :math:`\nu_k = \mu^\top (I - M)^{-1}` (the transposed system).
 3. Pass 2: :math:`\partial J_k / \partial \theta_i[o, a] = \sum_s \nu_k(s) \sum_{\text{paths}
    \ni (i,o,a)} T \prod_{f \ne (i,o,a)} f \cdot G`.
 
@@ -370,8 +372,56 @@ def _n_chunks(n_states: int) -> int:
     return max(1, min(n_states, 8 * numba.get_num_threads()))
 
 
+#: Systems with at most this many states are solved by sparse LU; larger ones by BiCGSTAB
+#: (``I - M`` is well conditioned: cond <= (1 + gamma^k) / (1 - gamma^k)), falling back to
+#: LU when the iteration does not reach a relative residual of 1e-13.
+DIRECT_SOLVE_MAX_STATES = 400
+_ITER_RTOL = 1e-15
+_CHECK_RTOL = 1e-13
+
+
+@njit(parallel=True, cache=True)
+def _csr_matvec(indptr, indices, data, x):
+    """``y = A @ x`` for a CSR matrix, rows in parallel."""
+    n = indptr.shape[0] - 1
+    y = np.empty(n)
+    for r in prange(n):
+        acc = 0.0
+        for p in range(indptr[r], indptr[r + 1]):
+            acc += data[p] * x[indices[p]]
+        y[r] = acc
+    return y
+
+
+def _parallel_operator(A: sparse.csr_matrix):
+    from scipy.sparse.linalg import LinearOperator
+
+    ip, ix, dv = A.indptr.astype(np.int64), A.indices.astype(np.int64), A.data
+    return LinearOperator(A.shape, matvec=lambda x: _csr_matvec(ip, ix, dv, np.ascontiguousarray(x, float).ravel()),
+                          dtype=np.float64)
+
+
+class _Solver:
+    """Solves ``A x = b`` or ``A^T x = b`` for ``A = I - M``."""
+
+    def __init__(self, A: sparse.csr_matrix):
+        self.A = A
+        self.lu = splu(A.tocsc()) if A.shape[0] <= DIRECT_SOLVE_MAX_STATES else None
+
+    def solve(self, b: np.ndarray, trans: str = "N") -> np.ndarray:
+        from scipy.sparse.linalg import bicgstab
+
+        if self.lu is None:
+            A = self.A if trans == "N" else self.A.T.tocsr()
+            x, info = bicgstab(_parallel_operator(A), b, rtol=_ITER_RTOL, atol=0.0, maxiter=10 * A.shape[0])
+            if info == 0 and np.linalg.norm(A @ x - b) <= _CHECK_RTOL * max(np.linalg.norm(b), 1e-300):
+                return x
+            self.lu = splu(self.A.tocsc())
+        return self.lu.solve(b, trans=trans)
+
+
 def _pass1(mdp: JointMDP, theta: np.ndarray, toff: np.ndarray, k: int):
-    """Pass 1 and the solve: returns (V_k, LU of I - M)."""
+    """Pass 1 and the solve: returns (V_k, solver for I - M)."""
     N = mdp.n_states
     m_ptr, m_idx = _m_pattern(mdp, k)
     W = np.zeros(N)
@@ -379,9 +429,9 @@ def _pass1(mdp: JointMDP, theta: np.ndarray, toff: np.ndarray, k: int):
     _walk_all(_MODE_VALUES, _n_chunks(N), k, mdp.gamma, mdp.action_strides,
               np.asarray(mdp.n_actions, np.int64), mdp.obs_matrix, theta, toff, mdp.indptr,
               mdp.indices, mdp.probs, mdp.rewards, W, W, W, m_ptr, m_idx, m_data, theta.size)
-    M = sparse.csc_matrix(sparse.csr_matrix((m_data, m_idx, m_ptr), shape=(N, N)))
-    lu = splu((sparse.identity(N, format="csc") - M).tocsc())
-    return lu.solve(W), lu
+    M = sparse.csr_matrix((m_data, m_idx, m_ptr), shape=(N, N))
+    solver = _Solver((sparse.identity(N, format="csr") - M).tocsr())
+    return solver.solve(W), solver
 
 
 def _split(mdp: JointMDP, flat: np.ndarray) -> list[np.ndarray]:

@@ -178,3 +178,21 @@ def test_policy_that_does_not_fit_the_mdp():
         mk.value(mdp, mk.Policy.uniform(other))
     with pytest.raises(ValueError, match="policy must be a marl_kstep.Policy"):
         mk.value(mdp, [np.array([[0.5, 0.5]])])
+
+
+def test_iterative_solver_path_agrees_with_lu(monkeypatch):
+    """Large systems use BiCGSTAB (with a parallel matvec); it must agree with sparse LU."""
+    import marl_kstep.kernel as kernel
+    from marl_kstep.envs import grid_coordination
+
+    mdp = grid_coordination.build_mdp(slip=0.1, observation="position")
+    pol = mk.Policy.random(mdp, seed=2)
+    for k in (1, 2):
+        J_lu, g_lu, V_lu = kernel.values_and_grad(mdp, pol, k)
+        monkeypatch.setattr(kernel, "DIRECT_SOLVE_MAX_STATES", 0)
+        J_it, g_it, V_it = kernel.values_and_grad(mdp, pol, k)
+        monkeypatch.setattr(kernel, "DIRECT_SOLVE_MAX_STATES", 400)
+        assert J_it == pytest.approx(J_lu, rel=1e-12)
+        np.testing.assert_allclose(V_it, V_lu, rtol=1e-12)
+        for a, b in zip(g_it, g_lu, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-11)
