@@ -212,7 +212,8 @@ def _header(lines: _Lines, key: str):
     no, s = lines.next(f"'{key}:'")
     m = re.match(r"^([a-z]+)(\s+(include|exclude))?\s*:(.*)$", s)
     if not m or m.group(1) != key or (m.group(3) and key != "start"):
-        raise lines.error(f"expected '{key}:' (the header entries come in the order {', '.join(_HEADER)}), got {s!r}", no)
+        order = ", ".join(_HEADER)
+        raise lines.error(f"expected '{key}:' (the header entries come in the order {order}), got {s!r}", no)
     return no, m.group(3), m.group(4).split()
 
 
