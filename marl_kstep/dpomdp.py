@@ -266,7 +266,8 @@ def _parse(lines: _Lines) -> DecPOMDP:
     else:
         start = _floats(toks, N, lines, no, "start probabilities")
     if np.any(start < 0) or abs(start.sum() - 1.0) > PROB_TOL:
-        raise lines.error(f"the start distribution must be non-negative and sum to 1; it sums to {start.sum()!r}", no)
+        raise lines.error(
+            f"the start distribution must be non-negative and sum to 1; it sums to {float(start.sum())!r}", no)
 
     _, _, toks = _header(lines, "actions")
     if toks:
@@ -294,8 +295,8 @@ def _parse(lines: _Lines) -> DecPOMDP:
     O = np.zeros((J, N, JO))  # noqa: E741
     R3 = np.zeros((J, N, N))
     R_obs: dict = {}
-    t_set = np.zeros((J, N), bool)
-    o_set = np.zeros((J, N), bool)
+    t_line = np.zeros((J, N), np.int64)  # line that last wrote each T row (0: never)
+    o_line = np.zeros((J, N), np.int64)
 
     while lines.peek()[0] is not None:
         no, s = lines.next("an entry")
@@ -304,25 +305,26 @@ def _parse(lines: _Lines) -> DecPOMDP:
             raise lines.error(f"expected an entry starting with 'T:', 'O:' or 'R:', got {s!r}", no)
         kind, fields = m.group(1), [f.split() for f in m.group(2).split(":")]
         if kind == "T":
-            _entry_T(lines, no, fields, actions, states, T, t_set)
+            _entry_T(lines, no, fields, actions, states, T, t_line)
         elif kind == "O":
-            _entry_O(lines, no, fields, actions, observations, states, O, o_set)
+            _entry_O(lines, no, fields, actions, observations, states, O, o_line)
         else:
             _entry_R(lines, no, fields, actions, observations, states, R3, R_obs, JO, sign)
 
-    for what, arr, done in (("T", T, t_set), ("O", O, o_set)):
+    for what, arr, written in (("T", T, t_line), ("O", O, o_line)):
+        cond = "start state" if what == "T" else "end state"
         if np.any(arr < 0):
             a, s, t = (int(x) for x in np.argwhere(arr < 0)[0])
-            raise lines.error(f"{what} has a negative probability {arr[a, s, t]!r} (joint action {a}, state {s})")
+            raise lines.error(f"{what} has a negative probability {float(arr[a, s, t])!r} "
+                              f"(joint action {a}, {cond} {states[s]!r})", int(written[a, s]))
         sums = arr.sum(axis=2)
         bad = np.argwhere(np.abs(sums - 1.0) > PROB_TOL)
         if bad.size:
             a, s = (int(x) for x in bad[0])
-            cond = "start state" if what == "T" else "end state"
-            hint = "" if done[a, s] else " (never specified)"
+            hint = "" if written[a, s] else " (never specified)"
             raise lines.error(
-                f"{what} row for joint action {a}, {cond} {states[s]!r} sums to {sums[a, s]!r}{hint}; "
-                f"expected 1 (within {PROB_TOL:g})"
+                f"{what} row for joint action {a}, {cond} {states[s]!r} sums to {float(sums[a, s])!r}{hint}; "
+                f"expected 1 (within {PROB_TOL:g})", int(written[a, s]) or None
             )
     return DecPOMDP(lines.name, agents, discount, states, tuple(actions), tuple(observations), start,
                     T, O, R3, R_obs)
@@ -332,7 +334,7 @@ def _assign(arr, idx, value):
     arr[np.ix_(*idx)] = value
 
 
-def _entry_T(lines, no, fields, actions, states, T, t_set):
+def _entry_T(lines, no, fields, actions, states, T, t_line):
     N = len(states)
     nf = len(fields)
     if nf == 4 and fields[3]:
@@ -351,10 +353,10 @@ def _entry_T(lines, no, fields, actions, states, T, t_set):
         s = np.arange(N)
     else:
         raise lines.error("expected 'T: <a> : <s> : <s'> : <p>', 'T: <a> : <s> :' + row, or 'T: <a> :' + matrix", no)
-    t_set[np.ix_(a, s)] = True
+    t_line[np.ix_(a, s)] = no
 
 
-def _entry_O(lines, no, fields, actions, observations, states, O, o_set):  # noqa: E741
+def _entry_O(lines, no, fields, actions, observations, states, O, o_line):  # noqa: E741
     N, JO = len(states), O.shape[2]
     nf = len(fields)
     if nf == 4 and fields[3]:
@@ -372,7 +374,7 @@ def _entry_O(lines, no, fields, actions, observations, states, O, o_set):  # noq
         t = np.arange(N)
     else:
         raise lines.error("expected 'O: <a> : <s'> : <o> : <p>', 'O: <a> : <s'> :' + row, or 'O: <a> :' + matrix", no)
-    o_set[np.ix_(a, t)] = True
+    o_line[np.ix_(a, t)] = no
 
 
 def _entry_R(lines, no, fields, actions, observations, states, R3, R_obs, JO, sign):
