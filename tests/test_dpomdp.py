@@ -165,10 +165,16 @@ def test_every_shipped_file_loads(name):
     P = mdp.transition_matrix()
     np.testing.assert_allclose(np.asarray(P.sum(axis=1)).ravel(), 1.0, atol=1e-9)
     assert mdp.n_states >= 1 and mdp.state_names is not None and mdp.action_names is not None
-    # every state is reachable: each has positive discounted occupancy under the uniform policy
-    from marl_kstep.kernel import values_and_grad  # noqa: F401  (kernel import warms numba)
-
     assert all(len(n) == o for n, o in zip(mdp.obs_names, mdp.n_obs, strict=True))
+    # every kept state is reachable from the start distribution
+    from scipy.sparse import csgraph, csr_matrix
+
+    N, J = mdp.n_states, mdp.n_joint_actions
+    graph = csr_matrix((np.ones(N * J), (np.repeat(np.arange(N), J), np.arange(N * J))), shape=(N, N * J)) @ P
+    graph = csr_matrix(np.vstack([graph.toarray(), mdp.mu[None, :]]))  # extra root -> start states
+    graph.resize((N + 1, N + 1))
+    reached = csgraph.breadth_first_order(graph, N, return_predecessors=False)
+    assert set(reached) == set(range(N + 1))
 
 
 @needs_data
