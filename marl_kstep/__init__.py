@@ -6,6 +6,8 @@ See ``SPEC`` §1–§5 in the project docs for the definitions; the main entry p
 and :func:`best_deterministic`.
 """
 
+from .dpomdp import load_dpomdp
+from .envs.pz import compile_env, rollout
 from .kernel import (
     DEFAULT_MAX_PATH_STEPS,
     estimate_path_steps,
@@ -15,7 +17,7 @@ from .kernel import (
 )
 from .model import JointMDP
 from .policy import Policy, TrainResult, mirror_step, pgd_step, project_simplex, train
-from .search import best_deterministic
+from .search import alternating_best_response, best_deterministic, best_response
 
 __version__ = "0.1.0"
 
@@ -24,7 +26,12 @@ __all__ = [
     "JointMDP",
     "Policy",
     "TrainResult",
+    "alternating_best_response",
     "best_deterministic",
+    "best_response",
+    "compile_env",
+    "load_dpomdp",
+    "rollout",
     "estimate_path_steps",
     "mirror_step",
     "pgd_step",

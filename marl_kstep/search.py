@@ -20,7 +20,15 @@ from scipy.sparse.linalg import splu
 from .model import JointMDP
 from .policy import Policy
 
-__all__ = ["count_deterministic", "best_deterministic", "deterministic_values", "used_observations"]
+__all__ = [
+    "alternating_best_response",
+    "best_deterministic",
+    "best_response",
+    "count_deterministic",
+    "deterministic_values",
+    "option_values",
+    "used_observations",
+]
 
 _DENSE_MAX_STATES = 600
 _BATCH_BYTES = 64 * 2**20
@@ -64,6 +72,48 @@ def _joint_actions_of(mdp: JointMDP, digits: np.ndarray, slot_of) -> np.ndarray:
     return j
 
 
+def option_values(P_opt, r_opt: np.ndarray, choice: np.ndarray, mu: np.ndarray, gamma: float) -> np.ndarray:
+    r"""Values of deterministic maps that pick one *option* per state.
+
+    Parameters
+    ----------
+    P_opt : sparse matrix, shape (N*K, N)
+        Row ``s*K + k`` is the next-state distribution of option ``k`` in state ``s``.
+    r_opt : ndarray, shape (N, K)
+        Reward of option ``k`` in state ``s``.
+    choice : ndarray, shape (B, N)
+        ``choice[b, s]``: the option map ``b`` plays in state ``s``.
+
+    Returns
+    -------
+    ndarray, shape (B,)
+        :math:`\mu^\top (I - \gamma P_b)^{-1} r_b` for every map.
+    """
+    N, K = r_opt.shape
+    rows = np.arange(N)
+    B = choice.shape[0]
+    out = np.empty(B)
+    if N <= _DENSE_MAX_STATES:
+        P = P_opt.toarray().reshape(N, K, N)
+        batch = max(1, _BATCH_BYTES // (8 * N * N))
+        eye = np.eye(N)
+        for lo in range(0, B, batch):
+            ch = choice[lo : lo + batch]
+            A = eye[None] - gamma * P[rows[None, :], ch]  # (b, N, N)
+            r = r_opt[rows[None, :], ch]  # (b, N)
+            # J = mu^T A^{-1} r: solve the transposed system for nu, then dot
+            nu = np.linalg.solve(np.swapaxes(A, 1, 2), np.broadcast_to(mu, r.shape)[..., None])
+            out[lo : lo + batch] = np.einsum("bn,bn->b", nu[..., 0], r)
+        return out
+    P_opt = sparse.csr_matrix(P_opt)
+    eye = sparse.identity(N, format="csc")
+    for b in range(B):
+        Pd = P_opt[rows * K + choice[b]]
+        V = splu((eye - gamma * Pd).tocsc()).solve(r_opt[rows, choice[b]])
+        out[b] = mu @ V
+    return out
+
+
 def deterministic_values(mdp: JointMDP, joint_actions: np.ndarray) -> np.ndarray:
     """Values ``J = mu . V`` of deterministic state-to-joint-action maps.
 
@@ -71,36 +121,8 @@ def deterministic_values(mdp: JointMDP, joint_actions: np.ndarray) -> np.ndarray
     ----------
     joint_actions : ndarray, shape (B, N)
         ``joint_actions[b, s]`` is the joint action played in state ``s`` by table ``b``.
-
-    Returns
-    -------
-    ndarray, shape (B,)
     """
-    N, J = mdp.n_states, mdp.n_joint_actions
-    rows = np.arange(N)
-    B = joint_actions.shape[0]
-    out = np.empty(B)
-    g = mdp.gamma
-    if N <= _DENSE_MAX_STATES:
-        P = mdp.to_dense()  # (N, J, N)
-        batch = max(1, _BATCH_BYTES // (8 * N * N))
-        eye = np.eye(N)
-        for lo in range(0, B, batch):
-            ja = joint_actions[lo : lo + batch]
-            A = eye[None] - g * P[rows[None, :], ja]  # (b, N, N)
-            r = mdp.rewards[rows[None, :], ja]  # (b, N)
-            # J = mu^T A^{-1} r: solve the transposed system for nu, then dot
-            nu = np.linalg.solve(np.swapaxes(A, 1, 2), np.broadcast_to(mdp.mu, r.shape)[..., None])
-            out[lo : lo + batch] = np.einsum("bn,bn->b", nu[..., 0], r)
-        return out
-    Pcsr = mdp.transition_matrix()
-    eye = sparse.identity(N, format="csc")
-    for b in range(B):
-        sel = rows * J + joint_actions[b]
-        Pd = Pcsr[sel]
-        V = splu((eye - g * Pd).tocsc()).solve(mdp.rewards[rows, joint_actions[b]])
-        out[b] = mdp.mu @ V
-    return out
+    return option_values(mdp.transition_matrix(), np.asarray(mdp.rewards), joint_actions, mdp.mu, mdp.gamma)
 
 
 def best_deterministic(mdp: JointMDP, max_policies: int = 10**6) -> tuple[float, Policy]:
@@ -137,3 +159,81 @@ def best_deterministic(mdp: JointMDP, max_policies: int = 10**6) -> tuple[float,
     digits = np.asarray(np.unravel_index(best_idx, radices), dtype=np.int64) if radices else np.zeros(0, int)
     tables = [np.where(slot_of[i] >= 0, digits[np.maximum(slot_of[i], 0)], 0) for i in range(mdp.n_agents)]
     return best_val, Policy.deterministic(mdp, tables)
+
+
+def _tables_of(digits: np.ndarray, used: np.ndarray, n_obs: int) -> np.ndarray:
+    """Full per-observation table from the digits of the used observations (others: 0)."""
+    table = np.zeros(n_obs, dtype=np.int64)
+    table[used] = digits
+    return table
+
+
+def best_response(mdp: JointMDP, policy: Policy, agent: int, max_policies: int = 10**6) -> tuple[float, np.ndarray]:
+    r"""Agent ``agent``'s best deterministic table when the others play ``policy``.
+
+    The others' (possibly stochastic) tables are folded into the dynamics: with
+    :math:`w(s, j, a) = 1[j_i = a] \prod_{l \ne i} \theta_l[\phi_l(s), j_l]`, option ``a``
+    in state ``s`` has :math:`P_a(s, \cdot) = \sum_j w\, P(\cdot \mid s, j)` and
+    :math:`r_a(s) = \sum_j w\, r(s, j)`; all :math:`A_i^{|\mathcal O_i|}` tables are then
+    evaluated exactly.
+
+    Returns
+    -------
+    (value, table)
+        The best value and the table (one action per observation of the agent).
+    """
+    policy.check_compatible(mdp)
+    if not 0 <= agent < mdp.n_agents:
+        raise ValueError(f"agent must lie in 0..{mdp.n_agents - 1}; got agent={agent}")
+    N, J, A = mdp.n_states, mdp.n_joint_actions, mdp.n_actions[agent]
+    used = used_observations(mdp)[agent]
+    count = A ** len(used)
+    if count > max_policies:
+        raise ValueError(
+            f"best response of agent {agent} needs {count:,} tables, more than max_policies={max_policies:,}"
+        )
+    acts = mdp.joint_actions()
+    w = np.ones((N, J))
+    for other, t in enumerate(policy.theta):
+        if other != agent:
+            w *= t[mdp.obs[other]][:, acts[:, other]]
+    # weight matrix (N*A, N*J): row s*A + a collects the joint actions with j_i = a
+    rows = (np.arange(N)[:, None] * A + acts[:, agent][None, :]).ravel()
+    cols = np.arange(N * J)
+    Wm = sparse.csr_matrix((w.ravel(), (rows, cols)), shape=(N * A, N * J))
+    P_opt = Wm @ mdp.transition_matrix()
+    r_opt = (Wm @ np.asarray(mdp.rewards).ravel()).reshape(N, A)
+    digits = np.stack(np.unravel_index(np.arange(count), (A,) * len(used)), axis=1).reshape(count, len(used))
+    pos = np.full(mdp.n_obs[agent], -1, dtype=np.int64)
+    pos[used] = np.arange(len(used))
+    choice = digits[:, pos[mdp.obs[agent]]]
+    vals = option_values(P_opt, r_opt, choice, mdp.mu, mdp.gamma)
+    b = int(np.argmax(vals))
+    return float(vals[b]), _tables_of(digits[b], used, mdp.n_obs[agent])
+
+
+def alternating_best_response(mdp: JointMDP, init: Policy | None = None, rounds: int = 20,
+                              max_policies: int = 10**6) -> tuple[float, Policy, int]:
+    """Agents in turn replace their table by their exact best deterministic response.
+
+    Starts from ``init`` (default uniform); stops after ``rounds`` rounds or when a full
+    round changes nothing (a deterministic equilibrium among the agents).
+
+    Returns
+    -------
+    (value, Policy, rounds_used)
+    """
+    policy = (Policy.uniform(mdp) if init is None else init).copy()
+    policy.check_compatible(mdp)
+    value = -np.inf
+    for r in range(1, rounds + 1):
+        changed = False
+        for i in range(mdp.n_agents):
+            value, table = best_response(mdp, policy, i, max_policies)
+            onehot = np.eye(mdp.n_actions[i])[table]
+            if not np.array_equal(onehot, policy.theta[i]):
+                policy.theta[i] = onehot
+                changed = True
+        if not changed:
+            return value, policy, r
+    return value, policy, rounds
