@@ -31,6 +31,7 @@ def main(argv=None):
         print(f"benchmark folder {args.data} is absent; nothing to do", file=sys.stderr)
         return 1
     t0 = time.perf_counter()
+    commit = benchtable.commit_id(ROOT)  # the code the table is produced from
 
     def progress(name, key, cell):
         print(f"{name:<40} {key:<10} uniform {cell['uniform']:.4f}  median {cell['median']:.4f}  "
@@ -39,7 +40,6 @@ def main(argv=None):
     settings = dict(iters=args.iters, step=args.step, max_path_steps=args.budget, seeds=list(range(args.seeds)))
     rows = benchtable.run_table(args.data, files=args.files, progress=progress, iters=args.iters, step=args.step,
                                 max_path_steps=args.budget, seeds=tuple(range(args.seeds)))
-    commit = benchtable.commit_id(ROOT)
     write_json_atomic(ROOT / "results" / "dpomdp_table.json",
                       dict(rows=rows, settings=settings, commit=commit, versions=versions()))
     text = f"""# Dec-POMDP benchmarks
