@@ -272,6 +272,31 @@ def _walk_all(mode, n_chunks, k, gamma, strides, n_act, obs, theta, toff, indptr
     return grads.sum(axis=0)
 
 
+@njit(cache=True)
+def _walk_serial(mode, k, gamma, strides, n_act, obs, theta, toff, indptr, indices, probs, rewards, Vk, nu, W,
+                 m_ptr, m_idx, m_data, n_params):
+    """:func:`_walk` over all start states on the calling thread (small problems: no
+    thread start-up cost)."""
+    grad = np.zeros(n_params)
+    _walk(0, rewards.shape[0], mode, k, gamma, strides, n_act, obs, theta, toff, indptr, indices, probs,
+          rewards, Vk, nu, W, m_ptr, m_idx, m_data, grad, 0)
+    return grad
+
+
+#: Enumerations with fewer path steps than this run on one thread.
+SERIAL_MAX_PATH_STEPS = 200_000
+
+
+def _run_walk(mdp: JointMDP, k: int, mode: int, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data):
+    """Dispatch one enumeration pass to the serial or the parallel kernel."""
+    args = (mode, k, mdp.gamma, mdp.action_strides, np.asarray(mdp.n_actions, np.int64), mdp.obs_matrix,
+            theta, toff, mdp.indptr, mdp.indices, mdp.probs, mdp.rewards, Vk, nu, W, m_ptr, m_idx, m_data,
+            theta.size)
+    if estimate_path_steps(mdp, k) < SERIAL_MAX_PATH_STEPS:
+        return _walk_serial(*args)
+    return _walk_all(args[0], _n_chunks(mdp.n_states), *args[1:])
+
+
 # --------------------------------------------------------------------------- python side
 def _theta_flat(mdp: JointMDP, thetas) -> tuple[np.ndarray, np.ndarray]:
     sizes = [o * a for o, a in zip(mdp.n_obs, mdp.n_actions, strict=True)]
@@ -426,9 +451,7 @@ def _pass1(mdp: JointMDP, theta: np.ndarray, toff: np.ndarray, k: int):
     m_ptr, m_idx = _m_pattern(mdp, k)
     W = np.zeros(N)
     m_data = np.zeros(m_idx.size)
-    _walk_all(_MODE_VALUES, _n_chunks(N), k, mdp.gamma, mdp.action_strides,
-              np.asarray(mdp.n_actions, np.int64), mdp.obs_matrix, theta, toff, mdp.indptr,
-              mdp.indices, mdp.probs, mdp.rewards, W, W, W, m_ptr, m_idx, m_data, theta.size)
+    _run_walk(mdp, k, _MODE_VALUES, theta, toff, W, W, W, m_ptr, m_idx, m_data)
     M = sparse.csr_matrix((m_data, m_idx, m_ptr), shape=(N, N))
     solver = _Solver((sparse.identity(N, format="csr") - M).tocsr())
     return solver.solve(W), solver
@@ -505,8 +528,5 @@ def values_and_grad(
     nu = lu.solve(np.asarray(mdp.mu, dtype=float), trans="T")
     N = mdp.n_states
     m_ptr, m_idx = _m_pattern(mdp, k)
-    grad = _walk_all(_MODE_GRAD, _n_chunks(N), k, mdp.gamma, mdp.action_strides,
-                     np.asarray(mdp.n_actions, np.int64), mdp.obs_matrix, theta, toff,
-                     mdp.indptr, mdp.indices, mdp.probs, mdp.rewards, Vk, nu, np.zeros(N),
-                     m_ptr, m_idx, np.zeros(0), theta.size)
+    grad = _run_walk(mdp, k, _MODE_GRAD, theta, toff, Vk, nu, np.zeros(N), m_ptr, m_idx, np.zeros(0))
     return float(mdp.mu @ Vk), _split(mdp, grad), Vk

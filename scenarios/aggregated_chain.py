@@ -10,9 +10,7 @@ J* within 1e-6; the table lists that smallest k against L.
 import argparse
 from pathlib import Path
 
-import numpy as np
-
-from marl_kstep import Policy, best_deterministic, train
+from marl_kstep import best_deterministic, train
 from marl_kstep.envs import aggregated_chain
 from marl_kstep.envs.pz import compile_env
 from marl_kstep.experiments import versions, write_json_atomic
@@ -24,8 +22,7 @@ def smallest_escaping_k(length, k_max=14, method="pgd", step=0.05, iters=3000):
     mdp = compile_env(aggregated_chain.parallel_env(length=length, **CONFIG))
     j_star = best_deterministic(mdp)[0]
     for k in range(1, k_max + 1):
-        init = Policy.from_arrays(mdp, [np.array([[0.95, 0.05]])])
-        res = train(mdp, k=k, method=method, step=step, iters=iters, init=init)
+        res = train(mdp, k=k, method=method, step=step, iters=iters, init=aggregated_chain.trap_start(mdp))
         if abs(res.final_J - j_star) <= 1e-6:
             return k, j_star, res
     return None, j_star, None

@@ -10,9 +10,6 @@ k = 1 ends at 0.8, far below J* = 17.1875, and the smallest k that reaches J* is
 
 import argparse
 
-import numpy as np
-
-from marl_kstep import Policy
 from marl_kstep.envs import grid_coordination
 from marl_kstep.experiments import scenario_report
 
@@ -21,8 +18,7 @@ STAY = 0.8
 
 
 def start_policy(mdp):
-    row = [STAY] + [(1 - STAY) / 4] * 4
-    return Policy.from_arrays(mdp, [np.tile(row, (o, 1)) for o in mdp.n_obs])
+    return grid_coordination.near_stay_start(mdp, STAY)
 
 
 def smallest_escaping_k(rows, tol=1e-6):

@@ -11,9 +11,6 @@ any asymmetry lets k >= 2 escape to 6.477 while k = 1 stays at 0.0.
 
 import argparse
 
-import numpy as np
-
-from marl_kstep import Policy
 from marl_kstep.envs import number_matching
 from marl_kstep.experiments import scenario_report
 
@@ -22,8 +19,7 @@ ASYMMETRY = 1e-6
 
 
 def start_policy(mdp):
-    rows = [np.tile([0.97, 0.03], (2, 1)), np.tile([0.97 + ASYMMETRY, 0.03 - ASYMMETRY], (2, 1))]
-    return Policy.from_arrays(mdp, rows)
+    return number_matching.trap_start(mdp, ASYMMETRY)
 
 
 def main(argv=None):

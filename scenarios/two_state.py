@@ -5,9 +5,6 @@
 
 import argparse
 
-import numpy as np
-
-from marl_kstep import Policy
 from marl_kstep.envs import two_state
 from marl_kstep.experiments import scenario_report
 
@@ -21,7 +18,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     env = two_state.parallel_env(**CONFIG)
     return scenario_report("two_state", env, ks=range(1, args.k_max + 1),
-                           init=lambda mdp: Policy.from_arrays(mdp, [np.array([[0.95, 0.05]])]),
+                           init=two_state.trap_start,
                            iters=2000, out_dir=args.out, config=dict(CONFIG, p0=0.05))
 
 

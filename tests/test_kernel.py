@@ -196,3 +196,18 @@ def test_iterative_solver_path_agrees_with_lu(monkeypatch):
         np.testing.assert_allclose(V_it, V_lu, rtol=1e-12)
         for a, b in zip(g_it, g_lu, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_parallel_and_serial_enumeration_agree(monkeypatch, k):
+    import marl_kstep.kernel as kernel
+
+    mdp = number_matching.build_mdp(n_agents=3, n_numbers=3, observation="own")
+    pol = mk.Policy.random(mdp, seed=k)
+    monkeypatch.setattr(kernel, "SERIAL_MAX_PATH_STEPS", 10**12)
+    J_s, g_s = mk.value_and_grad(mdp, pol, k)
+    monkeypatch.setattr(kernel, "SERIAL_MAX_PATH_STEPS", 0)
+    J_p, g_p = mk.value_and_grad(mdp, pol, k)
+    assert J_p == pytest.approx(J_s, rel=1e-13, abs=1e-13)
+    for a, b in zip(g_p, g_s, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

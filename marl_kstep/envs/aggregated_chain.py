@@ -30,10 +30,11 @@ import numpy as np
 from pettingzoo.utils.conversions import parallel_to_aec
 
 from ..model import JointMDP
+from ..policy import Policy
 from .base import COLORS, ScenarioModel, agent_color, compile_model
 from .pz import ModelParallelEnv
 
-__all__ = ["AggregatedChainModel", "parallel_env", "env", "raw_env", "build_mdp"]
+__all__ = ["AggregatedChainModel", "parallel_env", "env", "raw_env", "build_mdp", "trap_start"]
 
 
 class AggregatedChainModel(ScenarioModel):
@@ -101,6 +102,11 @@ def raw_env(**config):
 
 
 env = raw_env
+
+
+def trap_start(mdp: JointMDP, p0: float = 0.05) -> Policy:
+    """Near always-L: ``theta[R] = p0`` (SPEC §5 uses 0.05)."""
+    return Policy.from_arrays(mdp, [np.array([[1.0 - p0, p0]])])
 
 
 def build_mdp(**config) -> JointMDP:

@@ -54,6 +54,7 @@ import numpy as np
 from pettingzoo.utils.conversions import parallel_to_aec
 
 from ..model import JointMDP
+from ..policy import Policy
 from .base import COLORS, ScenarioModel, agent_color, compile_model
 from .pz import ModelParallelEnv
 
@@ -63,6 +64,7 @@ __all__ = [
     "env",
     "raw_env",
     "build_mdp",
+    "near_stay_start",
     "DEFAULT_LAYOUT",
     "TRAP_LAYOUT",
     "TRAP_CONFIG",
@@ -319,6 +321,12 @@ def raw_env(**config):
 
 
 env = raw_env
+
+
+def near_stay_start(mdp: JointMDP, stay: float = 0.8) -> Policy:
+    """Every row: ``stay`` on "stay", the rest spread evenly over the four moves."""
+    row = [stay] + [(1.0 - stay) / 4] * 4
+    return Policy.from_arrays(mdp, [np.tile(row, (o, 1)) for o in mdp.n_obs])
 
 
 def build_mdp(**config) -> JointMDP:

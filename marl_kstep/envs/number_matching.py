@@ -27,10 +27,11 @@ import numpy as np
 from pettingzoo.utils.conversions import parallel_to_aec
 
 from ..model import JointMDP
+from ..policy import Policy
 from .base import COLORS, ScenarioModel, agent_color, compile_model
 from .pz import ModelParallelEnv
 
-__all__ = ["NumberMatchingModel", "parallel_env", "env", "raw_env", "build_mdp", "OBSERVATIONS", "STARTS"]
+__all__ = ["NumberMatchingModel", "parallel_env", "env", "raw_env", "build_mdp", "trap_start", "OBSERVATIONS", "STARTS"]
 
 OBSERVATIONS = ("match", "own")
 STARTS = ("uniform", "far")
@@ -119,6 +120,14 @@ def raw_env(**config):
 
 
 env = raw_env
+
+
+def trap_start(mdp: JointMDP, asymmetry: float = 1e-6) -> Policy:
+    """The SPEC §5 start, every row (keep 0.97, inc 0.03), with agent ``i``'s rows moved by
+    ``i * asymmetry`` toward "keep". From the exactly symmetric start (``asymmetry=0``)
+    projected ascent with k = 3, 4 stays on the symmetric subspace and stops at a saddle."""
+    return Policy.from_arrays(mdp, [np.tile([0.97 + i * asymmetry, 0.03 - i * asymmetry], (o, 1))
+                                    for i, o in enumerate(mdp.n_obs)])
 
 
 def build_mdp(**config) -> JointMDP:

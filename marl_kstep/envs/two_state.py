@@ -16,11 +16,11 @@ from __future__ import annotations
 from pettingzoo.utils.conversions import parallel_to_aec
 
 from ..model import JointMDP
-from .aggregated_chain import AggregatedChainModel
+from .aggregated_chain import AggregatedChainModel, trap_start
 from .base import compile_model
 from .pz import ModelParallelEnv
 
-__all__ = ["TwoStateModel", "parallel_env", "env", "raw_env", "build_mdp"]
+__all__ = ["TwoStateModel", "parallel_env", "env", "raw_env", "build_mdp", "trap_start"]
 
 
 class TwoStateModel(AggregatedChainModel):

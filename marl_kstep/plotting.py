@@ -1,0 +1,215 @@
+"""Figures: learning curves, gap against k, policy heatmaps, grid trajectories and GIFs.
+
+Every function returns the matplotlib ``Figure`` (and saves it when given ``path``);
+none calls ``plt.show()``. Results are the rows written by :func:`marl_kstep.experiments.run_sweep`
+(keys ``k``, ``method``, ``history_J``, ``final_J``, ``J_star``, optionally ``seed``) or a
+results dictionary holding them under ``"rows"``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .envs.base import COLORS, agent_color  # noqa: E402
+
+__all__ = ["learning_curves", "gap_vs_k", "policy_heatmap", "grid_trajectory", "animate_grid", "episode"]
+
+_METHOD_STYLE = {"pgd": "-", "mirror": "--"}
+GAP_FLOOR = 1e-12
+
+
+def _rows(results) -> list[dict]:
+    return list(results["rows"] if isinstance(results, dict) else results)
+
+
+def _save(fig, path):
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+    return fig
+
+
+def _label(r) -> str:
+    seed = r.get("seed")
+    return f"k={r['k']} {r['method']}" + ("" if seed is None else f" seed {seed}")
+
+
+def learning_curves(results, path=None, title: str | None = None):
+    """Ordinary value J per iteration, one line per (k, method[, seed]); J* dashed where known."""
+    rows = _rows(results)
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ks = sorted({r["k"] for r in rows})
+    cmap = plt.get_cmap("viridis", max(len(ks), 2))
+    for r in rows:
+        ax.plot(np.arange(len(r["history_J"])), r["history_J"], _METHOD_STYLE.get(r["method"], "-"),
+                color=cmap(ks.index(r["k"])), label=_label(r), lw=1.6)
+    j_star = next((r["J_star"] for r in rows if r.get("J_star") is not None), None)
+    if j_star is not None:
+        ax.axhline(j_star, color="k", ls=":", lw=1.2, label=f"J* = {j_star:.4g}")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("J (ordinary value)")
+    ax.set_xscale("symlog", linthresh=10)
+    ax.set_title(title or "learning curves")
+    ax.legend(fontsize=7, ncol=2, loc="best")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def gap_vs_k(results, path=None, gamma: float | None = None, title: str | None = None):
+    r"""Final gap :math:`J^* - J` against k on a log axis: one marker per run, the median per
+    (k, method) as a line, and the reference :math:`c\,\gamma^k` through the median at the
+    smallest k. Gaps at or below zero are drawn at ``GAP_FLOOR``."""
+    rows = [r for r in _rows(results) if r.get("J_star") is not None]
+    if gamma is None and isinstance(results, dict):
+        gamma = results.get("gamma")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    by = defaultdict(list)
+    for r in rows:
+        by[(r["method"], r["k"])].append(max(r["J_star"] - r["final_J"], GAP_FLOOR))
+    methods = sorted({m for m, _ in by})
+    for mi, method in enumerate(methods):
+        ks = sorted(k for m, k in by if m == method)
+        color = f"C{mi}"
+        for k in ks:
+            g = by[(method, k)]
+            ax.scatter(np.full(len(g), k) + 0.06 * (mi - 0.5), g, color=color, alpha=0.6, s=22)
+        ax.plot(ks, [np.median(by[(method, k)]) for k in ks], "-o", color=color, label=f"{method} median")
+    if gamma is not None and by:
+        k0 = min(k for _, k in by)
+        c = np.median([v for (m, k), g in by.items() if k == k0 for v in g]) / gamma**k0
+        kk = np.arange(k0, max(k for _, k in by) + 1)
+        ax.plot(kk, c * gamma**kk, "k:", label=r"$c\,\gamma^k$")
+    ax.set_yscale("log")
+    ax.set_xlabel("k (window length)")
+    ax.set_ylabel("J* - J (final)")
+    ax.set_title(title or "gap to the best deterministic policy")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def policy_heatmap(policy, mdp=None, path=None, title: str | None = None):
+    """One panel per agent: observations x actions, probabilities annotated; names from ``mdp``."""
+    thetas = [np.asarray(t) for t in (policy.theta if hasattr(policy, "theta") else policy)]
+    n = len(thetas)
+    fig, axes = plt.subplots(1, n, figsize=(2.2 + 1.2 * max(t.shape[1] for t in thetas) * n,
+                                            1.2 + 0.35 * max(t.shape[0] for t in thetas)), squeeze=False)
+    for i, (ax, t) in enumerate(zip(axes[0], thetas, strict=True)):
+        ax.imshow(t, vmin=0, vmax=1, cmap="Blues", aspect="auto")
+        obs_names = mdp.obs_names[i] if mdp is not None and mdp.obs_names else [str(o) for o in range(t.shape[0])]
+        act_names = mdp.action_names[i] if mdp is not None and mdp.action_names else [str(a) for a in range(t.shape[1])]
+        ax.set_xticks(range(t.shape[1]), act_names, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(t.shape[0]), obs_names, fontsize=7)
+        for o in range(t.shape[0]):
+            for a in range(t.shape[1]):
+                ax.text(a, o, f"{t[o, a]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if t[o, a] > 0.6 else "black")
+        name = mdp.agent_names[i] if mdp is not None and mdp.agent_names else f"agent {i}"
+        ax.set_title(name, fontsize=9)
+    fig.suptitle(title or "policy", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def episode(env, policy, k: int, seed=None, horizon: int | None = None) -> list:
+    """States of one k-coupled episode in ``env`` (the start state included)."""
+    from .envs.pz import KCoupledAgent
+
+    env = getattr(env, "unwrapped", env)
+    horizon = env.max_cycles if horizon is None else min(horizon, env.max_cycles)
+    rng = np.random.default_rng(seed)
+    agents = [KCoupledAgent(t, k, r) for t, r in zip(policy.theta, rng.spawn(len(policy.theta)), strict=True)]
+    obs, _ = env.reset(seed=seed)
+    states = [env.state]
+    for _ in range(horizon):
+        obs, _, _, _, _ = env.step({a: agents[i].act(obs[a]) for i, a in enumerate(env.possible_agents)})
+        states.append(env.state)
+        if not env.agents:
+            break
+    return states
+
+
+def _draw_grid(ax, model):
+    img = np.empty((model.H, model.W, 3))
+    img[:] = np.array(COLORS["floor"]) / 255
+    img[model.wall] = np.array(COLORS["wall"]) / 255
+    for d in model.decoys:
+        img[divmod(d, model.W)] = np.array(COLORS["decoy"]) / 255
+    img[divmod(model.goal, model.W)] = np.array(COLORS["goal"]) / 255
+    ax.imshow(img, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _grid_model(env):
+    model = getattr(getattr(env, "unwrapped", env), "model", None)
+    if model is None or not hasattr(model, "goal"):
+        raise ValueError("grid plots need a grid_coordination environment")
+    return model
+
+
+def grid_trajectory(env, policy, k: int, seed=None, path=None, horizon: int = 30, title: str | None = None):
+    """The grid (walls, goal, decoys) and each agent's path over one k-coupled episode:
+    one colour per agent, arrows along the moves, and step numbers where agents meet."""
+    model = _grid_model(env)
+    states = episode(env, policy, k, seed, horizon)
+    fig, ax = plt.subplots(figsize=(1 + 0.6 * model.W, 1 + 0.6 * model.H))
+    _draw_grid(ax, model)
+    n = len(states[0])
+    for i in range(n):
+        rc = np.array([divmod(s[i], model.W) for s in states], dtype=float)
+        off = 0.12 * (i - (n - 1) / 2)
+        ys, xs = rc[:, 0] + off, rc[:, 1] + off
+        color = np.array(agent_color(i)) / 255
+        ax.plot(xs, ys, "-", color=color, lw=2, alpha=0.8, label=f"agent {i}")
+        ax.plot(xs[0], ys[0], "o", color=color, ms=9)
+        for t in range(len(xs) - 1):
+            if (xs[t], ys[t]) != (xs[t + 1], ys[t + 1]):
+                ax.annotate("", xy=(xs[t + 1], ys[t + 1]), xytext=(xs[t], ys[t]),
+                            arrowprops=dict(arrowstyle="->", color=color, lw=1.5))
+    met = [t for t, s in enumerate(states) if len(set(s)) == 1 and n > 1]
+    if met:
+        r, c = divmod(states[met[0]][0], model.W)
+        ax.text(c, r, f"met\nt={met[0]}", ha="center", va="center", fontsize=8, weight="bold")
+    ax.set_title(title or f"one episode, k = {k}")
+    ax.legend(fontsize=7, loc="upper right", bbox_to_anchor=(1.0, -0.02), ncol=n)
+    fig.tight_layout()
+    fig.trajectory = states
+    return _save(fig, path)
+
+
+def animate_grid(env, policy, k: int, seed=None, path=None, horizon: int = 30, fps: int = 3):
+    """The episode of :func:`grid_trajectory` as an animated GIF (pillow writer)."""
+    from matplotlib.animation import FuncAnimation, PillowWriter
+
+    model = _grid_model(env)
+    states = episode(env, policy, k, seed, horizon)
+    fig, ax = plt.subplots(figsize=(1 + 0.6 * model.W, 1 + 0.6 * model.H))
+    _draw_grid(ax, model)
+    n = len(states[0])
+    dots = [ax.plot([], [], "o", ms=14, color=np.array(agent_color(i)) / 255)[0] for i in range(n)]
+    label = ax.set_title("")
+
+    def frame(t):
+        for i, d in enumerate(dots):
+            r, c = divmod(states[t][i], model.W)
+            off = 0.12 * (i - (n - 1) / 2)
+            d.set_data([c + off], [r + off])
+        label.set_text(f"k = {k}, t = {t}")
+        return [*dots, label]
+
+    anim = FuncAnimation(fig, frame, frames=len(states), blit=False)
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        anim.save(path, writer=PillowWriter(fps=fps))
+    fig.trajectory = states
+    return fig
