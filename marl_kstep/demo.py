@@ -1,52 +1,77 @@
-"""The main job: the two-state aggregation trap (SPEC §5) trained for k = 1..6.
+"""The main job: the two traps of SPEC §5, trained for several window lengths k.
 
-Run ``python -m marl_kstep.demo``. Projected gradient ascent (eta = 0.05) starts from
-``theta[R] = 0.05`` for every window length k; the table shows where each run ends
-(final ordinary value J), the best deterministic value J* = 9.0, the gap, iterations
-and wall time. k = 1, 2 stay trapped at 5.0 (always-L); k >= 3 escape to 9.0.
+``python -m marl_kstep.demo`` (or ``marl-kstep demo``) prints two tables and writes figures:
+
+* the two-state aggregation trap (c = 0.5, gamma = 0.9) trained with projected ascent
+  (eta = 0.05) from ``theta[R] = 0.05`` for k = 1..6: k = 1, 2 stay at always-L (5.0),
+  k >= 3 reach always-R (9.0);
+* number matching (2 agents, 6 numbers, move cost 0.3, gamma 0.9, ``match``
+  observations, ``far`` start) from (keep 0.97, inc 0.03) for k = 1..4 with projected and
+  mirror ascent: k = 1 stays at 0.0, k >= 2 reach 6.477.
+
+Results go to ``results/demo/<scenario>/results.json`` (the format of ``marl-kstep run``)
+and figures to ``results/demo/figures/<scenario>/``.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-import numpy as np
+from .envs import number_matching, two_state
+from .envs.pz import compile_env
+from .experiments import format_table, optimum_or_none, run_sweep, versions, write_json_atomic
 
-from . import Policy, best_deterministic, train
-from .envs import two_state
-
-
-def run(k_max: int = 6, step: float = 0.05, iters: int = 2000, p0: float = 0.05,
-        method: str = "pgd") -> list[dict]:
-    """Train on the two-state trap for k = 1..k_max; return one row per k."""
-    mdp = two_state.build_mdp(small_reward=0.5, gamma=0.9)
-    j_star, _ = best_deterministic(mdp)
-    rows = []
-    for k in range(1, k_max + 1):
-        init = Policy.from_arrays(mdp, [np.array([[1.0 - p0, p0]])])
-        res = train(mdp, k=k, method=method, step=step, iters=iters, init=init)
-        rows.append(dict(k=k, J=res.final_J, J_star=j_star, gap=j_star - res.final_J,
-                         iterations=res.iterations, seconds=res.seconds))
-    return rows
+TWO_STATE = dict(small_reward=0.5, gamma=0.9)
+NUMBER_MATCHING = dict(n_agents=2, n_numbers=6, move_cost=0.3, gamma=0.9, observation="match", start="far")
 
 
-def format_table(rows: list[dict]) -> str:
-    lines = [f"{'k':>3} {'final J':>10} {'J*':>8} {'gap':>10} {'iterations':>10} {'seconds':>9}"]
+def _scenario(name, module, config, ks, methods, init, iters, out: Path | None) -> dict:
+    mdp = compile_env(module.parallel_env(**config))
+    j_star = optimum_or_none(mdp)
+    rows = run_sweep(mdp, ks, methods, init=init(mdp), step=0.05, iters=iters, j_star=j_star, scenario=name)
     for r in rows:
-        lines.append(f"{r['k']:>3} {r['J']:>10.6f} {r['J_star']:>8.4f} {r['gap']:>10.2e} "
-                     f"{r['iterations']:>10d} {r['seconds']:>9.4f}")
-    return "\n".join(lines)
+        r["seed"] = None
+    results = dict(scenario=name, config=config, gamma=mdp.gamma, n_states=mdp.n_states, J_star=j_star,
+                   versions=versions(), rows=rows)
+    if out is not None:
+        write_json_atomic(out / name / "results.json", results)
+    return results
+
+
+def run(k_max: int = 6, out: Path | None = None) -> dict:
+    """The two-state trap for k = 1..k_max (projected ascent)."""
+    return _scenario("two_state", two_state, TWO_STATE, range(1, k_max + 1), ("pgd",), two_state.trap_start,
+                     2000, out)
+
+
+def run_demo(out: Path | None = Path("results/demo"), figures: bool = True, k_max: int = 6) -> list[dict]:
+    """Both traps: print the tables, save results and (optionally) figures under ``out``."""
+    print("Two-state aggregation trap (SPEC §5): c = 0.5, gamma = 0.9, start theta[R] = 0.05, pgd, eta = 0.05")
+    a = run(k_max, out)
+    print(format_table(a["rows"]))
+    print()
+    print("Number matching (SPEC §5): 2 agents, 6 numbers, move cost 0.3, gamma 0.9, 'match' observations, "
+          "'far' start; start rows (keep 0.97, inc 0.03), agent 1 moved 1e-6 toward keep")
+    b = _scenario("number_matching", number_matching, NUMBER_MATCHING, range(1, 5), ("pgd", "mirror"),
+                  number_matching.trap_start, {"pgd": 200, "mirror": 2000}, out)
+    print(format_table(b["rows"]))
+    if figures and out is not None:
+        from .cli import make_figures
+
+        for res in (a, b):
+            written = make_figures(res, out / "figures" / res["scenario"])
+            print(f"wrote {len(written)} figures into {out / 'figures' / res['scenario']}")
+    return [a, b]
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m marl_kstep.demo", description=__doc__.split("\n")[0])
-    ap.add_argument("--k-max", type=int, default=6, help="largest window length (default 6)")
-    ap.add_argument("--step", type=float, default=0.05, help="step size eta (default 0.05)")
-    ap.add_argument("--method", choices=["pgd", "mirror"], default="pgd", help="update (default pgd)")
+    ap = argparse.ArgumentParser(prog="python -m marl_kstep.demo", description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="results/demo", help="output folder (default results/demo)")
+    ap.add_argument("--no-figures", action="store_true", help="print the tables only")
+    ap.add_argument("--k-max", type=int, default=6, help="largest k for the two-state trap (default 6)")
     args = ap.parse_args(argv)
-    print("Two-state aggregation trap (SPEC §5): c = 0.5, gamma = 0.9, start theta[R] = 0.05, "
-          f"{args.method}, eta = {args.step}")
-    print(format_table(run(args.k_max, args.step, method=args.method)))
+    run_demo(Path(args.out), figures=not args.no_figures, k_max=args.k_max)
 
 
 if __name__ == "__main__":

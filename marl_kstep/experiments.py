@@ -18,7 +18,7 @@ from .model import JointMDP
 from .policy import Policy, train
 from .search import best_deterministic, count_deterministic
 
-__all__ = ["run_sweep", "optimum_or_none", "format_table", "write_json_atomic", "versions"]
+__all__ = ["run_sweep", "optimum_or_none", "format_table", "write_json_atomic", "write_text_atomic", "versions"]
 
 
 def optimum_or_none(mdp: JointMDP, max_policies: int = 10**6) -> float | None:
@@ -100,15 +100,15 @@ def versions() -> dict:
                 scipy=scipy.__version__, numba=numba.__version__)
 
 
-def write_json_atomic(path, obj) -> Path:
-    """Write ``obj`` as JSON to ``path`` through a temporary file and an atomic rename, so an
+def write_text_atomic(path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and an atomic rename, so an
     interruption leaves either the old file or the new one, never a partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=1)
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -117,6 +117,11 @@ def write_json_atomic(path, obj) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def write_json_atomic(path, obj) -> Path:
+    """:func:`write_text_atomic` of ``obj`` as JSON."""
+    return write_text_atomic(path, json.dumps(obj, indent=1))
 
 
 def scenario_report(name: str, env, *, ks: Iterable[int], init=None, step: float = 0.05,

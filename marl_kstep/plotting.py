@@ -57,6 +57,7 @@ def learning_curves(results, path=None, title: str | None = None):
     ax.set_xlabel("iteration")
     ax.set_ylabel("J (ordinary value)")
     ax.set_xscale("symlog", linthresh=10)
+    ax.set_xlim(left=0)
     ax.set_title(title or "learning curves")
     ax.legend(fontsize=7, ncol=2, loc="best")
     fig.tight_layout()
@@ -88,6 +89,7 @@ def gap_vs_k(results, path=None, gamma: float | None = None, title: str | None =
         kk = np.arange(k0, max(k for _, k in by) + 1)
         ax.plot(kk, c * gamma**kk, "k:", label=r"$c\,\gamma^k$")
     ax.set_yscale("log")
+    ax.set_xticks(sorted({k for _, k in by}))
     ax.set_xlabel("k (window length)")
     ax.set_ylabel("J* - J (final)")
     ax.set_title(title or "gap to the best deterministic policy")
@@ -96,15 +98,23 @@ def gap_vs_k(results, path=None, gamma: float | None = None, title: str | None =
     return _save(fig, path)
 
 
-def policy_heatmap(policy, mdp=None, path=None, title: str | None = None):
-    """One panel per agent: observations x actions, probabilities annotated; names from ``mdp``."""
+def policy_heatmap(policy, mdp=None, path=None, title: str | None = None, only_seen: bool = True):
+    """One panel per agent: observations x actions, probabilities annotated; names from ``mdp``.
+
+    With ``mdp`` and ``only_seen`` the rows are the observations the agent sees in some state
+    (a walls bitmask has 32 ids, most of which never occur)."""
     thetas = [np.asarray(t) for t in (policy.theta if hasattr(policy, "theta") else policy)]
     n = len(thetas)
+    rows_of = [np.arange(t.shape[0]) for t in thetas]
+    if mdp is not None and only_seen:
+        rows_of = [np.unique(o) for o in mdp.obs]
+    thetas = [t[r] for t, r in zip(thetas, rows_of, strict=True)]
     fig, axes = plt.subplots(1, n, figsize=(2.2 + 1.2 * max(t.shape[1] for t in thetas) * n,
                                             1.2 + 0.35 * max(t.shape[0] for t in thetas)), squeeze=False)
     for i, (ax, t) in enumerate(zip(axes[0], thetas, strict=True)):
         ax.imshow(t, vmin=0, vmax=1, cmap="Blues", aspect="auto")
-        obs_names = mdp.obs_names[i] if mdp is not None and mdp.obs_names else [str(o) for o in range(t.shape[0])]
+        all_names = mdp.obs_names[i] if mdp is not None and mdp.obs_names else None
+        obs_names = [all_names[o] if all_names else str(o) for o in rows_of[i]]
         act_names = mdp.action_names[i] if mdp is not None and mdp.action_names else [str(a) for a in range(t.shape[1])]
         ax.set_xticks(range(t.shape[1]), act_names, rotation=45, ha="right", fontsize=8)
         ax.set_yticks(range(t.shape[0]), obs_names, fontsize=7)

@@ -1,0 +1,280 @@
+"""The ``marl-kstep`` command line: run, plot, benchmarks, demo.
+
+    marl-kstep run SCENARIO [--k 1 2 3] [--method pgd mirror] [--iters N] [--step ETA]
+                            [--seeds S ...] [--set key=value ...] [--out DIR] [--resume] [--quiet]
+    marl-kstep plot DIR
+    marl-kstep benchmarks [--iters N] [--budget STEPS] [--seeds S] [--files NAME ...]
+    marl-kstep demo [--out DIR]
+
+Results are written atomically after every finished run (temporary file + rename), so an
+interrupted ``run`` leaves a readable ``results.json`` and ``--resume`` continues from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import csv
+import inspect
+import io
+import json
+import sys
+from pathlib import Path
+
+from .envs import aggregated_chain, grid_coordination, number_matching, two_state
+
+__all__ = ["main", "SCENARIOS"]
+
+#: name -> (module, default config, default start policy)
+SCENARIOS = {
+    "number_matching": (number_matching, dict(start="far"), number_matching.trap_start),
+    "grid_coordination": (grid_coordination, dict(grid_coordination.TRAP_CONFIG), grid_coordination.near_stay_start),
+    "two_state": (two_state, {}, two_state.trap_start),
+    "aggregated_chain": (aggregated_chain, {}, aggregated_chain.trap_start),
+}
+
+SUMMARY_FIELDS = ["scenario", "k", "method", "seed", "final_J", "final_J_k", "J_star", "gap", "iterations",
+                  "converged", "seconds"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """Errors exit with status 2 and one line naming the problem."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _config_keys(module) -> list[str]:
+    return [p for p in inspect.signature(module.parallel_env).parameters if p != "render_mode"]
+
+
+def _parse_sets(parser, scenario: str, pairs) -> dict:
+    module = SCENARIOS[scenario][0]
+    keys = _config_keys(module)
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            parser.error(f"--set expects key=value, got {pair!r}; valid keys for {scenario}: {', '.join(keys)}")
+        key, raw = pair.split("=", 1)
+        if key not in keys:
+            parser.error(f"unknown --set key {key!r} for {scenario}; valid keys: {', '.join(keys)}")
+        try:
+            out[key] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            out[key] = raw.replace("\\n", "\n")
+    return out
+
+
+def _summary_csv(rows) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=SUMMARY_FIELDS, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow(r)
+    return buf.getvalue()
+
+
+def cmd_run(parser, args) -> int:
+    from tqdm import tqdm
+
+    from .envs.pz import compile_env
+    from .experiments import format_table, optimum_or_none, versions, write_json_atomic, write_text_atomic
+    from .policy import Policy, train
+
+    module, defaults, default_start = SCENARIOS[args.scenario]
+    config = {**defaults, **_parse_sets(parser, args.scenario, args.set)}
+    try:
+        env = module.parallel_env(**config)
+        mdp = compile_env(env)
+    except (ValueError, TypeError) as exc:
+        parser.error(f"bad --set value for {args.scenario}: {exc}")
+    out = Path(args.out)
+    results_path = out / "results.json"
+    config_json = json.loads(json.dumps(config))
+    results = None
+    if args.resume and results_path.exists():
+        results = json.loads(results_path.read_text())
+        if results.get("scenario") != args.scenario or results.get("config") != config_json:
+            parser.error(f"{results_path} holds a different scenario or config; use another --out")
+    if results is None:
+        results = dict(scenario=args.scenario, config=config_json, gamma=mdp.gamma, n_states=mdp.n_states,
+                       J_star=optimum_or_none(mdp), versions=versions(), rows=[])
+    done = {(r["k"], r["method"], r.get("seed")) for r in results["rows"]}
+    quiet = args.quiet or not sys.stderr.isatty()
+    seeds = args.seeds if args.seeds else [None]
+    try:
+        for method in args.method:
+            for k in args.k:
+                for seed in seeds:
+                    if (k, method, seed) in done:
+                        if not args.quiet:
+                            print(f"skipping k={k} {method} seed={seed}: already in {results_path}")
+                        continue
+                    init = default_start(mdp) if seed is None else Policy.random(mdp, seed)
+                    bar = tqdm(total=args.iters, desc=f"k={k} {method} seed={seed}", disable=quiet, leave=False)
+
+                    def tick(it, policy, J_k, J, bar=bar):
+                        bar.n = it
+                        bar.set_postfix(J=f"{J:.4f}", refresh=False)
+                        bar.refresh()
+
+                    res = train(mdp, k=k, method=method, step=args.step, iters=args.iters, tol=args.tol,
+                                init=init, callback=tick)
+                    bar.close()
+                    j_star = results["J_star"]
+                    results["rows"].append(dict(
+                        scenario=args.scenario, k=k, method=method, seed=seed, step=res.step,
+                        final_J=res.final_J, final_J_k=res.final_J_k, J_star=j_star,
+                        gap=None if j_star is None else j_star - res.final_J, iterations=res.iterations,
+                        converged=res.converged, seconds=res.seconds, history_J=res.history_J.tolist(),
+                        history_J_k=res.history_J_k.tolist(), policy=[t.tolist() for t in res.policy.theta]))
+                    write_json_atomic(results_path, results)
+                    write_text_atomic(out / "summary.csv", _summary_csv(results["rows"]))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {len(results['rows'])} finished runs are saved in {results_path}", file=sys.stderr)
+        return 130
+    write_json_atomic(results_path, results)
+    write_text_atomic(out / "summary.csv", _summary_csv(results["rows"]))
+    print(format_table(results["rows"]))
+    print(f"wrote {results_path} and {out / 'summary.csv'}")
+    return 0
+
+
+def make_figures(results: dict, fig_dir: Path, grid_gif: bool = True) -> list[Path]:
+    """All figures of one results file into ``fig_dir``; returns the paths written."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from . import plotting
+    from .envs.pz import compile_env
+    from .policy import Policy
+
+    fig_dir = Path(fig_dir)
+    written = []
+    rows = results["rows"]
+    name = results["scenario"]
+    fig = plotting.learning_curves(results, fig_dir / "learning_curves.png", title=f"{name}: learning curves")
+    plt.close(fig)
+    written.append(fig_dir / "learning_curves.png")
+    if results.get("J_star") is not None:
+        fig = plotting.gap_vs_k(results, fig_dir / "gap_vs_k.png", gamma=results.get("gamma"),
+                                title=f"{name}: gap to J*")
+        plt.close(fig)
+        written.append(fig_dir / "gap_vs_k.png")
+    module = SCENARIOS[name][0] if name in SCENARIOS else None
+    env = module.parallel_env(**results["config"]) if module is not None else None
+    mdp = compile_env(env) if env is not None else None
+    for r in rows:
+        tag = f"k{r['k']}_{r['method']}" + ("" if r.get("seed") is None else f"_seed{r['seed']}")
+        policy = Policy([np.asarray(t) for t in r["policy"]])
+        fig = plotting.policy_heatmap(policy, mdp, fig_dir / f"policy_{tag}.png",
+                                      title=f"{name}: final policy, k = {r['k']}, {r['method']}")
+        plt.close(fig)
+        written.append(fig_dir / f"policy_{tag}.png")
+        if name == "grid_coordination" and r.get("seed") is None:
+            fig = plotting.grid_trajectory(env, policy, r["k"], seed=0, path=fig_dir / f"trajectory_{tag}.png",
+                                           title=f"k = {r['k']}, {r['method']}: J = {r['final_J']:.3f}")
+            plt.close(fig)
+            written.append(fig_dir / f"trajectory_{tag}.png")
+            if grid_gif:
+                fig = plotting.animate_grid(env, policy, r["k"], seed=0, path=fig_dir / f"trajectory_{tag}.gif")
+                plt.close(fig)
+                written.append(fig_dir / f"trajectory_{tag}.gif")
+    return written
+
+
+def cmd_plot(parser, args) -> int:
+    path = Path(args.dir) / "results.json"
+    if not path.exists():
+        parser.error(f"{path} does not exist; run 'marl-kstep run SCENARIO --out {args.dir}' first")
+    results = json.loads(path.read_text())
+    written = make_figures(results, Path(args.dir) / "figures", grid_gif=not args.no_gif)
+    print(f"wrote {len(written)} figures into {Path(args.dir) / 'figures'}")
+    return 0
+
+
+def cmd_benchmarks(parser, args) -> int:
+    from . import benchtable
+
+    data = Path(args.data)
+    if not data.is_dir():
+        parser.error(f"benchmark folder {data} is absent (set --data or MARL_KSTEP_DPOMDP_DIR)")
+
+    def progress(name, key, cell):
+        if not args.quiet:
+            print(f"{name:<40} {key:<10} uniform {cell['uniform']:.4f}  median {cell['median']:.4f}  "
+                  f"{cell['seconds']:.1f} s", flush=True)
+
+    out = benchtable.write_report(data, args.out, json_path=args.json, iters=args.iters, step=args.step,
+                                  budget=args.budget, seeds=args.seeds, files=args.files, progress=progress)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_demo(parser, args) -> int:
+    from .demo import run_demo
+
+    run_demo(Path(args.out))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__, benchtable
+
+    p = _Parser(prog="marl-kstep", description="Exact k-step policy gradients for cooperative multi-agent MDPs.",
+                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--version", action="version", version=f"marl-kstep {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    r = sub.add_parser("run", help="train every (k, method, seed) on a scenario and save the results",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    r.add_argument("scenario", choices=sorted(SCENARIOS), help="scenario to train on")
+    r.add_argument("--k", type=int, nargs="+", default=[1, 2, 3], help="window lengths")
+    r.add_argument("--method", nargs="+", choices=["pgd", "mirror"], default=["pgd", "mirror"], help="update rules")
+    r.add_argument("--iters", type=int, default=500, help="iteration cap per run")
+    r.add_argument("--step", type=float, default=0.05, help="step size eta")
+    r.add_argument("--tol", type=float, default=1e-10, help="stop when no entry moves by more than this")
+    r.add_argument("--seeds", type=int, nargs="*", default=None,
+                   help="random Dirichlet starts; without seeds, the scenario's trap start")
+    r.add_argument("--set", nargs="*", metavar="KEY=VALUE", default=None,
+                   help="scenario config (see each scenario's parallel_env), e.g. --set gamma=0.95")
+    r.add_argument("--out", default="results/run", help="output folder")
+    r.add_argument("--resume", action="store_true", help="skip runs already in OUT/results.json")
+    r.add_argument("--quiet", action="store_true", help="no progress bars or skip messages")
+    r.set_defaults(func=cmd_run)
+
+    pl = sub.add_parser("plot", help="write the figures of a results folder into DIR/figures",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    pl.add_argument("dir", help="folder holding results.json")
+    pl.add_argument("--no-gif", action="store_true", help="skip the animated grid GIFs")
+    pl.set_defaults(func=cmd_plot)
+
+    b = sub.add_parser("benchmarks", help="the Dec-POMDP benchmark table (docs/benchmarks.md)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    b.add_argument("--data", default=str(benchtable.DEFAULT_DATA_DIR), help="folder of .dpomdp files")
+    b.add_argument("--iters", type=int, default=200, help="iteration cap per run")
+    b.add_argument("--step", type=float, default=0.01, help="step size for pgd and mirror")
+    b.add_argument("--budget", type=int, default=3_000_000, help="path steps per pass before 'over budget'")
+    b.add_argument("--seeds", type=int, default=5, help="number of random starts")
+    b.add_argument("--files", nargs="*", default=None, help="only these file names")
+    b.add_argument("--out", default="docs/benchmarks.md", help="Markdown report")
+    b.add_argument("--json", default="results/dpomdp_table.json", help="raw numbers")
+    b.add_argument("--quiet", action="store_true", help="no per-cell progress lines")
+    b.set_defaults(func=cmd_benchmarks)
+
+    d = sub.add_parser("demo", help="the main job: two-state trap and number matching, tables and figures",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d.add_argument("--out", default="results/demo", help="output folder (figures in OUT/figures)")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    sub = {a.dest: a for a in parser._actions if isinstance(a, argparse._SubParsersAction)}["command"]
+    return args.func(sub.choices[args.command], args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""Figures (data read back from the Axes) and the command line end to end."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import marl_kstep as mk
+from marl_kstep import cli, plotting
+from marl_kstep.envs import grid_coordination, two_state
+
+
+@pytest.fixture(scope="module")
+def two_state_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("two_state")
+    assert cli.main(["run", "two_state", "--k", "1", "3", "--method", "pgd", "--iters", "100", "--out", str(out),
+                     "--quiet"]) == 0
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_run_writes_results_and_summary(two_state_results):
+    out, res = two_state_results
+    assert res["scenario"] == "two_state" and res["J_star"] == pytest.approx(9.0)
+    finals = {r["k"]: r["final_J"] for r in res["rows"]}
+    assert finals == pytest.approx({1: 5.0, 3: 9.0})
+    lines = (out / "summary.csv").read_text().splitlines()
+    assert lines[0].startswith("scenario,k,method,seed,final_J") and len(lines) == 3
+    assert all(len(r["history_J"]) == r["iterations"] + 1 for r in res["rows"])
+    assert "numpy" in res["versions"] and res["gamma"] == 0.9
+
+
+def test_learning_curves_plot_the_histories(two_state_results):
+    _, res = two_state_results
+    fig = plotting.learning_curves(res)
+    lines = [ln for ln in fig.axes[0].get_lines() if ln.get_label().startswith("k=")]
+    assert len(lines) == len(res["rows"])
+    for ln, r in zip(lines, res["rows"], strict=True):
+        np.testing.assert_array_equal(ln.get_ydata(), r["history_J"])
+    star = [ln for ln in fig.axes[0].get_lines() if ln.get_label().startswith("J*")]
+    assert star and star[0].get_ydata()[0] == pytest.approx(9.0)
+
+
+def test_gap_vs_k_plots_the_gaps(two_state_results):
+    _, res = two_state_results
+    fig = plotting.gap_vs_k(res)
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log"
+    med = [ln for ln in ax.get_lines() if ln.get_label() == "pgd median"][0]
+    np.testing.assert_allclose(med.get_ydata(), [4.0, plotting.GAP_FLOOR])  # k = 3 reaches J* exactly
+    ref = [ln for ln in ax.get_lines() if "gamma" in ln.get_label()][0]
+    np.testing.assert_allclose(ref.get_ydata(), 4.0 / 0.9 * 0.9 ** np.arange(1, 4))
+
+
+def test_policy_heatmap_shows_probabilities():
+    mdp = two_state.build_mdp()
+    pol = mk.Policy.from_arrays(mdp, [np.array([[0.25, 0.75]])])
+    fig = plotting.policy_heatmap(pol, mdp)
+    np.testing.assert_array_equal(fig.axes[0].images[0].get_array(), [[0.25, 0.75]])
+    assert [t.get_text() for t in fig.axes[0].texts] == ["0.25", "0.75"]
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["L", "R"]
+
+
+def test_grid_trajectory_and_gif(tmp_path):
+    env = grid_coordination.parallel_env(**grid_coordination.TRAP_CONFIG)
+    mdp = mk.compile_env(env)
+    _, best = mk.best_deterministic(mdp)
+    fig = plotting.grid_trajectory(env, best, 2, seed=0, path=tmp_path / "t.png")
+    W = env.model.W
+    # both agents walk to the goal cell (1, 4) in three steps and stay
+    assert fig.trajectory[3] == (W + 4, W + 4) and fig.trajectory[0] == (W + 1, W + 7)
+    xs = fig.axes[0].get_lines()[0].get_xdata()
+    assert xs[0] == pytest.approx(1 - 0.06) and xs[3] == pytest.approx(4 - 0.06)
+    img = Image.open(tmp_path / "t.png")
+    assert img.format == "PNG" and img.size[0] > 100
+    plotting.animate_grid(env, best, 2, seed=0, path=tmp_path / "t.gif", horizon=6)
+    gif = Image.open(tmp_path / "t.gif")
+    assert gif.format == "GIF" and gif.n_frames == 7
+
+
+def test_plot_command_writes_every_figure(two_state_results):
+    out, res = two_state_results
+    assert cli.main(["plot", str(out)]) == 0
+    figs = sorted(p.name for p in (out / "figures").iterdir())
+    assert figs == ["gap_vs_k.png", "learning_curves.png", "policy_k1_pgd.png", "policy_k3_pgd.png"]
+    for name in figs:
+        assert Image.open(out / "figures" / name).format == "PNG"
+
+
+def test_grid_plot_command_writes_trajectories(tmp_path):
+    assert cli.main(["run", "grid_coordination", "--k", "2", "--method", "pgd", "--iters", "50",
+                     "--out", str(tmp_path), "--quiet"]) == 0
+    assert cli.main(["plot", str(tmp_path)]) == 0
+    names = {p.name for p in (tmp_path / "figures").iterdir()}
+    assert {"trajectory_k2_pgd.png", "trajectory_k2_pgd.gif", "policy_k2_pgd.png"} <= names
+
+
+def test_resume_skips_finished_runs(two_state_results, capsys):
+    out, res = two_state_results
+    before = (out / "results.json").read_text()
+    assert cli.main(["run", "two_state", "--k", "1", "3", "4", "--method", "pgd", "--iters", "100",
+                     "--out", str(out), "--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert "skipping k=1 pgd seed=None" in printed and "skipping k=3 pgd seed=None" in printed
+    after = json.loads((out / "results.json").read_text())
+    assert after["rows"][:2] == json.loads(before)["rows"][:2]
+    assert [r["k"] for r in after["rows"]] == [1, 3, 4]
+
+
+def test_resume_refuses_another_config(two_state_results):
+    out, _ = two_state_results
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["run", "two_state", "--set", "gamma=0.8", "--out", str(out), "--resume"])
+    assert exc.value.code == 2
+
+
+def test_interrupted_write_keeps_previous_results(two_state_results, monkeypatch):
+    from marl_kstep import experiments
+
+    out, _ = two_state_results
+    path = out / "results.json"
+    before = path.read_text()
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiments.json, "dumps", lambda *a, **k: "{\"partial\": ")  # a torn payload...
+    monkeypatch.setattr(experiments.os, "replace", boom)  # ...interrupted before the rename
+    with pytest.raises(KeyboardInterrupt):
+        experiments.write_json_atomic(path, {"rows": []})
+    assert path.read_text() == before
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize(
+    "argv,msg",
+    [
+        (["run", "nope"], "invalid choice: 'nope' (choose from 'aggregated_chain', 'grid_coordination'"),
+        (["run", "two_state", "--set", "foo=1"], "unknown --set key 'foo' for two_state; valid keys: small_reward"),
+        (["run", "two_state", "--set", "gamma=1.5"], "bad --set value for two_state: gamma must lie in [0, 1)"),
+        (["run", "two_state", "--set", "gamma"], "--set expects key=value"),
+        (["plot", "/nonexistent/dir"], "results.json does not exist"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(argv, msg, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert msg in err and len(err.splitlines()) <= 3
+
+
+def test_help_lists_options_with_defaults():
+    out = subprocess.run([sys.executable, "-m", "marl_kstep.cli", "run", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for opt in ("--k", "--method", "--iters", "--step", "--seeds", "--set", "--out", "--resume", "--quiet"):
+        assert opt in out.stdout
+    assert "(default: 500)" in out.stdout and "(default: 0.05)" in out.stdout
+
+
+def test_console_script_and_demo(tmp_path):
+    env = dict(os.environ, MPLBACKEND="Agg")
+    out = subprocess.run([sys.executable, "-m", "marl_kstep.cli", "demo", "--out", str(tmp_path / "demo")],
+                         capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = [ln.split() for ln in out.stdout.splitlines() if ln.startswith(("two_state", "number_matching"))]
+    finals = {(r[0], int(r[1]), r[2]): float(r[3]) for r in lines}
+    assert finals[("two_state", 1, "pgd")] == pytest.approx(5.0)
+    assert finals[("two_state", 3, "pgd")] == pytest.approx(9.0)
+    assert finals[("number_matching", 1, "pgd")] == pytest.approx(0.0, abs=1e-6)
+    assert finals[("number_matching", 2, "mirror")] == pytest.approx(6.477, abs=1e-6)
+    assert (tmp_path / "demo" / "figures" / "number_matching" / "learning_curves.png").exists()
+    assert Path(tmp_path / "demo" / "two_state" / "results.json").exists()
