@@ -19,7 +19,7 @@ the entries :math:`\theta_i[o, a]` drawn at first visits) and return
 :math:`G = \sum_{t<k} \gamma^t r_t + \gamma^k V_k(s_k)`.
 
 1. Pass 1 accumulates :math:`W` and the sparse :math:`M`; then :math:`(I - M) V_k = W`
-   (sparse LU for small systems, BiCGSTAB to a relative residual of 1e-13 with an LU
+   (dense LU for small systems, BiCGSTAB to a relative residual of 1e-13 with a sparse-LU
    fallback for large ones).
 2. :math:`\nu_k = \mu^\top (I - M)^{-1}` (the transposed system).
 3. Pass 2: :math:`\partial J_k / \partial \theta_i[o, a] = \sum_s \nu_k(s) \sum_{\text{paths}
@@ -50,6 +50,7 @@ from .model import JointMDP
 
 __all__ = [
     "DEFAULT_MAX_PATH_STEPS",
+    "count_path_steps",
     "estimate_path_steps",
     "value",
     "value_vector",
@@ -368,15 +369,21 @@ def estimate_path_steps(mdp: JointMDP, k: int, *, max_path_steps: int | None = N
     if bound <= budget:
         mdp._cache[key] = (int(bound), False)
         return int(bound)
-    theta, toff = _theta_flat(mdp, [np.ones((o, a)) for o, a in zip(mdp.n_obs, mdp.n_actions, strict=True)])
-    steps = _walk(0, N, _MODE_COUNT, k, mdp.gamma, mdp.action_strides,
-                  np.asarray(mdp.n_actions, np.int64), mdp.obs_matrix, theta, toff,
-                  mdp.indptr, mdp.indices, mdp.probs, mdp.rewards, np.zeros(N), np.zeros(N),
-                  np.zeros(N), np.zeros(N + 1, np.int64), np.zeros(0, np.int64), np.zeros(0),
-                  np.zeros(theta.size), budget)
+    steps = count_path_steps(mdp, k, budget)
     exact = steps <= budget
     mdp._cache[key] = (int(steps), exact)
     return int(steps)
+
+
+def count_path_steps(mdp: JointMDP, k: int, cap: int = 10**12) -> int:
+    """Exact number of path steps one enumeration pass walks (stops counting above ``cap``)."""
+    k = _check_k(k)
+    N = mdp.n_states
+    theta, toff = _theta_flat(mdp, [np.ones((o, a)) for o, a in zip(mdp.n_obs, mdp.n_actions, strict=True)])
+    return int(_walk(0, N, _MODE_COUNT, k, mdp.gamma, mdp.action_strides, np.asarray(mdp.n_actions, np.int64),
+                     mdp.obs_matrix, theta, toff, mdp.indptr, mdp.indices, mdp.probs, mdp.rewards, np.zeros(N),
+                     np.zeros(N), np.zeros(N), np.zeros(N + 1, np.int64), np.zeros(0, np.int64), np.zeros(0),
+                     np.zeros(theta.size), int(cap)))
 
 
 def _check_budget(mdp: JointMDP, k: int, max_path_steps: int | None) -> None:
@@ -397,9 +404,9 @@ def _n_chunks(n_states: int) -> int:
     return max(1, min(n_states, 8 * numba.get_num_threads()))
 
 
-#: Systems with at most this many states are solved by sparse LU; larger ones by BiCGSTAB
-#: (``I - M`` is well conditioned: cond <= (1 + gamma^k) / (1 - gamma^k)), falling back to
-#: LU when the iteration does not reach a relative residual of 1e-13.
+#: Systems with at most this many states are solved by dense LU (LAPACK); larger ones by
+#: BiCGSTAB (``I - M`` is well conditioned: cond <= (1 + gamma^k) / (1 - gamma^k)), falling
+#: back to sparse LU when the iteration does not reach a relative residual of 1e-13.
 DIRECT_SOLVE_MAX_STATES = 400
 _ITER_RTOL = 1e-15
 _CHECK_RTOL = 1e-13
@@ -427,15 +434,24 @@ def _parallel_operator(A: sparse.csr_matrix):
 
 
 class _Solver:
-    """Solves ``A x = b`` or ``A^T x = b`` for ``A = I - M``."""
+    """Solves ``A x = b`` or ``A^T x = b`` for ``A = I - M`` (sparse CSR)."""
 
     def __init__(self, A: sparse.csr_matrix):
         self.A = A
-        self.lu = splu(A.tocsc()) if A.shape[0] <= DIRECT_SOLVE_MAX_STATES else None
+        self.dense = None
+        self.lu = None
+        if A.shape[0] <= DIRECT_SOLVE_MAX_STATES:
+            from scipy.linalg import lu_factor
+
+            self.dense = lu_factor(A.toarray(), check_finite=False)
 
     def solve(self, b: np.ndarray, trans: str = "N") -> np.ndarray:
         from scipy.sparse.linalg import bicgstab
 
+        if self.dense is not None:
+            from scipy.linalg import lu_solve
+
+            return lu_solve(self.dense, b, trans=0 if trans == "N" else 1, check_finite=False)
         if self.lu is None:
             A = self.A if trans == "N" else self.A.T.tocsr()
             x, info = bicgstab(_parallel_operator(A), b, rtol=_ITER_RTOL, atol=0.0, maxiter=10 * A.shape[0])
