@@ -288,12 +288,21 @@ def _walk_serial(mode, k, gamma, strides, n_act, obs, theta, toff, indptr, indic
 SERIAL_MAX_PATH_STEPS = 200_000
 
 
+def _is_serial(mdp: JointMDP, k: int) -> bool:
+    """Whether the passes for ``k`` run on one thread (fewer than ``SERIAL_MAX_PATH_STEPS``)."""
+    key = ("serial", k, SERIAL_MAX_PATH_STEPS)
+    if key not in mdp._cache:  # exact count, but never more than the threshold's worth of walking
+        mdp._cache[key] = (estimate_path_steps(mdp, k) < SERIAL_MAX_PATH_STEPS
+                           or count_path_steps(mdp, k, SERIAL_MAX_PATH_STEPS) < SERIAL_MAX_PATH_STEPS)
+    return mdp._cache[key]
+
+
 def _run_walk(mdp: JointMDP, k: int, mode: int, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data):
     """Dispatch one enumeration pass to the serial or the parallel kernel."""
     args = (mode, k, mdp.gamma, mdp.action_strides, np.asarray(mdp.n_actions, np.int64), mdp.obs_matrix,
             theta, toff, mdp.indptr, mdp.indices, mdp.probs, mdp.rewards, Vk, nu, W, m_ptr, m_idx, m_data,
             theta.size)
-    if estimate_path_steps(mdp, k) < SERIAL_MAX_PATH_STEPS:
+    if _is_serial(mdp, k):
         return _walk_serial(*args)
     return _walk_all(args[0], _n_chunks(mdp.n_states), *args[1:])
 
@@ -404,9 +413,11 @@ def _n_chunks(n_states: int) -> int:
     return max(1, min(n_states, 8 * numba.get_num_threads()))
 
 
-#: Systems with at most this many states are solved by dense LU (LAPACK); larger ones by
-#: BiCGSTAB (``I - M`` is well conditioned: cond <= (1 + gamma^k) / (1 - gamma^k)), falling
-#: back to sparse LU when the iteration does not reach a relative residual of 1e-13.
+#: Systems with at most this many states are solved directly: by dense LU (LAPACK) when the
+#: passes run on one thread, else by sparse LU (SuperLU), because a multithreaded BLAS that
+#: keeps spinning after the factorisation halves the parallel passes on two cores. Larger
+#: systems use BiCGSTAB (``I - M`` is well conditioned: cond <= (1 + gamma^k)/(1 - gamma^k)),
+#: falling back to sparse LU when it does not reach a relative residual of 1e-13.
 DIRECT_SOLVE_MAX_STATES = 400
 _ITER_RTOL = 1e-15
 _CHECK_RTOL = 1e-13
@@ -436,14 +447,17 @@ def _parallel_operator(A: sparse.csr_matrix):
 class _Solver:
     """Solves ``A x = b`` or ``A^T x = b`` for ``A = I - M`` (sparse CSR)."""
 
-    def __init__(self, A: sparse.csr_matrix):
+    def __init__(self, A: sparse.csr_matrix, dense_ok: bool = True):
         self.A = A
         self.dense = None
         self.lu = None
         if A.shape[0] <= DIRECT_SOLVE_MAX_STATES:
-            from scipy.linalg import lu_factor
+            if dense_ok:
+                from scipy.linalg import lu_factor
 
-            self.dense = lu_factor(A.toarray(), check_finite=False)
+                self.dense = lu_factor(A.toarray(), check_finite=False)
+            else:
+                self.lu = splu(A.tocsc())
 
     def solve(self, b: np.ndarray, trans: str = "N") -> np.ndarray:
         from scipy.sparse.linalg import bicgstab
@@ -469,7 +483,7 @@ def _pass1(mdp: JointMDP, theta: np.ndarray, toff: np.ndarray, k: int):
     m_data = np.zeros(m_idx.size)
     _run_walk(mdp, k, _MODE_VALUES, theta, toff, W, W, W, m_ptr, m_idx, m_data)
     M = sparse.csr_matrix((m_data, m_idx, m_ptr), shape=(N, N))
-    solver = _Solver((sparse.identity(N, format="csr") - M).tocsr())
+    solver = _Solver((sparse.identity(N, format="csr") - M).tocsr(), dense_ok=_is_serial(mdp, k))
     return solver.solve(W), solver
 
 
