@@ -197,6 +197,29 @@ def target_train_and_cache():
     return dict(cold=cold, warm=warm)
 
 
+def scaling(repeats: int, sides=(3, 4, 5, 6, 7, 8), ks=(1, 2, 3)):
+    """Time, path steps, nonzeros of M and peak traced memory on open grids (2 agents,
+    ``position`` observations) of growing side: the data of the scaling plot."""
+    from marl_kstep.kernel import _m_pattern
+
+    out = []
+    for side in sides:
+        mdp = grid_coordination.build_mdp(layout=open_grid(side), observation="position", starts=[None, None])
+        pol = mk.Policy.random(mdp, seed=0)
+        for k in ks:
+            steps = count_path_steps(mdp, k)
+            if steps > 2e8:
+                continue
+            t = median_time(lambda m=mdp, p=pol, k=k: mk.value_and_grad(m, p, k), max(3, repeats // 2))
+            mem = peak_memory(lambda m=mdp, p=pol, k=k: mk.value_and_grad(m, p, k))
+            nnz = int(_m_pattern(mdp, k)[1].size)
+            out.append(dict(side=side, states=mdp.n_states, k=k, path_steps=steps, seconds=t, nnz_M=nnz,
+                            transitions=int(mdp.probs.size), peak_traced_bytes=mem))
+            print(f"scaling side={side} N={mdp.n_states:>5} k={k} steps={steps:>11,} nnz(M)={nnz:>9,} "
+                  f"{t * 1e3:9.2f} ms peak {mem / 2**20:7.1f} MiB", flush=True)
+    return out
+
+
 def machine() -> dict:
     cpu = "unknown"
     try:
@@ -224,6 +247,8 @@ def main(argv=None):
     result["sparse_k1"] = target_sparse_k1(mdps, args.repeats)
     result["threads"] = target_threads(mdps, args.repeats)
     result["train"] = target_train_and_cache()
+    if not args.quick:
+        result["scaling"] = scaling(args.repeats)
     write_json_atomic(args.out, result)
     print(f"wrote {args.out}")
 
