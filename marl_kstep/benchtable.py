@@ -25,9 +25,21 @@ from .search import alternating_best_response, best_deterministic, count_determi
 
 __all__ = ["DEFAULT_DATA_DIR", "problem_rows", "run_table", "markdown", "findings", "commit_id"]
 
-#: ``../shared/benchmarks/dpomdp`` beside the repository, or ``$MARL_KSTEP_DPOMDP_DIR``.
-DEFAULT_DATA_DIR = Path(os.environ.get("MARL_KSTEP_DPOMDP_DIR",
-                                       Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "dpomdp"))
+def _find_data_dir() -> Path:
+    """``$MARL_KSTEP_DPOMDP_DIR``, else the first ``shared/benchmarks/dpomdp`` found beside the
+    repository or beside one of its parent folders (``../shared/benchmarks/dpomdp`` normally)."""
+    if os.environ.get("MARL_KSTEP_DPOMDP_DIR"):
+        return Path(os.environ["MARL_KSTEP_DPOMDP_DIR"])
+    repo = Path(__file__).resolve().parents[1]
+    for parent in repo.parents:
+        candidate = parent / "shared" / "benchmarks" / "dpomdp"
+        if candidate.is_dir():
+            return candidate
+    return repo.parent / "shared" / "benchmarks" / "dpomdp"
+
+
+#: Where the Dec-POMDP problems are read from (never copied into the repository).
+DEFAULT_DATA_DIR = _find_data_dir()
 
 
 def _gamma_for(path: Path) -> float:

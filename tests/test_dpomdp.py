@@ -1,7 +1,6 @@
 """The .dpomdp loader: every shipped file, hand-checked syntax forms, strict errors."""
 
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,9 +8,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import marl_kstep as mk
+from marl_kstep.benchtable import DEFAULT_DATA_DIR
 from marl_kstep.dpomdp import augment, load_dpomdp, parse_dpomdp
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "dpomdp"
+DATA = DEFAULT_DATA_DIR
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"benchmark folder {DATA} is absent")
 FILES = sorted(p.name for p in DATA.glob("*.dpomdp*")) if DATA.is_dir() else []
 VALID = [f for f in FILES if not f.startswith("example")]
