@@ -228,6 +228,18 @@ def parse_dpomdp(text: str, name: str = "<string>") -> DecPOMDP:
         raise lines.error(f"could not parse ({type(exc).__name__}: {exc})") from exc
 
 
+def _per_agent(lines: _Lines, key: str, n: int, prefix: str) -> list[tuple[str, ...]]:
+    """``key:`` followed by one line per agent, each a count or a list of names."""
+    _, _, toks = _header(lines, key)
+    if toks:
+        raise lines.error(f"expected the {key} of each agent on the lines after '{key}:'")
+    out = []
+    for i in range(n):
+        no, s = lines.next(f"the {key} of agent {i}")
+        out.append(_names_or_count(s.split(), lines, no, key, prefix))
+    return out
+
+
 def _parse(lines: _Lines) -> DecPOMDP:
     no, _, toks = _header(lines, "agents")
     agents = _names_or_count(toks, lines, no, "agents", "agent")
@@ -269,20 +281,8 @@ def _parse(lines: _Lines) -> DecPOMDP:
         raise lines.error(
             f"the start distribution must be non-negative and sum to 1; it sums to {float(start.sum())!r}", no)
 
-    _, _, toks = _header(lines, "actions")
-    if toks:
-        raise lines.error("expected the actions of each agent on the lines after 'actions:'")
-    actions = []
-    for i in range(n):
-        no, s = lines.next(f"the actions of agent {i}")
-        actions.append(_names_or_count(s.split(), lines, no, "actions", "a"))
-    _, _, toks = _header(lines, "observations")
-    if toks:
-        raise lines.error("expected the observations of each agent on the lines after 'observations:'")
-    observations = []
-    for i in range(n):
-        no, s = lines.next(f"the observations of agent {i}")
-        observations.append(_names_or_count(s.split(), lines, no, "observations", "o"))
+    actions = _per_agent(lines, "actions", n, "a")
+    observations = _per_agent(lines, "observations", n, "o")
     J = int(np.prod([len(a) for a in actions]))
     JO = int(np.prod([len(o) for o in observations]))
     if J * N * max(N, JO) > MAX_DENSE_ENTRIES:
