@@ -175,3 +175,18 @@ def test_console_script_and_demo(tmp_path):
     assert finals[("number_matching", 2, "mirror")] == pytest.approx(6.477, abs=1e-6)
     assert (tmp_path / "demo" / "figures" / "number_matching" / "learning_curves.png").exists()
     assert Path(tmp_path / "demo" / "two_state" / "results.json").exists()
+
+
+@pytest.mark.parametrize("scenario", sorted(cli.SCENARIOS))
+def test_figures_for_every_scenario(scenario, tmp_path):
+    assert cli.main(["run", scenario, "--k", "1", "2", "--method", "pgd", "--iters", "20", "--out", str(tmp_path),
+                     "--quiet"]) == 0
+    assert cli.main(["plot", str(tmp_path), "--no-gif"]) == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    figs = tmp_path / "figures"
+    curves = Image.open(figs / "learning_curves.png")
+    assert curves.format == "PNG" and curves.size == (700, 420)  # 7 x 4.2 inches at 100 dpi
+    if res["J_star"] is not None:
+        assert Image.open(figs / "gap_vs_k.png").size == (600, 400)
+    for r in res["rows"]:
+        assert Image.open(figs / f"policy_k{r['k']}_pgd.png").format == "PNG"
