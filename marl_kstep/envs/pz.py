@@ -69,7 +69,9 @@ class ModelParallelEnv(ParallelEnv):
         return self._act_spaces[agent]
 
     def _observe(self):
-        return {a: np.int64(self.model.observe(self.state, i)) for i, a in enumerate(self.possible_agents)}
+        # 0-d int64 arrays: inside Discrete(O_i) and NumPy arrays, as the PettingZoo API test asks
+        return {a: np.array(self.model.observe(self.state, i), dtype=np.int64)
+                for i, a in enumerate(self.possible_agents)}
 
     def reset(self, seed=None, options=None):
         if seed is not None:
