@@ -52,7 +52,7 @@ def _gamma_for(path: Path) -> float:
 
 
 def problem_rows(path: Path, *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), seeds=(0, 1, 2, 3, 4),
-                 step: float = 0.05, iters: int = 200, max_path_steps: int = 3_000_000,
+                 step: float = 0.05, iters: int = 1000, max_path_steps: int = 3_000_000,
                  max_policies: int = 10**6, progress=None) -> dict:
     """All numbers of one problem (see the module docstring)."""
     gamma = _gamma_for(path)
@@ -174,7 +174,7 @@ def findings(rows: list[dict], *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), to
 
 
 def write_report(data_dir=DEFAULT_DATA_DIR, out="docs/benchmarks.md", *, json_path="results/dpomdp_table.json",
-                 iters: int = 200, step: float = 0.01, budget: int = 3_000_000, seeds: int = 5, files=None,
+                 iters: int = 1000, step: float = 0.05, budget: int = 3_000_000, seeds: int = 5, files=None,
                  repo: Path | None = None, progress=None) -> Path:
     """Run the whole table and write the Markdown report (and the raw numbers as JSON)."""
     from .experiments import versions, write_json_atomic, write_text_atomic

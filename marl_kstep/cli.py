@@ -252,8 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("benchmarks", help="the Dec-POMDP benchmark table (docs/benchmarks.md)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     b.add_argument("--data", default=str(benchtable.DEFAULT_DATA_DIR), help="folder of .dpomdp files")
-    b.add_argument("--iters", type=int, default=200, help="iteration cap per run")
-    b.add_argument("--step", type=float, default=0.01, help="step size for pgd and mirror")
+    b.add_argument("--iters", type=int, default=1000, help="iteration cap per run")
+    b.add_argument("--step", type=float, default=0.05, help="step size for pgd and mirror")
     b.add_argument("--budget", type=int, default=3_000_000, help="path steps per pass before 'over budget'")
     b.add_argument("--seeds", type=int, default=5, help="number of random starts")
     b.add_argument("--files", nargs="*", default=None, help="only these file names")
