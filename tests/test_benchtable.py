@@ -1,0 +1,30 @@
+"""The Dec-POMDP benchmark table on one small problem (CLI end to end)."""
+
+import json
+
+import pytest
+
+from marl_kstep import benchtable, cli
+
+needs_data = pytest.mark.skipif(not benchtable.DEFAULT_DATA_DIR.is_dir(),
+                                reason=f"benchmark folder {benchtable.DEFAULT_DATA_DIR} is absent")
+
+
+@needs_data
+def test_benchmarks_command_writes_the_report(tmp_path):
+    out, raw = tmp_path / "benchmarks.md", tmp_path / "table.json"
+    assert cli.main(["benchmarks", "--files", "dectiger.dpomdp", "--iters", "5", "--seeds", "2", "--budget",
+                     "100000", "--out", str(out), "--json", str(raw), "--quiet"]) == 0
+    rows = json.loads(raw.read_text())["rows"]
+    (row,) = rows
+    assert row["problem"] == "dectiger.dpomdp" and row["states"] == 10 and row["policies"] == 729
+    assert row["J_star"] == pytest.approx(-20.0) and row["abr"] == pytest.approx(-20.0)
+    assert row["uniform"] == pytest.approx(-462.2222222, abs=1e-6)
+    cells = row["cells"]
+    assert cells["pgd_k1"]["uniform"] <= row["J_star"] + 1e-9  # deterministic J* is an upper bound here
+    assert len(cells["pgd_k1"]["random"]) == 2
+    # memo-free bound for k = 4 is about 2.2e8 path steps: over the 1e5 budget
+    assert cells["pgd_k4"]["over_budget"] and cells["pgd_k4"]["steps"] > 100_000
+    text = out.read_text()
+    assert "| dectiger.dpomdp | 0.9 | 10 | [3, 3] | [3, 3] | 729 | -20.000 | -462.222 | -20.000 |" in text
+    assert "over budget" in text and "## What it shows" in text and "at commit `" in text
