@@ -323,16 +323,23 @@ def _check_k(k) -> int:
     return int(k)
 
 
+def _edge_counts(mdp: JointMDP) -> sparse.csr_matrix:
+    """``C[s, s']``: the number of joint actions that can lead from ``s`` to ``s'`` (cached)."""
+    if "edge_counts" not in mdp._cache:
+        N, J = mdp.n_states, mdp.n_joint_actions
+        agg = sparse.csr_matrix(
+            (np.ones(N * J), (np.repeat(np.arange(N), J), np.arange(N * J))), shape=(N, N * J)
+        )
+        mdp._cache["edge_counts"] = (agg @ (mdp.transition_matrix() != 0).astype(np.float64)).tocsr()
+    return mdp._cache["edge_counts"]
+
+
 def _m_pattern(mdp: JointMDP, k: int):
     """Structural pattern of M: states reachable in exactly k steps (superset of M's support)."""
     key = ("m_pattern", k)
     if key not in mdp._cache:
-        N, J = mdp.n_states, mdp.n_joint_actions
-        P = mdp.transition_matrix()
-        agg = sparse.csr_matrix(
-            (np.ones(N * J), (np.repeat(np.arange(N), J), np.arange(N * J))), shape=(N, N * J)
-        )
-        A = (agg @ P).tocsr()
+        N = mdp.n_states
+        A = _edge_counts(mdp).copy()
         A.data[:] = 1.0
         R = sparse.identity(N, format="csr")
         for _ in range(k):
@@ -364,12 +371,8 @@ def estimate_path_steps(mdp: JointMDP, k: int, *, max_path_steps: int | None = N
     cached = mdp._cache.get(key)
     if cached is not None and (cached[1] or cached[0] <= budget):
         return cached[0]
-    N, J = mdp.n_states, mdp.n_joint_actions
-    P = mdp.transition_matrix()
-    agg = sparse.csr_matrix(
-        (np.ones(N * J), (np.repeat(np.arange(N), J), np.arange(N * J))), shape=(N, N * J)
-    )
-    C = (agg @ (P != 0).astype(np.float64)).tocsr()
+    N = mdp.n_states
+    C = _edge_counts(mdp)
     x = np.ones(N)
     bound = 0.0
     for _ in range(k):
