@@ -119,6 +119,62 @@ def _enter_node(d, s, obs, strides, memo_obs, memo_act, memo_len,
 
 
 @njit(cache=True)
+def _k1_rows(lo, hi, mode, gamma, strides, n_act, obs, theta, toff, indptr, indices, probs,
+             rewards, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap):
+    r"""The passes for ``k = 1``, row by row (no stack, no memo: every agent is free).
+
+    mode 0: :math:`W(s) = \sum_j \pi(j|s) r(s, j)` and
+    :math:`M(s, s') = \gamma \sum_j \pi(j|s) P(s'|s, j)`;
+    mode 1: :math:`\partial J / \partial\theta_i[\phi_i(s), a_i] \mathrel{+}= \nu(s)
+    \prod_{l \ne i} \theta_l[\phi_l(s), a_l] \, (r(s, j) + \gamma \sum_{s'} P(s'|s,j) V(s'))`
+    (leave-one-out products, no divisions); mode 2: count. Returns the path steps."""
+    n = strides.shape[0]
+    J = rewards.shape[1]
+    N = rewards.shape[0]
+    fidx = np.empty(n, np.int64)
+    pre = np.empty(n + 1)
+    suf = np.empty(n + 1)
+    pos = np.full(N if mode == _MODE_VALUES else 0, -1, np.int64)
+    steps = 0
+    for s in range(lo, hi):
+        if mode == _MODE_COUNT:
+            steps += indptr[(s + 1) * J] - indptr[s * J]
+            if steps > cap:
+                return steps
+            continue
+        if mode == _MODE_GRAD and nu[s] == 0.0:
+            continue
+        if mode == _MODE_VALUES:
+            for p in range(m_ptr[s], m_ptr[s + 1]):
+                pos[m_idx[p]] = p
+        for j in range(J):
+            pre[0] = 1.0
+            for i in range(n):
+                a = (j // strides[i]) % n_act[i]
+                fidx[i] = toff[i] + obs[i, s] * n_act[i] + a
+                pre[i + 1] = pre[i] * theta[fidx[i]]
+            row = s * J + j
+            steps += indptr[row + 1] - indptr[row]
+            if mode == _MODE_VALUES:
+                pi = pre[n]
+                W[s] += pi * rewards[s, j]
+                gp = gamma * pi
+                for p in range(indptr[row], indptr[row + 1]):
+                    m_data[pos[indices[p]]] += gp * probs[p]
+            else:
+                q = 0.0
+                for p in range(indptr[row], indptr[row + 1]):
+                    q += probs[p] * Vk[indices[p]]
+                q = nu[s] * (rewards[s, j] + gamma * q)
+                suf[n] = 1.0
+                for i in range(n - 1, -1, -1):
+                    suf[i] = suf[i + 1] * theta[fidx[i]]
+                for i in range(n):
+                    grad[fidx[i]] += q * pre[i] * suf[i + 1]
+    return steps
+
+
+@njit(cache=True)
 def _walk(lo, hi, mode, k, gamma, strides, n_act, obs, theta, toff, indptr, indices, probs,
           rewards, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap):
     """Enumerate the depth-k window paths of start states ``lo..hi-1``.
@@ -128,9 +184,13 @@ def _walk(lo, hi, mode, k, gamma, strides, n_act, obs, theta, toff, indptr, indi
     mode 2: only count path steps; stop once the count exceeds ``cap``.
     Returns the number of path steps walked.
     """
+    if k == 1:
+        return _k1_rows(lo, hi, mode, gamma, strides, n_act, obs, theta, toff, indptr, indices, probs,
+                        rewards, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap)
     n = strides.shape[0]
     J = rewards.shape[1]
     gk = gamma**k
+    pos = np.full(rewards.shape[0] if mode == _MODE_VALUES else 0, -1, np.int64)
     gpow = np.empty(k)
     g = 1.0
     for t in range(k):
@@ -161,6 +221,9 @@ def _walk(lo, hi, mode, k, gamma, strides, n_act, obs, theta, toff, indptr, indi
     for s0 in range(lo, hi):
         if mode == _MODE_GRAD and nu[s0] == 0.0:
             continue
+        if mode == _MODE_VALUES:  # column -> position in row s0 of the pattern of M
+            for p in range(m_ptr[s0], m_ptr[s0 + 1]):
+                pos[m_idx[p]] = p
         st_state[0] = s0
         st_wpre[0] = 1.0
         st_gpre[0] = 0.0
@@ -177,15 +240,7 @@ def _walk(lo, hi, mode, k, gamma, strides, n_act, obs, theta, toff, indptr, indi
                 if mode == _MODE_VALUES:
                     w = st_wpre[k]
                     W[s0] += w * st_gpre[k]
-                    a = m_ptr[s0]
-                    b = m_ptr[s0 + 1]
-                    while a < b:  # binary search of s in the row pattern
-                        mid = (a + b) // 2
-                        if m_idx[mid] < s:
-                            a = mid + 1
-                        else:
-                            b = mid
-                    m_data[a] += gk * w
+                    m_data[pos[s]] += gk * w
                 elif mode == _MODE_GRAD:
                     val = st_gpre[k] + gk * Vk[s]
                 d -= 1
@@ -284,6 +339,102 @@ def _walk_serial(mode, k, gamma, strides, n_act, obs, theta, toff, indptr, indic
     return grad
 
 
+@njit(cache=True)
+def _lu_inplace(A, piv):
+    """LU factorisation with partial pivoting, in place (``P A = L U``, unit ``L``)."""
+    N = A.shape[0]
+    for c in range(N):
+        p = c
+        big = abs(A[c, c])
+        for r in range(c + 1, N):
+            if abs(A[r, c]) > big:
+                big = abs(A[r, c])
+                p = r
+        piv[c] = p
+        if p != c:
+            for q in range(N):
+                A[c, q], A[p, q] = A[p, q], A[c, q]
+        d = A[c, c]
+        if d == 0.0:
+            return False
+        for r in range(c + 1, N):
+            lrc = A[r, c] / d
+            A[r, c] = lrc
+            if lrc != 0.0:
+                for q in range(c + 1, N):
+                    A[r, q] -= lrc * A[c, q]
+    return True
+
+
+@njit(cache=True)
+def _lu_solve(LU, piv, b, trans):
+    """Solve ``A x = b`` (``trans`` False) or ``A^T x = b`` with the factors of :func:`_lu_inplace`."""
+    N = LU.shape[0]
+    x = b.copy()
+    if not trans:
+        for c in range(N):
+            p = piv[c]
+            x[c], x[p] = x[p], x[c]
+        for r in range(N):
+            acc = x[r]
+            for q in range(r):
+                acc -= LU[r, q] * x[q]
+            x[r] = acc
+        for r in range(N - 1, -1, -1):
+            acc = x[r]
+            for q in range(r + 1, N):
+                acc -= LU[r, q] * x[q]
+            x[r] = acc / LU[r, r]
+    else:  # A^T = U^T L^T P
+        for c in range(N):
+            x[c] /= LU[c, c]
+            xc = x[c]
+            for q in range(c + 1, N):
+                x[q] -= LU[c, q] * xc
+        for c in range(N - 1, -1, -1):
+            xc = x[c]
+            for q in range(c):
+                x[q] -= LU[c, q] * xc
+        for c in range(N - 1, -1, -1):
+            p = piv[c]
+            x[c], x[p] = x[p], x[c]
+    return x
+
+
+@njit(cache=True)
+def _fused_small(want_grad, k, gamma, strides, n_act, obs, theta, toff, indptr, indices, probs, rewards, mu,
+                 m_ptr, m_idx):
+    """Small problems in one call: pass 1, dense ``I - M``, LU, ``V_k``, ``nu``, pass 2.
+
+    Returns ``(V_k, grad, ok)``; ``ok`` is False when ``I - M`` is singular (the caller then
+    takes the general route, which reports it)."""
+    N = rewards.shape[0]
+    W = np.zeros(N)
+    m_data = np.zeros(m_idx.size)
+    grad = np.zeros(theta.size)
+    _walk(0, N, _MODE_VALUES, k, gamma, strides, n_act, obs, theta, toff, indptr, indices, probs, rewards,
+          W, W, W, m_ptr, m_idx, m_data, grad, 0)
+    A = np.zeros((N, N))
+    for r in range(N):
+        A[r, r] = 1.0
+        for p in range(m_ptr[r], m_ptr[r + 1]):
+            A[r, m_idx[p]] -= m_data[p]
+    piv = np.empty(N, np.int64)
+    if not _lu_inplace(A, piv):
+        return W, grad, False
+    Vk = _lu_solve(A, piv, W, False)
+    if want_grad:
+        nu = _lu_solve(A, piv, mu, True)
+        _walk(0, N, _MODE_GRAD, k, gamma, strides, n_act, obs, theta, toff, indptr, indices, probs, rewards,
+              Vk, nu, W, m_ptr, m_idx, m_data, grad, 0)
+    return Vk, grad, True
+
+
+#: Systems with at most this many states (and serial passes) are done in one compiled call,
+#: with a compiled dense LU (partial pivoting) in place of LAPACK.
+FUSED_MAX_STATES = 64
+
+
 #: Enumerations with fewer path steps than this run on one thread.
 SERIAL_MAX_PATH_STEPS = 200_000
 
@@ -297,22 +448,40 @@ def _is_serial(mdp: JointMDP, k: int) -> bool:
     return mdp._cache[key]
 
 
+def _static(mdp: JointMDP):
+    """The model's arrays in kernel argument order (cached on ``mdp``)."""
+    st = mdp._cache.get("kernel_static")
+    if st is None:
+        st = (mdp.gamma, mdp.action_strides, np.asarray(mdp.n_actions, np.int64), mdp.obs_matrix,
+              mdp.indptr, mdp.indices, mdp.probs, mdp.rewards)
+        mdp._cache["kernel_static"] = st
+    return st
+
+
 def _run_walk(mdp: JointMDP, k: int, mode: int, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data):
     """Dispatch one enumeration pass to the serial or the parallel kernel."""
-    args = (mode, k, mdp.gamma, mdp.action_strides, np.asarray(mdp.n_actions, np.int64), mdp.obs_matrix,
-            theta, toff, mdp.indptr, mdp.indices, mdp.probs, mdp.rewards, Vk, nu, W, m_ptr, m_idx, m_data,
-            theta.size)
+    gamma, strides, n_act, obs, indptr, indices, probs, rewards = _static(mdp)
+    args = (mode, k, gamma, strides, n_act, obs, theta, toff, indptr, indices, probs, rewards, Vk, nu, W,
+            m_ptr, m_idx, m_data, theta.size)
     if _is_serial(mdp, k):
         return _walk_serial(*args)
     return _walk_all(args[0], _n_chunks(mdp.n_states), *args[1:])
 
 
 # --------------------------------------------------------------------------- python side
+def _offsets(mdp: JointMDP) -> np.ndarray:
+    """Offset of every agent's table in the flat parameter vector (cached)."""
+    toff = mdp._cache.get("theta_offsets")
+    if toff is None:
+        sizes = [o * a for o, a in zip(mdp.n_obs, mdp.n_actions, strict=True)]
+        toff = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        mdp._cache["theta_offsets"] = toff
+    return toff
+
+
 def _theta_flat(mdp: JointMDP, thetas) -> tuple[np.ndarray, np.ndarray]:
-    sizes = [o * a for o, a in zip(mdp.n_obs, mdp.n_actions, strict=True)]
-    toff = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     flat = np.concatenate([np.asarray(t, dtype=np.float64).ravel() for t in thetas])
-    return np.ascontiguousarray(flat), toff
+    return flat, _offsets(mdp)
 
 
 def _check_k(k) -> int:
@@ -490,6 +659,25 @@ def _pass1(mdp: JointMDP, theta: np.ndarray, toff: np.ndarray, k: int):
     return solver.solve(W), solver
 
 
+def _compute(mdp: JointMDP, theta: np.ndarray, toff: np.ndarray, k: int, want_grad: bool):
+    """``(V_k, flat gradient or None)`` on ``mdp``: one compiled call for small serial
+    problems, else pass 1, the solves and pass 2 as separate steps."""
+    if mdp.n_states <= FUSED_MAX_STATES and _is_serial(mdp, k):
+        gamma, strides, n_act, obs, indptr, indices, probs, rewards = _static(mdp)
+        m_ptr, m_idx = _m_pattern(mdp, k)
+        Vk, grad, ok = _fused_small(want_grad, k, gamma, strides, n_act, obs, theta, toff, indptr, indices, probs,
+                                    rewards, mdp.mu, m_ptr, m_idx)
+        if ok:
+            return Vk, (grad if want_grad else None)
+    Vk, solver = _pass1(mdp, theta, toff, k)
+    if not want_grad:
+        return Vk, None
+    nu = solver.solve(np.asarray(mdp.mu, dtype=float), trans="T")
+    m_ptr, m_idx = _m_pattern(mdp, k)
+    grad = _run_walk(mdp, k, _MODE_GRAD, theta, toff, Vk, nu, np.zeros(mdp.n_states), m_ptr, m_idx, np.zeros(0))
+    return Vk, grad
+
+
 def _split(mdp: JointMDP, flat: np.ndarray) -> list[np.ndarray]:
     out, pos = [], 0
     for o, a in zip(mdp.n_obs, mdp.n_actions, strict=True):
@@ -498,8 +686,9 @@ def _split(mdp: JointMDP, flat: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def _prepare(mdp: JointMDP, policy, k, max_path_steps):
-    from .policy import Policy
+def _prepare(mdp: JointMDP, policy, k, max_path_steps, lump):
+    """Check the inputs; return (model to walk, k, flat theta, offsets, block map or None)."""
+    from .policy import SIMPLEX_TOL, Policy
 
     if not isinstance(mdp, JointMDP):
         raise ValueError(f"mdp must be a JointMDP; got {type(mdp).__name__}")
@@ -507,30 +696,64 @@ def _prepare(mdp: JointMDP, policy, k, max_path_steps):
         raise ValueError(
             f"policy must be a marl_kstep.Policy (see Policy.from_arrays); got {type(policy).__name__}"
         )
-    policy.check_compatible(mdp)
     k = _check_k(k)
-    _check_budget(mdp, k, max_path_steps)
+    shapes_ok = len(policy.theta) == mdp.n_agents and all(
+        t.shape == (o, a) for t, o, a in zip(policy.theta, mdp.n_obs, mdp.n_actions, strict=False)
+    )
+    if not shapes_ok:
+        policy.check_compatible(mdp)  # raises, naming the agent
     theta, toff = _theta_flat(mdp, policy.theta)
-    return k, theta, toff
+    # the whole policy at once; on failure the per-row check raises with the exact entry
+    ok = bool(np.isfinite(theta).all())
+    if ok and not policy.free_entries:
+        row_sums = np.add.reduceat(theta, _row_starts(mdp))
+        ok = theta.min() >= -SIMPLEX_TOL and bool(
+            (np.abs(row_sums - 1.0) <= SIMPLEX_TOL * max(1, max(mdp.n_actions))).all()
+        )
+    if not ok:
+        policy.check_compatible(mdp)
+    block = None
+    if lump:
+        lumping = mdp.lumped()
+        if not lumping.is_trivial:
+            mdp, block = lumping.quotient, lumping.block
+    _check_budget(mdp, k, max_path_steps)
+    return mdp, k, theta, toff, block
 
 
-def value_vector(mdp: JointMDP, policy, k: int = 1, *, max_path_steps: int | None = None) -> np.ndarray:
+def _row_starts(mdp: JointMDP) -> np.ndarray:
+    """Start of every policy row in the flat parameter vector (cached)."""
+    starts = mdp._cache.get("theta_row_starts")
+    if starts is None:
+        starts = np.concatenate(
+            [np.arange(o) * a + off for o, a, off in zip(mdp.n_obs, mdp.n_actions, _offsets(mdp), strict=True)]
+        ).astype(np.int64)
+        mdp._cache["theta_row_starts"] = starts
+    return starts
+
+
+def value_vector(
+    mdp: JointMDP, policy, k: int = 1, *, max_path_steps: int | None = None, lump: bool = True
+) -> np.ndarray:
     r"""The k-step value :math:`V_k = (I - M)^{-1} W`, shape ``(N,)`` (SPEC §3).
 
     For ``k = 1`` (or a deterministic policy) this is the ordinary value
-    :math:`V = (I - \gamma P_\pi)^{-1} r_\pi`.
+    :math:`V = (I - \gamma P_\pi)^{-1} r_\pi`. With ``lump=True`` (default) the work is
+    done on the exact bisimulation quotient :meth:`JointMDP.lumped` and expanded back.
     """
-    k, theta, toff = _prepare(mdp, policy, k, max_path_steps)
-    return _pass1(mdp, theta, toff, k)[0]
+    work, k, theta, toff, block = _prepare(mdp, policy, k, max_path_steps, lump)
+    Vk = _compute(work, theta, toff, k, False)[0]
+    return Vk if block is None else Vk[block]
 
 
-def value(mdp: JointMDP, policy, k: int = 1, *, max_path_steps: int | None = None) -> float:
+def value(mdp: JointMDP, policy, k: int = 1, *, max_path_steps: int | None = None, lump: bool = True) -> float:
     r"""The k-step objective :math:`J_k(\theta) = \mu^\top V_k` (SPEC §3)."""
-    return float(mdp.mu @ value_vector(mdp, policy, k, max_path_steps=max_path_steps))
+    work, k, theta, toff, _ = _prepare(mdp, policy, k, max_path_steps, lump)
+    return float(work.mu @ _compute(work, theta, toff, k, False)[0])
 
 
 def value_and_grad(
-    mdp: JointMDP, policy, k: int = 1, *, max_path_steps: int | None = None
+    mdp: JointMDP, policy, k: int = 1, *, max_path_steps: int | None = None, lump: bool = True
 ) -> tuple[float, list[np.ndarray]]:
     r"""The k-step objective and its exact gradient (SPEC §3).
 
@@ -547,19 +770,22 @@ def value_and_grad(
     ValueError
         On a policy that does not fit ``mdp``, ``k < 1``, or an enumeration over the
         ``max_path_steps`` budget (default :data:`DEFAULT_MAX_PATH_STEPS`).
+
+    Notes
+    -----
+    With ``lump=True`` (default) the passes run on the bisimulation quotient
+    (:meth:`JointMDP.lumped`): states that no restricted policy can tell apart are merged,
+    which changes neither :math:`J_k` nor any partial derivative (only rounding), and
+    the path budget applies to the quotient. ``lump=False`` walks the full model.
     """
-    J_k, grad, _ = values_and_grad(mdp, policy, k, max_path_steps=max_path_steps)
+    J_k, grad, _ = values_and_grad(mdp, policy, k, max_path_steps=max_path_steps, lump=lump)
     return J_k, grad
 
 
 def values_and_grad(
-    mdp: JointMDP, policy, k: int = 1, *, max_path_steps: int | None = None
+    mdp: JointMDP, policy, k: int = 1, *, max_path_steps: int | None = None, lump: bool = True
 ) -> tuple[float, list[np.ndarray], np.ndarray]:
-    """Like :func:`value_and_grad` but also returns the value vector ``V_k``."""
-    k, theta, toff = _prepare(mdp, policy, k, max_path_steps)
-    Vk, lu = _pass1(mdp, theta, toff, k)
-    nu = lu.solve(np.asarray(mdp.mu, dtype=float), trans="T")
-    N = mdp.n_states
-    m_ptr, m_idx = _m_pattern(mdp, k)
-    grad = _run_walk(mdp, k, _MODE_GRAD, theta, toff, Vk, nu, np.zeros(N), m_ptr, m_idx, np.zeros(0))
-    return float(mdp.mu @ Vk), _split(mdp, grad), Vk
+    """Like :func:`value_and_grad` but also returns the value vector ``V_k`` (shape ``(N,)``)."""
+    mdp, k, theta, toff, block = _prepare(mdp, policy, k, max_path_steps, lump)
+    Vk, grad = _compute(mdp, theta, toff, k, True)
+    return float(mdp.mu @ Vk), _split(mdp, grad), (Vk if block is None else Vk[block])

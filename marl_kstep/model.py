@@ -21,13 +21,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["JointMDP", "ROW_SUM_TOL"]
+__all__ = ["JointMDP", "Lumping", "LUMP_MAX_ENTRIES", "ROW_SUM_TOL"]
 
 #: Tolerance on transition rows and on ``mu`` summing to one.
 ROW_SUM_TOL = 1e-9
+
+#: :meth:`JointMDP.lumped` gives up (returns the model unlumped) when the per-state
+#: signatures would hold more than this many integers.
+LUMP_MAX_ENTRIES = 50_000_000
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -186,6 +191,37 @@ class JointMDP:
         return self.transition_matrix().toarray().reshape(
             self.n_states, self.n_joint_actions, self.n_states
         )
+
+    def lumped(self) -> Lumping:
+        r"""The coarsest exact lumping (bisimulation quotient) of this model, cached.
+
+        States :math:`s \sim s'` are lumped when no restricted policy can tell them apart:
+        every agent observes the same, :math:`\phi_i(s) = \phi_i(s')`; the rewards agree,
+        :math:`r(s, j) = r(s', j)`; and for every joint action the probability of moving
+        into each block agrees, :math:`P(B \mid s, j) = P(B \mid s', j)`. This is the
+        largest such partition (refined from the (observations, rewards) split until the
+        block transition rows are stable). Because a policy sees states only through
+        :math:`\phi`, the window paths from lumped states have the same distribution of
+        observations, rewards and end blocks, so :math:`V_k` is constant on blocks and
+        :math:`J_k(\theta)` is the same function of :math:`\theta` on the quotient: the
+        value and every partial derivative are exactly those of the full model.
+
+        The comparison is bitwise: rewards as stored, block probabilities summed in sorted
+        order (the same multiset of probabilities always gives the same sum). Two states
+        whose block probabilities differ only by rounding are kept apart, which costs speed,
+        never accuracy. Models too large to compare cheaply (more than ``LUMP_MAX_ENTRIES``
+        signature entries) are returned unlumped.
+
+        Returns
+        -------
+        Lumping
+            ``quotient`` (a :class:`JointMDP` on the blocks, block ``b`` represented by its
+            first state; ``mu`` summed per block) and ``block`` (block of every state,
+            shape ``(N,)``, blocks numbered in order of their first state).
+        """
+        if "lumping" not in self._cache:
+            self._cache["lumping"] = _lump(self)
+        return self._cache["lumping"]
 
     def __repr__(self) -> str:
         return (
@@ -396,3 +432,100 @@ def _check_names(names: dict, N: int, n_actions, n_obs) -> dict:
                 raise ValueError(f"{key} must give {list(counts)} names per agent")
             out[key] = lists
     return out
+
+
+class Lumping(NamedTuple):
+    """Result of :meth:`JointMDP.lumped`."""
+
+    quotient: JointMDP
+    block: np.ndarray
+
+    @property
+    def n_blocks(self) -> int:
+        return self.quotient.n_states
+
+    @property
+    def is_trivial(self) -> bool:
+        """True when no two states were lumped (the quotient is the model itself)."""
+        return self.quotient.n_states == self.block.size
+
+
+def _relabel(inverse: np.ndarray) -> tuple[np.ndarray, int]:
+    """Block labels numbered by first occurrence."""
+    _, first, inv = np.unique(inverse, return_index=True, return_inverse=True)
+    rank = np.empty(first.size, np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(first.size)
+    return rank[inv.ravel()], first.size
+
+
+def _row_ids(rows: np.ndarray) -> np.ndarray:
+    """Id of every row of a 2-d int64 array (equal rows, equal ids)."""
+    rows = np.ascontiguousarray(rows)
+    void = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
+    return np.unique(void, return_inverse=True)[1].ravel()
+
+
+def _block_rows(mdp: JointMDP, label: np.ndarray):
+    """Aggregate every transition row onto blocks: (row, block, probability) triples,
+    sorted by row then block, probabilities summed in sorted order."""
+    row_of = np.repeat(np.arange(mdp.indptr.size - 1), np.diff(mdp.indptr))
+    b = label[mdp.indices]
+    order = np.lexsort((mdp.probs, b, row_of))
+    r_s, b_s, p_s = row_of[order], b[order], mdp.probs[order]
+    if r_s.size == 0:
+        return r_s, b_s, p_s
+    start = np.flatnonzero(np.r_[True, (r_s[1:] != r_s[:-1]) | (b_s[1:] != b_s[:-1])])
+    sums = np.add.reduceat(p_s, start)
+    # reduceat adds left to right; the sorted order makes equal multisets give equal sums
+    return r_s[start], b_s[start], sums
+
+
+def _lump(mdp: JointMDP) -> Lumping:
+    N, J = mdp.n_states, mdp.n_joint_actions
+    first = np.concatenate([mdp.obs_matrix.T, mdp.rewards.view(np.int64)], axis=1)
+    label, n_blocks = _relabel(_row_ids(first))
+    while n_blocks < N:
+        r, b, p = _block_rows(mdp, label)
+        state = r // J
+        count = np.bincount(state, minlength=N)
+        width = int(count.max()) if count.size else 0
+        if N * (1 + 3 * width) > LUMP_MAX_ENTRIES:
+            n_blocks = N
+            break
+        sig = np.full((N, 1 + 3 * width), -1, np.int64)
+        sig[:, 0] = label
+        pos = np.arange(r.size) - np.repeat(np.cumsum(count) - count, count)
+        sig[state, 1 + 3 * pos] = r % J
+        sig[state, 2 + 3 * pos] = b
+        sig[state, 3 + 3 * pos] = p.view(np.int64)
+        new_label, new_n = _relabel(_row_ids(sig))
+        if new_n == n_blocks:
+            break
+        label, n_blocks = new_label, new_n
+    if n_blocks == N:
+        return Lumping(mdp, np.arange(N, dtype=np.int64))
+    rep = np.zeros(n_blocks, np.int64)
+    rep[label[::-1]] = np.arange(N - 1, -1, -1)  # first state of every block
+    r, b, p = _block_rows(mdp, label)
+    keep = np.isin(r // J, rep)
+    r, b, p = r[keep], b[keep], p[keep]
+    q_row = label[r // J] * J + r % J
+    order = np.lexsort((b, q_row))
+    q_row, b, p = q_row[order], b[order], p[order]
+    indptr = np.zeros(n_blocks * J + 1, np.int64)
+    np.cumsum(np.bincount(q_row, minlength=n_blocks * J), out=indptr[1:])
+    quotient = JointMDP(
+        n_actions=mdp.n_actions,
+        n_obs=mdp.n_obs,
+        obs=tuple(_readonly(o[rep]) for o in mdp.obs),
+        indptr=_readonly(indptr),
+        indices=_readonly(b.astype(np.int64)),
+        probs=_readonly(p.astype(np.float64)),
+        rewards=_readonly(mdp.rewards[rep]),
+        mu=_readonly(np.bincount(label, weights=mdp.mu, minlength=n_blocks)),
+        gamma=mdp.gamma,
+        agent_names=mdp.agent_names,
+        action_names=mdp.action_names,
+        obs_names=mdp.obs_names,
+    )
+    return Lumping(quotient, _readonly(label))

@@ -116,3 +116,65 @@ def random_thetas(mdp, seed, interior=True):
             t = 0.8 * t + 0.2 / a
         out.append(t)
     return out
+
+
+@st.composite
+def split_mdps(draw, max_copies=3):
+    """A small MDP and a copy of it where every state is split into 1..max_copies twins.
+
+    Twins share observations and rewards; the probability of a successor is shared out over
+    its twins in powers of two (1, 1/2 + 1/2, 1/2 + 1/4 + 1/4), so the block sums are
+    exact and the split model is exactly lumpable back onto the base model. Returns
+    ``(base, split, twin_of)`` with ``twin_of[t]`` the base state of split state ``t``.
+    """
+    base = draw(small_mdps(max_states=4))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    N, J = base.n_states, base.n_joint_actions
+    copies = rng.integers(1, max_copies + 1, size=N)
+    twin_of = np.repeat(np.arange(N), copies)
+    first = np.concatenate([[0], np.cumsum(copies)[:-1]])
+    shares = {1: [1.0], 2: [0.5, 0.5], 3: [0.5, 0.25, 0.25]}
+    M = twin_of.size
+    Pb = base.to_dense()
+    P = np.zeros((M, J, M))
+    for t in range(M):
+        for j in range(J):
+            for s2 in np.flatnonzero(Pb[twin_of[t], j]):
+                q = rng.permutation(shares[int(copies[s2])])
+                P[t, j, first[s2] : first[s2] + copies[s2]] = Pb[twin_of[t], j, s2] * q
+    mu = np.zeros(M)
+    for s in range(N):
+        w = rng.dirichlet(np.ones(copies[s]))
+        mu[first[s] : first[s] + copies[s]] = base.mu[s] * w
+    mu /= mu.sum()
+    split = mk.JointMDP.from_dense(P, base.rewards[twin_of], [o[twin_of] for o in base.obs], base.n_actions,
+                                   mu, base.gamma, n_obs=base.n_obs)
+    return base, split, twin_of
+
+
+def naive_lumping(mdp):
+    """Coarsest lumping by plain pair-wise refinement on the dense model (a reference for
+    ``JointMDP.lumped``): blocks as frozensets, block probabilities summed in sorted order."""
+    N, J = mdp.n_states, mdp.n_joint_actions
+    P = mdp.to_dense()
+    key = {s: (tuple(int(o[s]) for o in mdp.obs), tuple(mdp.rewards[s].tolist())) for s in range(N)}
+    blocks = {}
+    for s in range(N):
+        blocks.setdefault(key[s], []).append(s)
+    part = list(blocks.values())
+    while True:
+        where = {s: b for b, members in enumerate(part) for s in members}
+        new = []
+        for members in part:
+            groups = {}
+            for s in members:
+                sig = tuple(
+                    tuple(sum(sorted(P[s, j, t] for t in part_b if P[s, j, t] > 0)) for part_b in part)
+                    for j in range(J)
+                )
+                groups.setdefault(sig, []).append(s)
+            new.extend(groups.values())
+        if len(new) == len(part):
+            return sorted(sorted(b) for b in new), where
+        part = new

@@ -211,3 +211,71 @@ def test_parallel_and_serial_enumeration_agree(monkeypatch, k):
     assert J_p == pytest.approx(J_s, rel=1e-13, abs=1e-13)
     for a, b in zip(g_p, g_s, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_fused_small_path_agrees_with_the_general_route(monkeypatch, k):
+    """Problems up to FUSED_MAX_STATES run in one compiled call (own LU); the general route
+    (scipy LU, separate passes) must give the same numbers, on and off the simplex."""
+    import marl_kstep.kernel as kernel
+    from marl_kstep.envs import grid_coordination
+
+    mdp = grid_coordination.build_mdp(**grid_coordination.TRAP_CONFIG)
+    assert mdp.n_states <= kernel.FUSED_MAX_STATES
+    rng = np.random.default_rng(k)
+    for pol in (mk.Policy.random(mdp, seed=k),
+                mk.Policy.from_arrays(mdp, [rng.uniform(-1, 2, size=(o, a)) for o, a in
+                                            zip(mdp.n_obs, mdp.n_actions, strict=True)], check_simplex=False)):
+        J1, g1, V1 = kernel.values_and_grad(mdp, pol, k)
+        monkeypatch.setattr(kernel, "FUSED_MAX_STATES", 0)
+        J0, g0, V0 = kernel.values_and_grad(mdp, pol, k)
+        monkeypatch.setattr(kernel, "FUSED_MAX_STATES", 64)
+        assert J1 == pytest.approx(J0, rel=1e-12, abs=1e-12)
+        np.testing.assert_allclose(V1, V0, rtol=1e-11, atol=1e-11 * (1 + np.abs(V0).max()))
+        for a, b in zip(g1, g0, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10 * (1 + np.abs(b).max()))
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 12), seed=st.integers(0, 10**6), scale=st.sampled_from([1e-3, 1.0, 1e3]))
+def test_compiled_lu_solves_both_systems(n, seed, scale):
+    """The compiled LU (partial pivoting) against numpy.linalg.solve, for A x = b and A^T y = c,
+    on general matrices (zero diagonals force row swaps)."""
+    from marl_kstep.kernel import _lu_inplace, _lu_solve
+
+    rng = np.random.default_rng(seed)
+    A = rng.normal(size=(n, n)) * scale
+    A[np.diag_indices(n)] *= rng.integers(0, 2, size=n)  # some zero pivots
+    if abs(np.linalg.det(A / scale)) < 1e-6:
+        A += np.eye(n) * scale * 3
+    b, c = rng.normal(size=n), rng.normal(size=n)
+    LU, piv = A.copy(), np.empty(n, np.int64)
+    assert _lu_inplace(LU, piv)
+    cond = np.linalg.cond(A)
+    np.testing.assert_allclose(_lu_solve(LU, piv, b, False), np.linalg.solve(A, b), rtol=0,
+                               atol=1e-13 * cond * (1 + np.abs(np.linalg.solve(A, b)).max()))
+    np.testing.assert_allclose(_lu_solve(LU, piv, c, True), np.linalg.solve(A.T, c), rtol=0,
+                               atol=1e-13 * cond * (1 + np.abs(np.linalg.solve(A.T, c)).max()))
+
+
+def test_compiled_lu_reports_a_singular_matrix():
+    from marl_kstep.kernel import _lu_inplace
+
+    A = np.array([[1.0, 2.0], [2.0, 4.0]])
+    assert not _lu_inplace(A, np.empty(2, np.int64))
+
+
+def test_bad_policy_entries_are_named_by_the_fast_check():
+    mdp = number_matching.build_mdp()
+    pol = mk.Policy.uniform(mdp)
+    pol.theta[1][0, 1] = np.nan
+    with pytest.raises(ValueError, match=r"theta\[1\]\[0, 1\] = nan is not finite"):
+        mk.value_and_grad(mdp, pol, 2)
+    pol = mk.Policy.uniform(mdp)
+    pol.theta[0][1] = [0.7, 0.7]
+    with pytest.raises(ValueError, match=r"row theta\[0\]\[1\] sums to 1.4"):
+        mk.value(mdp, pol, 1)
+    pol = mk.Policy.uniform(mdp)
+    pol.theta[0][0] = [1.5, -0.5]
+    with pytest.raises(ValueError, match=r"theta\[0\]\[0, 1\] = -0.5 is negative"):
+        mk.value(mdp, pol, 1)
