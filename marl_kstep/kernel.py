@@ -19,8 +19,8 @@ the entries :math:`\theta_i[o, a]` drawn at first visits) and return
 :math:`G = \sum_{t<k} \gamma^t r_t + \gamma^k V_k(s_k)`.
 
 1. Pass 1 accumulates :math:`W` and the sparse :math:`M`; then :math:`(I - M) V_k = W`
-   (dense LU for small systems, BiCGSTAB to a relative residual of 1e-13 with a sparse-LU
-   fallback for large ones).
+   (dense LU for small systems, compiled BiCGSTAB to a relative residual of 1e-13 with a
+   sparse-LU fallback for large ones; the two systems of steps 1 and 2 run side by side).
 2. :math:`\nu_k = \mu^\top (I - M)^{-1}` (the transposed system).
 3. Pass 2: :math:`\partial J_k / \partial \theta_i[o, a] = \sum_s \nu_k(s) \sum_{\text{paths}
    \ni (i,o,a)} T \prod_{f \ne (i,o,a)} f \cdot G`.
@@ -132,6 +132,8 @@ def _k1_rows(lo, hi, mode, gamma, strides, n_act, obs, theta, toff, indptr, indi
     J = rewards.shape[1]
     N = rewards.shape[0]
     fidx = np.empty(n, np.int64)
+    fbase = np.empty(n, np.int64)
+    act = np.empty(n, np.int64)
     pre = np.empty(n + 1)
     suf = np.empty(n + 1)
     pos = np.full(N if mode == _MODE_VALUES else 0, -1, np.int64)
@@ -147,11 +149,14 @@ def _k1_rows(lo, hi, mode, gamma, strides, n_act, obs, theta, toff, indptr, indi
         if mode == _MODE_VALUES:
             for p in range(m_ptr[s], m_ptr[s + 1]):
                 pos[m_idx[p]] = p
+        for i in range(n):  # the odometer below walks j = 0..J-1 (agent n-1 fastest)
+            act[i] = 0
+            fbase[i] = toff[i] + obs[i, s] * n_act[i]
         for j in range(J):
+            for i in range(n):
+                fidx[i] = fbase[i] + act[i]
             pre[0] = 1.0
             for i in range(n):
-                a = (j // strides[i]) % n_act[i]
-                fidx[i] = toff[i] + obs[i, s] * n_act[i] + a
                 pre[i + 1] = pre[i] * theta[fidx[i]]
             row = s * J + j
             steps += indptr[row + 1] - indptr[row]
@@ -171,6 +176,11 @@ def _k1_rows(lo, hi, mode, gamma, strides, n_act, obs, theta, toff, indptr, indi
                     suf[i] = suf[i + 1] * theta[fidx[i]]
                 for i in range(n):
                     grad[fidx[i]] += q * pre[i] * suf[i + 1]
+            for i in range(n - 1, -1, -1):  # next joint action
+                act[i] += 1
+                if act[i] < n_act[i]:
+                    break
+                act[i] = 0
     return steps
 
 
@@ -436,7 +446,7 @@ FUSED_MAX_STATES = 64
 
 
 #: Enumerations with fewer path steps than this run on one thread.
-SERIAL_MAX_PATH_STEPS = 200_000
+SERIAL_MAX_PATH_STEPS = 20_000
 
 
 def _is_serial(mdp: JointMDP, k: int) -> bool:
@@ -588,75 +598,192 @@ def _n_chunks(n_states: int) -> int:
 #: Systems with at most this many states are solved directly: by dense LU (LAPACK) when the
 #: passes run on one thread, else by sparse LU (SuperLU), because a multithreaded BLAS that
 #: keeps spinning after the factorisation halves the parallel passes on two cores. Larger
-#: systems use BiCGSTAB (``I - M`` is well conditioned: cond <= (1 + gamma^k)/(1 - gamma^k)),
-#: falling back to sparse LU when it does not reach a relative residual of 1e-13.
+#: systems use compiled BiCGSTAB (``I - M`` is well conditioned: cond <= (1 + gamma^k)/(1 - gamma^k)),
+#: the value and the occupancy systems side by side on two threads, falling back to sparse LU
+#: for a system whose true residual does not reach ``_ITER_RTOL``.
 DIRECT_SOLVE_MAX_STATES = 400
-_ITER_RTOL = 1e-15
-_CHECK_RTOL = 1e-13
+_ITER_RTOL = 1e-13
+
+
+@njit(cache=True)
+def _i_minus_m(ptr, idx, dat, x, y, w):
+    """``y = (I - M) x`` for ``M`` in CSR; returns ``(w . y, y . y, y . x)`` (fused dots)."""
+    wy = 0.0
+    yy = 0.0
+    yx = 0.0
+    for r in range(ptr.shape[0] - 1):
+        acc = x[r]
+        for p in range(ptr[r], ptr[r + 1]):
+            acc -= dat[p] * x[idx[p]]
+        y[r] = acc
+        wy += w[r] * acc
+        yy += acc * acc
+        yx += acc * x[r]
+    return wy, yy, yx
+
+
+@njit(cache=True)
+def _bicgstab(ptr, idx, dat, b, rtol, maxit):
+    """BiCGSTAB (van der Vorst 1992) for ``(I - M) x = b``, started at ``x = b``.
+
+    Stops when the true residual satisfies ``||b - (I - M) x|| <= rtol ||b||``; restarts
+    from the true residual on a breakdown or when the recursive residual drifts. The
+    inner products are fused into the mat-vecs and the updates. Returns ``(x, converged)``."""
+    n = b.shape[0]
+    x = b.copy()
+    bn = np.sqrt(np.dot(b, b))
+    if bn == 0.0:
+        return np.zeros(n), True
+    tol2 = (rtol * bn) ** 2
+    r = np.empty(n)
+    rh = np.empty(n)
+    p = np.zeros(n)
+    v = np.zeros(n)
+    s = np.empty(n)
+    t = np.empty(n)
+    it = 0
+    while it < maxit:
+        _i_minus_m(ptr, idx, dat, x, t, t)  # (re)start from the true residual
+        rr = 0.0
+        for i in range(n):
+            r[i] = b[i] - t[i]
+            rh[i] = r[i]
+            p[i] = 0.0
+            v[i] = 0.0
+            rr += r[i] * r[i]
+        if rr <= tol2:
+            return x, True
+        rho1 = rr  # rh . r
+        rho = alpha = om = 1.0
+        while it < maxit:
+            it += 1
+            if rho1 == 0.0 or om == 0.0:
+                break
+            beta = (rho1 / rho) * (alpha / om)
+            for i in range(n):
+                p[i] = r[i] + beta * (p[i] - om * v[i])
+            d = _i_minus_m(ptr, idx, dat, p, v, rh)[0]
+            if d == 0.0:
+                break
+            alpha = rho1 / d
+            for i in range(n):
+                s[i] = r[i] - alpha * v[i]
+            _, tt, ts = _i_minus_m(ptr, idx, dat, s, t, s)
+            om = ts / tt if tt > 0.0 else 0.0
+            rho = rho1
+            rr = 0.0
+            rho1 = 0.0
+            for i in range(n):
+                x[i] += alpha * p[i] + om * s[i]
+                ri = s[i] - om * t[i]
+                r[i] = ri
+                rr += ri * ri
+                rho1 += rh[i] * ri
+            if rr <= tol2:
+                break
+    _i_minus_m(ptr, idx, dat, x, t, t)
+    res = 0.0
+    for i in range(n):
+        res += (b[i] - t[i]) ** 2
+    return x, res <= tol2
+
+
+@njit(cache=True)
+def _csr_transpose(ptr, idx, dat, n):
+    """CSR of ``M^T`` (counting sort; columns come out sorted)."""
+    tptr = np.zeros(n + 1, np.int64)
+    for p in range(idx.shape[0]):
+        tptr[idx[p] + 1] += 1
+    for c in range(n):
+        tptr[c + 1] += tptr[c]
+    fill = tptr[:-1].copy()
+    tidx = np.empty(idx.shape[0], np.int64)
+    tdat = np.empty(idx.shape[0])
+    for r in range(n):
+        for p in range(ptr[r], ptr[r + 1]):
+            q = fill[idx[p]]
+            tidx[q] = r
+            tdat[q] = dat[p]
+            fill[idx[p]] = q + 1
+    return tptr, tidx, tdat
 
 
 @njit(parallel=True, cache=True)
-def _csr_matvec(indptr, indices, data, x):
-    """``y = A @ x`` for a CSR matrix, rows in parallel."""
-    n = indptr.shape[0] - 1
-    y = np.empty(n)
-    for r in prange(n):
-        acc = 0.0
-        for p in range(indptr[r], indptr[r + 1]):
-            acc += data[p] * x[indices[p]]
-        y[r] = acc
-    return y
+def _bicgstab_pair(ptr, idx, dat, b, c, both, rtol, maxit):
+    """Solve ``(I - M) x = b`` and, if ``both``, ``(I - M)^T y = c``, one system per thread.
 
-
-def _parallel_operator(A: sparse.csr_matrix):
-    from scipy.sparse.linalg import LinearOperator
-
-    ip, ix, dv = A.indptr.astype(np.int64), A.indices.astype(np.int64), A.data
-    return LinearOperator(A.shape, matvec=lambda x: _csr_matvec(ip, ix, dv, np.ascontiguousarray(x, float).ravel()),
-                          dtype=np.float64)
+    Returns ``(out, ok)``: ``out[0] = x``, ``out[1] = y``; ``ok[t]`` whether system ``t``
+    reached the tolerance."""
+    n = b.shape[0]
+    if both:
+        tptr, tidx, tdat = _csr_transpose(ptr, idx, dat, n)
+    else:
+        tptr, tidx, tdat = ptr, idx, dat
+    out = np.zeros((2, n))
+    ok = np.ones(2, np.bool_)
+    n_tasks = 2 if both else 1
+    for task in prange(n_tasks):
+        if task == 0:
+            xs, conv = _bicgstab(ptr, idx, dat, b, rtol, maxit)
+        else:
+            xs, conv = _bicgstab(tptr, tidx, tdat, c, rtol, maxit)
+        out[task, :] = xs
+        ok[task] = conv
+    return out, ok
 
 
 class _Solver:
-    """Solves ``A x = b`` or ``A^T x = b`` for ``A = I - M`` (sparse CSR)."""
+    """Solves ``(I - M) x = b`` and ``(I - M)^T y = c``; ``M`` given by its CSR arrays."""
 
-    def __init__(self, A: sparse.csr_matrix, dense_ok: bool = True):
-        self.A = A
+    def __init__(self, m_ptr, m_idx, m_data, dense_ok: bool = True):
+        N = m_ptr.size - 1
+        self.csr = (m_ptr, m_idx, m_data)
         self.dense = None
         self.lu = None
-        if A.shape[0] <= DIRECT_SOLVE_MAX_STATES:
+        if N <= DIRECT_SOLVE_MAX_STATES:
             if dense_ok:
                 from scipy.linalg import lu_factor
 
-                self.dense = lu_factor(A.toarray(), check_finite=False)
+                self.dense = lu_factor(self._matrix().toarray(), check_finite=False)
             else:
-                self.lu = splu(A.tocsc())
+                self.lu = splu(self._matrix().tocsc())
 
-    def solve(self, b: np.ndarray, trans: str = "N") -> np.ndarray:
-        from scipy.sparse.linalg import bicgstab
+    def _matrix(self) -> sparse.csr_matrix:
+        m_ptr, m_idx, m_data = self.csr
+        N = m_ptr.size - 1
+        return (sparse.identity(N, format="csr") - sparse.csr_matrix((m_data, m_idx, m_ptr), shape=(N, N))).tocsr()
 
+    def _direct(self, b: np.ndarray, trans: str) -> np.ndarray:
         if self.dense is not None:
             from scipy.linalg import lu_solve
 
             return lu_solve(self.dense, b, trans=0 if trans == "N" else 1, check_finite=False)
         if self.lu is None:
-            A = self.A if trans == "N" else self.A.T.tocsr()
-            x, info = bicgstab(_parallel_operator(A), b, rtol=_ITER_RTOL, atol=0.0, maxiter=10 * A.shape[0])
-            if info == 0 and np.linalg.norm(A @ x - b) <= _CHECK_RTOL * max(np.linalg.norm(b), 1e-300):
-                return x
-            self.lu = splu(self.A.tocsc())
+            self.lu = splu(self._matrix().tocsc())
         return self.lu.solve(b, trans=trans)
 
+    def solve(self, b: np.ndarray, c: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """``x`` with ``(I - M) x = b`` and, unless ``c`` is None, ``y`` with ``(I - M)^T y = c``."""
+        b = np.ascontiguousarray(b, dtype=np.float64)
+        if self.dense is not None or self.lu is not None:
+            return self._direct(b, "N"), (None if c is None else self._direct(c, "T"))
+        both = c is not None
+        c = np.ascontiguousarray(b if c is None else c, dtype=np.float64)
+        out, ok = _bicgstab_pair(*self.csr, b, c, both, _ITER_RTOL, 10 * b.size)
+        x = out[0] if ok[0] else self._direct(b, "N")
+        y = None if not both else (out[1] if ok[1] else self._direct(c, "T"))
+        return x, y
 
-def _pass1(mdp: JointMDP, theta: np.ndarray, toff: np.ndarray, k: int):
-    """Pass 1 and the solve: returns (V_k, solver for I - M)."""
+
+def _pass1(mdp: JointMDP, theta: np.ndarray, toff: np.ndarray, k: int, want_nu: bool):
+    """Pass 1 and the solves: returns ``(V_k, nu_k or None)``."""
     N = mdp.n_states
     m_ptr, m_idx = _m_pattern(mdp, k)
     W = np.zeros(N)
     m_data = np.zeros(m_idx.size)
     _run_walk(mdp, k, _MODE_VALUES, theta, toff, W, W, W, m_ptr, m_idx, m_data)
-    M = sparse.csr_matrix((m_data, m_idx, m_ptr), shape=(N, N))
-    solver = _Solver((sparse.identity(N, format="csr") - M).tocsr(), dense_ok=_is_serial(mdp, k))
-    return solver.solve(W), solver
+    solver = _Solver(m_ptr, m_idx, m_data, dense_ok=_is_serial(mdp, k))
+    return solver.solve(W, np.asarray(mdp.mu, dtype=np.float64) if want_nu else None)
 
 
 def _compute(mdp: JointMDP, theta: np.ndarray, toff: np.ndarray, k: int, want_grad: bool):
@@ -669,10 +796,9 @@ def _compute(mdp: JointMDP, theta: np.ndarray, toff: np.ndarray, k: int, want_gr
                                     rewards, mdp.mu, m_ptr, m_idx)
         if ok:
             return Vk, (grad if want_grad else None)
-    Vk, solver = _pass1(mdp, theta, toff, k)
+    Vk, nu = _pass1(mdp, theta, toff, k, want_grad)
     if not want_grad:
         return Vk, None
-    nu = solver.solve(np.asarray(mdp.mu, dtype=float), trans="T")
     m_ptr, m_idx = _m_pattern(mdp, k)
     grad = _run_walk(mdp, k, _MODE_GRAD, theta, toff, Vk, nu, np.zeros(mdp.n_states), m_ptr, m_idx, np.zeros(0))
     return Vk, grad
