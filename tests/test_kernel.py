@@ -181,22 +181,55 @@ def test_policy_that_does_not_fit_the_mdp():
 
 
 def test_iterative_solver_path_agrees_with_lu(monkeypatch):
-    """Large systems use BiCGSTAB (with a parallel matvec); it must agree with sparse LU."""
+    """Larger systems use the compiled BiCGSTAB (both systems side by side); it must agree
+    with sparse LU, and a system that misses the tolerance falls back to LU."""
     import marl_kstep.kernel as kernel
     from marl_kstep.envs import grid_coordination
 
     mdp = grid_coordination.build_mdp(slip=0.1, observation="position")
+    assert mdp.n_states > kernel.FUSED_MAX_STATES
     pol = mk.Policy.random(mdp, seed=2)
     for k in (1, 2):
+        monkeypatch.setattr(kernel, "DIRECT_SOLVE_MAX_STATES", 10**6)
         J_lu, g_lu, V_lu = kernel.values_and_grad(mdp, pol, k)
         monkeypatch.setattr(kernel, "DIRECT_SOLVE_MAX_STATES", 0)
         J_it, g_it, V_it = kernel.values_and_grad(mdp, pol, k)
-        monkeypatch.setattr(kernel, "DIRECT_SOLVE_MAX_STATES", 400)
         # residual 1e-13 and cond(I - M) <= (1 + gamma^k) / (1 - gamma^k): errors near 1e-12
         assert J_it == pytest.approx(J_lu, rel=1e-11)
         np.testing.assert_allclose(V_it, V_lu, rtol=1e-11, atol=1e-12 * np.abs(V_lu).max())
         for a, b in zip(g_it, g_lu, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-11)
+        monkeypatch.setattr(kernel, "_ITER_RTOL", 0.0)  # unreachable: every system falls back
+        J_fb, g_fb, V_fb = kernel.values_and_grad(mdp, pol, k)
+        monkeypatch.setattr(kernel, "_ITER_RTOL", 1e-13)
+        assert J_fb == pytest.approx(J_lu, rel=1e-13)
+        for a, b in zip(g_fb, g_lu, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_compiled_bicgstab_against_spsolve(seed):
+    """``_bicgstab_pair`` on random substochastic ``M`` (rows sum to gamma): both systems to a
+    true relative residual of 1e-13, against scipy's sparse direct solve."""
+    from scipy import sparse
+    from scipy.sparse.linalg import spsolve
+
+    from marl_kstep.kernel import _bicgstab_pair
+
+    rng = np.random.default_rng(seed)
+    N = 300
+    M = sparse.random(N, N, density=0.03, random_state=rng, format="csr") + sparse.identity(N) * 0.01
+    M = sparse.diags(0.95 / np.asarray(M.sum(axis=1)).ravel()) @ M
+    M = M.tocsr()
+    M.sort_indices()
+    b, c = rng.normal(size=N), rng.dirichlet(np.ones(N))
+    out, ok = _bicgstab_pair(M.indptr.astype(np.int64), M.indices.astype(np.int64), M.data, b, c, True, 1e-13, 3000)
+    assert ok.all()
+    A = (sparse.identity(N) - M).tocsc()
+    assert np.linalg.norm(A @ out[0] - b) <= 1e-13 * np.linalg.norm(b)
+    assert np.linalg.norm(A.T @ out[1] - c) <= 1e-13 * np.linalg.norm(c)
+    np.testing.assert_allclose(out[0], spsolve(A, b), rtol=1e-10, atol=1e-11)
+    np.testing.assert_allclose(out[1], spsolve(A.T.tocsc(), c), rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])
