@@ -802,7 +802,7 @@ def _split(mdp: JointMDP, flat: np.ndarray) -> list[np.ndarray]:
 
 def _prepare(mdp: JointMDP, policy, k, max_path_steps, lump):
     """Check the inputs; return (model to walk, k, flat theta, offsets, block map or None)."""
-    from .policy import SIMPLEX_TOL, Policy
+    from .policy import Policy
 
     if not isinstance(mdp, JointMDP):
         raise ValueError(f"mdp must be a JointMDP; got {type(mdp).__name__}")
@@ -810,22 +810,9 @@ def _prepare(mdp: JointMDP, policy, k, max_path_steps, lump):
         raise ValueError(
             f"policy must be a marl_kstep.Policy (see Policy.from_arrays); got {type(policy).__name__}"
         )
+    policy.check_compatible(mdp)
     k = _check_k(k)
-    shapes_ok = len(policy.theta) == mdp.n_agents and all(
-        t.shape == (o, a) for t, o, a in zip(policy.theta, mdp.n_obs, mdp.n_actions, strict=False)
-    )
-    if not shapes_ok:
-        policy.check_compatible(mdp)  # raises, naming the agent
     theta, toff = _theta_flat(mdp, policy.theta)
-    # the whole policy at once; on failure the per-row check raises with the exact entry
-    ok = bool(np.isfinite(theta).all())
-    if ok and not policy.free_entries:
-        row_sums = np.add.reduceat(theta, _row_starts(mdp))
-        ok = theta.min() >= -SIMPLEX_TOL and bool(
-            (np.abs(row_sums - 1.0) <= SIMPLEX_TOL * max(1, max(mdp.n_actions))).all()
-        )
-    if not ok:
-        policy.check_compatible(mdp)
     block = None
     if lump:
         lumping = mdp.lumped()
@@ -833,17 +820,6 @@ def _prepare(mdp: JointMDP, policy, k, max_path_steps, lump):
             mdp, block = lumping.quotient, lumping.block
     _check_budget(mdp, k, max_path_steps)
     return mdp, k, theta, toff, block
-
-
-def _row_starts(mdp: JointMDP) -> np.ndarray:
-    """Start of every policy row in the flat parameter vector (cached)."""
-    starts = mdp._cache.get("theta_row_starts")
-    if starts is None:
-        starts = np.concatenate(
-            [np.arange(o) * a + off for o, a, off in zip(mdp.n_obs, mdp.n_actions, _offsets(mdp), strict=True)]
-        ).astype(np.int64)
-        mdp._cache["theta_row_starts"] = starts
-    return starts
 
 
 def value_vector(

@@ -159,19 +159,18 @@ class Policy:
             shape = (mdp.n_obs[i], mdp.n_actions[i])
             if t.shape != shape:
                 raise ValueError(f"theta[{i}] must have shape {shape}; got {t.shape}")
-            bad = np.argwhere(~np.isfinite(t))
-            if bad.size:
-                o, a = (int(x) for x in bad[0])
+            # whole-table tests first (cheap on every kernel call); the scans only name the entry
+            if not np.isfinite(t).all():
+                o, a = (int(x) for x in np.argwhere(~np.isfinite(t))[0])
                 raise ValueError(f"theta[{i}][{o}, {a}] = {float(t[o, a])!r} is not finite")
             if not self.free_entries:
-                bad = np.argwhere(t < -SIMPLEX_TOL)
-                if bad.size:
-                    o, a = (int(x) for x in bad[0])
+                if t.min() < -SIMPLEX_TOL:
+                    o, a = (int(x) for x in np.argwhere(t < -SIMPLEX_TOL)[0])
                     raise ValueError(f"theta[{i}][{o}, {a}] = {float(t[o, a])!r} is negative")
                 sums = t.sum(axis=1)
-                bad = np.flatnonzero(np.abs(sums - 1.0) > SIMPLEX_TOL * max(1, t.shape[1]))
-                if bad.size:
-                    o = int(bad[0])
+                off = np.abs(sums - 1.0) > SIMPLEX_TOL * max(1, t.shape[1])
+                if off.any():
+                    o = int(np.flatnonzero(off)[0])
                     raise ValueError(
                         f"row theta[{i}][{o}] sums to {float(sums[o])!r}; policy rows must lie on the simplex"
                     )
