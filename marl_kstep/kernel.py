@@ -571,10 +571,10 @@ def count_path_steps(mdp: JointMDP, k: int, cap: int = 10**12) -> int:
     k = _check_k(k)
     N = mdp.n_states
     theta, toff = _theta_flat(mdp, [np.ones((o, a)) for o, a in zip(mdp.n_obs, mdp.n_actions, strict=True)])
-    return int(_walk(0, N, _MODE_COUNT, k, mdp.gamma, mdp.action_strides, np.asarray(mdp.n_actions, np.int64),
-                     mdp.obs_matrix, theta, toff, mdp.indptr, mdp.indices, mdp.probs, mdp.rewards, np.zeros(N),
-                     np.zeros(N), np.zeros(N), np.zeros(N + 1, np.int64), np.zeros(0, np.int64), np.zeros(0),
-                     np.zeros(theta.size), int(cap)))
+    gamma, strides, n_act, obs, indptr, indices, probs, rewards = _static(mdp)
+    return int(_walk(0, N, _MODE_COUNT, k, gamma, strides, n_act, obs, theta, toff, indptr, indices, probs, rewards,
+                     np.zeros(N), np.zeros(N), np.zeros(N), np.zeros(N + 1, np.int64), np.zeros(0, np.int64),
+                     np.zeros(0), np.zeros(theta.size), int(cap)))
 
 
 def _check_budget(mdp: JointMDP, k: int, max_path_steps: int | None) -> None:
