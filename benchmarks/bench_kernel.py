@@ -33,10 +33,9 @@ from baseline import baseline_value_and_grad  # noqa: E402
 from sparse_k1 import sparse_value_and_grad  # noqa: E402
 
 import marl_kstep as mk  # noqa: E402
-from marl_kstep.benchtable import DEFAULT_DATA_DIR  # noqa: E402
 from marl_kstep.envs import grid_coordination, number_matching  # noqa: E402
 from marl_kstep.experiments import versions, write_json_atomic  # noqa: E402
-from marl_kstep.kernel import count_path_steps  # noqa: E402
+from marl_kstep.experiments.benchtable import DEFAULT_DATA_DIR  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,10 +88,10 @@ def table(mdps, repeats):
     rows = []
     for name, mdp, ks in mdps:
         pol = mk.Policy.random(mdp, seed=0)
-        quotient = mdp.lumped().quotient
+        quotient = mk.lump(mdp).quotient
         for k in ks:
-            steps = count_path_steps(mdp, k)
-            walked = count_path_steps(quotient, k)
+            steps = mk.count_path_steps(mdp, k)
+            walked = mk.count_path_steps(quotient, k)
             t = median_time(lambda m=mdp, p=pol, k=k: mk.value_and_grad(m, p, k), repeats)
             mem = peak_memory(lambda m=mdp, p=pol, k=k: mk.value_and_grad(m, p, k))
             rows.append(dict(workload=name, k=k, states=mdp.n_states, lumped_states=quotient.n_states,
@@ -111,7 +110,7 @@ def target_baseline(mdps, repeats):
     for name, mdp, ks in mdps:
         pol = mk.Policy.random(mdp, seed=0)
         for k in ks:
-            if count_path_steps(mdp, k) > 2_000_000:  # the baseline would take minutes
+            if mk.count_path_steps(mdp, k) > 2_000_000:  # the baseline would take minutes
                 continue
             ours, ours_full = mk.value_and_grad(mdp, pol, k), mk.value_and_grad(mdp, pol, k, lump=False)
             base = baseline_value_and_grad(mdp, pol, k)
@@ -177,7 +176,7 @@ import time, json, numpy as np
 t0 = time.perf_counter()
 import marl_kstep as mk
 from marl_kstep.envs import number_matching
-from marl_kstep import kernel
+from marl_kstep.estimators import _fused, _linalg, _walk
 t_import = time.perf_counter() - t0
 mdp = number_matching.build_mdp(n_agents=2, n_numbers=6, observation="match", start="far")
 init = number_matching.trap_start(mdp)
@@ -188,7 +187,8 @@ t2 = time.perf_counter()
 res = mk.train(mdp, k=3, method="pgd", step=0.05, iters=500, tol=0.0, init=init)
 t_train = time.perf_counter() - t2
 stats = {name: dict(hits=sum(f.stats.cache_hits.values()), misses=sum(f.stats.cache_misses.values()))
-         for name, f in vars(kernel).items() if hasattr(f, "stats") and f.signatures}
+         for mod in (_walk, _linalg, _fused) for name, f in vars(mod).items()
+         if hasattr(f, "stats") and f.signatures}
 print(json.dumps(dict(import_s=t_import, first_call_s=t_first, train_500_s=t_train, iterations=res.iterations,
                       final_J=res.final_J, cache=stats)))
 """
@@ -222,7 +222,7 @@ def scaling(repeats: int, sides=(3, 4, 5, 6, 7, 8), ks=(1, 2, 3)):
         mdp = grid_coordination.build_mdp(layout=open_grid(side), observation="position", starts=[None, None])
         pol = mk.Policy.random(mdp, seed=0)
         for k in ks:
-            steps = count_path_steps(mdp, k)
+            steps = mk.count_path_steps(mdp, k)
             if steps > 2e8:
                 continue
             t = median_time(lambda m=mdp, p=pol, k=k: mk.value_and_grad(m, p, k), max(3, repeats // 2))

@@ -2,42 +2,61 @@
 with restricted (local-observation) policies.
 
 See ``SPEC`` §1–§5 in the project docs for the definitions; the main entry points are
-:class:`JointMDP`, :class:`Policy`, :func:`value`, :func:`value_and_grad`, :func:`train`
-and :func:`best_deterministic`.
+:class:`JointMDP`, :class:`Policy`, the estimators (:class:`ExactKStep`, with the wrappers
+:func:`value` and :func:`value_and_grad`), :func:`train` and :func:`best_deterministic`.
+The module map and the direction of imports are in ``docs/architecture.md``; nothing inside
+the package imports this file.
 """
 
-from .dpomdp import load_dpomdp
-from .envs.pz import compile_env, rollout
-from .kernel import (
-    DEFAULT_MAX_PATH_STEPS,
+from ._version import __version__
+from .envs import compile_env
+from .estimators import (
+    Estimate,
+    Estimator,
+    ExactKStep,
+    SingularSystemError,
+    count_path_steps,
     estimate_path_steps,
     value,
     value_and_grad,
     value_vector,
+    values_and_grad,
 )
-from .model import JointMDP
-from .policy import Policy, TrainResult, mirror_step, pgd_step, project_simplex, train
+from .model import JointMDP, Lumping, LumpingSkippedWarning, load_dpomdp, lump
+from .optim import TrainResult, mirror_step, pgd_step, project_simplex, train
+from .policy import Policy
+from .sampling import rollout
 from .search import alternating_best_response, best_deterministic, best_response
-
-__version__ = "0.1.0"
+from .settings import Settings, configure
 
 __all__ = [
-    "DEFAULT_MAX_PATH_STEPS",
+    "Estimate",
+    "Estimator",
+    "ExactKStep",
     "JointMDP",
+    "Lumping",
+    "LumpingSkippedWarning",
     "Policy",
+    "Settings",
+    "SingularSystemError",
     "TrainResult",
+    "__version__",
     "alternating_best_response",
     "best_deterministic",
     "best_response",
     "compile_env",
-    "load_dpomdp",
-    "rollout",
+    "configure",
+    "count_path_steps",
     "estimate_path_steps",
+    "load_dpomdp",
+    "lump",
     "mirror_step",
     "pgd_step",
     "project_simplex",
+    "rollout",
     "train",
     "value",
     "value_and_grad",
     "value_vector",
+    "values_and_grad",
 ]

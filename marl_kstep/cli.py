@@ -15,23 +15,32 @@ from __future__ import annotations
 import argparse
 import ast
 import csv
-import inspect
 import io
 import json
 import sys
 from pathlib import Path
 
-from .envs import aggregated_chain, grid_coordination, number_matching, two_state
+from tqdm import tqdm
+
+from ._version import __version__
+from .demo import run_demo
+from .envs import compile_env
+from .experiments import (
+    SCENARIOS,
+    benchtable,
+    format_table,
+    optimum_or_none,
+    results_file,
+    run_record,
+    write_json_atomic,
+    write_text_atomic,
+)
+from .experiments.scenarios import config_keys
+from .figures import make_figures
+from .optim import train
+from .policy import Policy
 
 __all__ = ["main", "SCENARIOS"]
-
-#: name -> (module, default config, default start policy)
-SCENARIOS = {
-    "number_matching": (number_matching, dict(start="far"), number_matching.trap_start),
-    "grid_coordination": (grid_coordination, dict(grid_coordination.TRAP_CONFIG), grid_coordination.near_stay_start),
-    "two_state": (two_state, {}, two_state.trap_start),
-    "aggregated_chain": (aggregated_chain, {}, aggregated_chain.trap_start),
-}
 
 SUMMARY_FIELDS = ["scenario", "k", "method", "seed", "final_J", "final_J_k", "J_star", "gap", "iterations",
                   "converged", "seconds"]
@@ -44,13 +53,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _config_keys(module) -> list[str]:
-    return [p for p in inspect.signature(module.parallel_env).parameters if p != "render_mode"]
-
-
 def _parse_sets(parser, scenario: str, pairs) -> dict:
     module = SCENARIOS[scenario][0]
-    keys = _config_keys(module)
+    keys = config_keys(module)
     out = {}
     for pair in pairs or []:
         if "=" not in pair:
@@ -75,11 +80,6 @@ def _summary_csv(rows) -> str:
 
 
 def cmd_run(parser, args) -> int:
-    from tqdm import tqdm
-
-    from .envs.pz import compile_env
-    from .experiments import format_table, optimum_or_none, versions, write_json_atomic, write_text_atomic
-    from .policy import Policy, train
 
     module, defaults, default_start = SCENARIOS[args.scenario]
     config = {**defaults, **_parse_sets(parser, args.scenario, args.set)}
@@ -97,8 +97,7 @@ def cmd_run(parser, args) -> int:
         if results.get("scenario") != args.scenario or results.get("config") != config_json:
             parser.error(f"{results_path} holds a different scenario or config; use another --out")
     if results is None:
-        results = dict(scenario=args.scenario, config=config_json, gamma=mdp.gamma, n_states=mdp.n_states,
-                       J_star=optimum_or_none(mdp), versions=versions(), rows=[])
+        results = results_file(args.scenario, config_json, mdp, optimum_or_none(mdp), [])
     done = {(r["k"], r["method"], r.get("seed")) for r in results["rows"]}
     quiet = args.quiet or not sys.stderr.isatty()
     seeds = args.seeds if args.seeds else [None]
@@ -121,13 +120,8 @@ def cmd_run(parser, args) -> int:
                     res = train(mdp, k=k, method=method, step=args.step, iters=args.iters, tol=args.tol,
                                 init=init, callback=tick)
                     bar.close()
-                    j_star = results["J_star"]
-                    results["rows"].append(dict(
-                        scenario=args.scenario, k=k, method=method, seed=seed, step=res.step,
-                        final_J=res.final_J, final_J_k=res.final_J_k, J_star=j_star,
-                        gap=None if j_star is None else j_star - res.final_J, iterations=res.iterations,
-                        converged=res.converged, seconds=res.seconds, history_J=res.history_J.tolist(),
-                        history_J_k=res.history_J_k.tolist(), policy=[t.tolist() for t in res.policy.theta]))
+                    results["rows"].append(run_record(res, scenario=args.scenario, seed=seed,
+                                                      j_star=results["J_star"]))
                     write_json_atomic(results_path, results)
                     write_text_atomic(out / "summary.csv", _summary_csv(results["rows"]))
     except KeyboardInterrupt:
@@ -138,49 +132,6 @@ def cmd_run(parser, args) -> int:
     print(format_table(results["rows"]))
     print(f"wrote {results_path} and {out / 'summary.csv'}")
     return 0
-
-
-def make_figures(results: dict, fig_dir: Path, grid_gif: bool = True) -> list[Path]:
-    """All figures of one results file into ``fig_dir``; returns the paths written."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from . import plotting
-    from .envs.pz import compile_env
-    from .policy import Policy
-
-    fig_dir = Path(fig_dir)
-    written = []
-    rows = results["rows"]
-    name = results["scenario"]
-    fig = plotting.learning_curves(results, fig_dir / "learning_curves.png", title=f"{name}: learning curves")
-    plt.close(fig)
-    written.append(fig_dir / "learning_curves.png")
-    if results.get("J_star") is not None:
-        fig = plotting.gap_vs_k(results, fig_dir / "gap_vs_k.png", gamma=results.get("gamma"),
-                                title=f"{name}: gap to J*")
-        plt.close(fig)
-        written.append(fig_dir / "gap_vs_k.png")
-    module = SCENARIOS[name][0] if name in SCENARIOS else None
-    env = module.parallel_env(**results["config"]) if module is not None else None
-    mdp = compile_env(env) if env is not None else None
-    for r in rows:
-        tag = f"k{r['k']}_{r['method']}" + ("" if r.get("seed") is None else f"_seed{r['seed']}")
-        policy = Policy([np.asarray(t) for t in r["policy"]])
-        fig = plotting.policy_heatmap(policy, mdp, fig_dir / f"policy_{tag}.png",
-                                      title=f"{name}: final policy, k = {r['k']}, {r['method']}")
-        plt.close(fig)
-        written.append(fig_dir / f"policy_{tag}.png")
-        if name == "grid_coordination" and r.get("seed") is None:
-            fig = plotting.grid_trajectory(env, policy, r["k"], seed=0, path=fig_dir / f"trajectory_{tag}.png",
-                                           title=f"k = {r['k']}, {r['method']}: J = {r['final_J']:.3f}")
-            plt.close(fig)
-            written.append(fig_dir / f"trajectory_{tag}.png")
-            if grid_gif:
-                fig = plotting.animate_grid(env, policy, r["k"], seed=0, path=fig_dir / f"trajectory_{tag}.gif")
-                plt.close(fig)
-                written.append(fig_dir / f"trajectory_{tag}.gif")
-    return written
 
 
 def cmd_plot(parser, args) -> int:
@@ -194,8 +145,6 @@ def cmd_plot(parser, args) -> int:
 
 
 def cmd_benchmarks(parser, args) -> int:
-    from . import benchtable
-
     data = Path(args.data)
     if not data.is_dir():
         parser.error(f"benchmark folder {data} is absent (set --data or MARL_KSTEP_DPOMDP_DIR)")
@@ -212,14 +161,11 @@ def cmd_benchmarks(parser, args) -> int:
 
 
 def cmd_demo(parser, args) -> int:
-    from .demo import run_demo
-
     run_demo(Path(args.out))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__, benchtable
 
     p = _Parser(prog="marl-kstep", description="Exact k-step policy gradients for cooperative multi-agent MDPs.",
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)

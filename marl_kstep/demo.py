@@ -18,9 +18,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .envs import number_matching, two_state
-from .envs.pz import compile_env
-from .experiments import format_table, optimum_or_none, run_sweep, versions, write_json_atomic
+from .envs import compile_env, number_matching, two_state
+from .experiments import format_table, optimum_or_none, results_file, run_sweep, write_json_atomic
+from .figures import make_figures
 
 TWO_STATE = dict(small_reward=0.5, gamma=0.9)
 NUMBER_MATCHING = dict(n_agents=2, n_numbers=6, move_cost=0.3, gamma=0.9, observation="match", start="far")
@@ -30,10 +30,7 @@ def _scenario(name, module, config, ks, methods, init, iters, out: Path | None) 
     mdp = compile_env(module.parallel_env(**config))
     j_star = optimum_or_none(mdp)
     rows = run_sweep(mdp, ks, methods, init=init(mdp), step=0.05, iters=iters, j_star=j_star, scenario=name)
-    for r in rows:
-        r["seed"] = None
-    results = dict(scenario=name, config=config, gamma=mdp.gamma, n_states=mdp.n_states, J_star=j_star,
-                   versions=versions(), rows=rows)
+    results = results_file(name, config, mdp, j_star, rows)
     if out is not None:
         write_json_atomic(out / name / "results.json", results)
     return results
@@ -57,8 +54,6 @@ def run_demo(out: Path | None = Path("results/demo"), figures: bool = True, k_ma
                   number_matching.trap_start, {"pgd": 200, "mirror": 2000}, out)
     print(format_table(b["rows"]))
     if figures and out is not None:
-        from .cli import make_figures
-
         for res in (a, b):
             written = make_figures(res, out / "figures" / res["scenario"])
             print(f"wrote {len(written)} figures into {out / 'figures' / res['scenario']}")

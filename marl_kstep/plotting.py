@@ -1,9 +1,11 @@
 """Figures: learning curves, gap against k, policy heatmaps, grid trajectories and GIFs.
 
 Every function returns the matplotlib ``Figure`` (and saves it when given ``path``);
-none calls ``plt.show()``. Results are the rows written by :func:`marl_kstep.experiments.run_sweep`
-(keys ``k``, ``method``, ``history_J``, ``final_J``, ``J_star``, optionally ``seed``) or a
-results dictionary holding them under ``"rows"``.
+none calls ``plt.show()``. Figures are made with matplotlib's object API on their own Agg
+canvas: the module neither switches the user's backend nor registers figures with pyplot.
+Results are the run records of :mod:`marl_kstep.experiments` (keys ``k``, ``method``,
+``history_J``, ``final_J``, ``J_star``, optionally ``seed``) or a results dictionary holding
+them under ``"rows"``.
 """
 
 from __future__ import annotations
@@ -12,17 +14,23 @@ from collections import defaultdict
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .envs.base import COLORS, agent_color  # noqa: E402
+from .envs.base import COLORS, agent_color
+from .sampling import KCoupledAgent, k_coupled_episode
 
 __all__ = ["learning_curves", "gap_vs_k", "policy_heatmap", "grid_trajectory", "animate_grid", "episode"]
 
 _METHOD_STYLE = {"pgd": "-", "mirror": "--"}
 GAP_FLOOR = 1e-12
+
+
+def _figure(figsize) -> Figure:
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def _rows(results) -> list[dict]:
@@ -45,9 +53,10 @@ def _label(r) -> str:
 def learning_curves(results, path=None, title: str | None = None):
     """Ordinary value J per iteration, one line per (k, method[, seed]); J* dashed where known."""
     rows = _rows(results)
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig = _figure((7, 4.2))
+    ax = fig.subplots()
     ks = sorted({r["k"] for r in rows})
-    cmap = plt.get_cmap("viridis", max(len(ks), 2))
+    cmap = matplotlib.colormaps["viridis"].resampled(max(len(ks), 2))
     for r in rows:
         ax.plot(np.arange(len(r["history_J"])), r["history_J"], _METHOD_STYLE.get(r["method"], "-"),
                 color=cmap(ks.index(r["k"])), label=_label(r), lw=1.6)
@@ -71,7 +80,8 @@ def gap_vs_k(results, path=None, gamma: float | None = None, title: str | None =
     rows = [r for r in _rows(results) if r.get("J_star") is not None]
     if gamma is None and isinstance(results, dict):
         gamma = results.get("gamma")
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = _figure((6, 4))
+    ax = fig.subplots()
     by = defaultdict(list)
     for r in rows:
         by[(r["method"], r["k"])].append(max(r["J_star"] - r["final_J"], GAP_FLOOR))
@@ -109,8 +119,8 @@ def policy_heatmap(policy, mdp=None, path=None, title: str | None = None, only_s
     if mdp is not None and only_seen:
         rows_of = [np.unique(o) for o in mdp.obs]
     thetas = [t[r] for t, r in zip(thetas, rows_of, strict=True)]
-    fig, axes = plt.subplots(1, n, figsize=(2.2 + 1.2 * max(t.shape[1] for t in thetas) * n,
-                                            1.2 + 0.35 * max(t.shape[0] for t in thetas)), squeeze=False)
+    fig = _figure((2.2 + 1.2 * max(t.shape[1] for t in thetas) * n, 1.2 + 0.35 * max(t.shape[0] for t in thetas)))
+    axes = fig.subplots(1, n, squeeze=False)
     for i, (ax, t) in enumerate(zip(axes[0], thetas, strict=True)):
         ax.imshow(t, vmin=0, vmax=1, cmap="Blues", aspect="auto")
         all_names = mdp.obs_names[i] if mdp is not None and mdp.obs_names else None
@@ -130,21 +140,13 @@ def policy_heatmap(policy, mdp=None, path=None, title: str | None = None, only_s
 
 
 def episode(env, policy, k: int, seed=None, horizon: int | None = None) -> list:
-    """States of one k-coupled episode in ``env`` (the start state included)."""
-    from .envs.pz import KCoupledAgent
-
-    env = getattr(env, "unwrapped", env)
-    horizon = env.max_cycles if horizon is None else min(horizon, env.max_cycles)
+    """States of one k-coupled episode in ``env`` (the start state included), through
+    :func:`marl_kstep.sampling.k_coupled_episode`."""
+    base = getattr(env, "unwrapped", env)
+    horizon = base.max_cycles if horizon is None else min(horizon, base.max_cycles)
     rng = np.random.default_rng(seed)
     agents = [KCoupledAgent(t, k, r) for t, r in zip(policy.theta, rng.spawn(len(policy.theta)), strict=True)]
-    obs, _ = env.reset(seed=seed)
-    states = [env.state]
-    for _ in range(horizon):
-        obs, _, _, _, _ = env.step({a: agents[i].act(obs[a]) for i, a in enumerate(env.possible_agents)})
-        states.append(env.state)
-        if not env.agents:
-            break
-    return states
+    return k_coupled_episode(base, agents, horizon=horizon, reset_seed=seed, record_states=True).states
 
 
 def _draw_grid(ax, model):
@@ -171,7 +173,8 @@ def grid_trajectory(env, policy, k: int, seed=None, path=None, horizon: int = 30
     one colour per agent, arrows along the moves, and step numbers where agents meet."""
     model = _grid_model(env)
     states = episode(env, policy, k, seed, horizon)
-    fig, ax = plt.subplots(figsize=(1 + 0.6 * model.W, 1 + 0.6 * model.H))
+    fig = _figure((1 + 0.6 * model.W, 1 + 0.6 * model.H))
+    ax = fig.subplots()
     _draw_grid(ax, model)
     n = len(states[0])
     for i in range(n):
@@ -202,7 +205,8 @@ def animate_grid(env, policy, k: int, seed=None, path=None, horizon: int = 30, f
 
     model = _grid_model(env)
     states = episode(env, policy, k, seed, horizon)
-    fig, ax = plt.subplots(figsize=(1 + 0.6 * model.W, 1 + 0.6 * model.H))
+    fig = _figure((1 + 0.6 * model.W, 1 + 0.6 * model.H))
+    ax = fig.subplots()
     _draw_grid(ax, model)
     n = len(states[0])
     dots = [ax.plot([], [], "o", ms=14, color=np.array(agent_color(i)) / 255)[0] for i in range(n)]

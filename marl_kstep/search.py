@@ -19,6 +19,7 @@ from scipy.sparse.linalg import splu
 
 from .model import JointMDP
 from .policy import Policy
+from .settings import current
 
 __all__ = [
     "alternating_best_response",
@@ -29,9 +30,6 @@ __all__ = [
     "option_values",
     "used_observations",
 ]
-
-_DENSE_MAX_STATES = 600
-_BATCH_BYTES = 64 * 2**20
 
 
 def used_observations(mdp: JointMDP) -> list[np.ndarray]:
@@ -93,9 +91,10 @@ def option_values(P_opt, r_opt: np.ndarray, choice: np.ndarray, mu: np.ndarray, 
     rows = np.arange(N)
     B = choice.shape[0]
     out = np.empty(B)
-    if N <= _DENSE_MAX_STATES:
+    settings = current()
+    if N <= settings.dense_search_max_states:
         P = P_opt.toarray().reshape(N, K, N)
-        batch = max(1, _BATCH_BYTES // (8 * N * N))
+        batch = max(1, settings.search_batch_bytes // (8 * N * N))
         eye = np.eye(N)
         for lo in range(0, B, batch):
             ch = choice[lo : lo + batch]
@@ -125,20 +124,22 @@ def deterministic_values(mdp: JointMDP, joint_actions: np.ndarray) -> np.ndarray
     return option_values(mdp.transition_matrix(), np.asarray(mdp.rewards), joint_actions, mdp.mu, mdp.gamma)
 
 
-def best_deterministic(mdp: JointMDP, max_policies: int = 10**6) -> tuple[float, Policy]:
+def best_deterministic(mdp: JointMDP, max_policies: int | None = None) -> tuple[float, Policy]:
     r"""Best deterministic decentralized policy by exhaustive, exact search.
 
     Parameters
     ----------
     mdp : JointMDP
-    max_policies : int
-        Refuse (``ValueError``) when :math:`\prod_i A_i^{O_i}` exceeds this.
+    max_policies : int, optional
+        Refuse (``ValueError``) when :math:`\prod_i A_i^{O_i}` exceeds this (default
+        ``Settings.max_policies``).
 
     Returns
     -------
     (J*, Policy)
         The best value and a maximising policy (the first in enumeration order on ties).
     """
+    max_policies = current().max_policies if max_policies is None else max_policies
     count = count_deterministic(mdp)
     if count > max_policies:
         raise ValueError(
@@ -168,7 +169,8 @@ def _tables_of(digits: np.ndarray, used: np.ndarray, n_obs: int) -> np.ndarray:
     return table
 
 
-def best_response(mdp: JointMDP, policy: Policy, agent: int, max_policies: int = 10**6) -> tuple[float, np.ndarray]:
+def best_response(mdp: JointMDP, policy: Policy, agent: int,
+                  max_policies: int | None = None) -> tuple[float, np.ndarray]:
     r"""Agent ``agent``'s best deterministic table when the others play ``policy``.
 
     The others' (possibly stochastic) tables are folded into the dynamics: with
@@ -188,6 +190,7 @@ def best_response(mdp: JointMDP, policy: Policy, agent: int, max_policies: int =
     N, J, A = mdp.n_states, mdp.n_joint_actions, mdp.n_actions[agent]
     used = used_observations(mdp)[agent]
     count = A ** len(used)
+    max_policies = current().max_policies if max_policies is None else max_policies
     if count > max_policies:
         raise ValueError(
             f"best response of agent {agent} needs {count:,} tables, more than max_policies={max_policies:,}"
@@ -213,7 +216,7 @@ def best_response(mdp: JointMDP, policy: Policy, agent: int, max_policies: int =
 
 
 def alternating_best_response(mdp: JointMDP, init: Policy | None = None, rounds: int = 20,
-                              max_policies: int = 10**6) -> tuple[float, Policy, int]:
+                              max_policies: int | None = None) -> tuple[float, Policy, int]:
     """Agents in turn replace their table by their exact best deterministic response.
 
     Starts from ``init`` (default uniform); stops after ``rounds`` rounds or when a full

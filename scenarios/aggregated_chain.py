@@ -11,8 +11,7 @@ import argparse
 from pathlib import Path
 
 from marl_kstep import best_deterministic, train
-from marl_kstep.envs import aggregated_chain
-from marl_kstep.envs.pz import compile_env
+from marl_kstep.envs import aggregated_chain, compile_env
 from marl_kstep.experiments import versions, write_json_atomic
 
 CONFIG = dict(small_reward=0.3, gamma=0.95)

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from marl_kstep import benchtable, cli
+from marl_kstep import cli
+from marl_kstep.experiments import benchtable
 
 needs_data = pytest.mark.skipif(not benchtable.DEFAULT_DATA_DIR.is_dir(),
                                 reason=f"benchmark folder {benchtable.DEFAULT_DATA_DIR} is absent")

@@ -119,7 +119,7 @@ def test_resume_refuses_another_config(two_state_results):
 
 
 def test_interrupted_write_keeps_previous_results(two_state_results, monkeypatch):
-    from marl_kstep import experiments
+    from marl_kstep.experiments import io as experiments
 
     out, _ = two_state_results
     path = out / "results.json"

@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import marl_kstep as mk
-from marl_kstep.benchtable import DEFAULT_DATA_DIR
-from marl_kstep.dpomdp import augment, load_dpomdp, parse_dpomdp
+from marl_kstep.experiments.benchtable import DEFAULT_DATA_DIR
+from marl_kstep.model.dpomdp import augment, load_dpomdp, parse_dpomdp
 
 DATA = DEFAULT_DATA_DIR
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"benchmark folder {DATA} is absent")

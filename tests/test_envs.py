@@ -5,8 +5,8 @@ import pytest
 from pettingzoo.test import api_test, parallel_api_test
 
 import marl_kstep as mk
-from marl_kstep.envs import aggregated_chain, grid_coordination, number_matching, two_state
-from marl_kstep.envs.pz import compile_env, rollout
+from marl_kstep.envs import aggregated_chain, compile_env, grid_coordination, number_matching, two_state
+from marl_kstep.sampling import rollout
 
 SMALL_ROOM = """
 ####

@@ -180,28 +180,26 @@ def test_policy_that_does_not_fit_the_mdp():
         mk.value(mdp, [np.array([[0.5, 0.5]])])
 
 
-def test_iterative_solver_path_agrees_with_lu(monkeypatch):
+def test_iterative_solver_path_agrees_with_lu():
     """Larger systems use the compiled BiCGSTAB (both systems side by side); it must agree
     with sparse LU, and a system that misses the tolerance falls back to LU."""
-    import marl_kstep.kernel as kernel
     from marl_kstep.envs import grid_coordination
 
     mdp = grid_coordination.build_mdp(slip=0.1, observation="position")
-    assert mdp.n_states > kernel.FUSED_MAX_STATES
+    assert mdp.n_states > mk.Settings().fused_max_states
     pol = mk.Policy.random(mdp, seed=2)
     for k in (1, 2):
-        monkeypatch.setattr(kernel, "DIRECT_SOLVE_MAX_STATES", 10**6)
-        J_lu, g_lu, V_lu = kernel.values_and_grad(mdp, pol, k)
-        monkeypatch.setattr(kernel, "DIRECT_SOLVE_MAX_STATES", 0)
-        J_it, g_it, V_it = kernel.values_and_grad(mdp, pol, k)
+        with mk.configure(direct_solve_max_states=10**6):
+            J_lu, g_lu, V_lu = mk.values_and_grad(mdp, pol, k)
+        with mk.configure(direct_solve_max_states=0):
+            J_it, g_it, V_it = mk.values_and_grad(mdp, pol, k)
         # residual 1e-13 and cond(I - M) <= (1 + gamma^k) / (1 - gamma^k): errors near 1e-12
         assert J_it == pytest.approx(J_lu, rel=1e-11)
         np.testing.assert_allclose(V_it, V_lu, rtol=1e-11, atol=1e-12 * np.abs(V_lu).max())
         for a, b in zip(g_it, g_lu, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-11)
-        monkeypatch.setattr(kernel, "_ITER_RTOL", 0.0)  # unreachable: every system falls back
-        J_fb, g_fb, V_fb = kernel.values_and_grad(mdp, pol, k)
-        monkeypatch.setattr(kernel, "_ITER_RTOL", 1e-13)
+        with mk.configure(direct_solve_max_states=0, iter_rtol=0.0):  # unreachable: every system falls back
+            J_fb, g_fb, V_fb = mk.values_and_grad(mdp, pol, k)
         assert J_fb == pytest.approx(J_lu, rel=1e-13)
         for a, b in zip(g_fb, g_lu, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
@@ -214,7 +212,7 @@ def test_compiled_bicgstab_against_spsolve(seed):
     from scipy import sparse
     from scipy.sparse.linalg import spsolve
 
-    from marl_kstep.kernel import _bicgstab_pair
+    from marl_kstep.estimators._linalg import _bicgstab_pair
 
     rng = np.random.default_rng(seed)
     N = 300
@@ -233,37 +231,38 @@ def test_compiled_bicgstab_against_spsolve(seed):
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])
-def test_parallel_and_serial_enumeration_agree(monkeypatch, k):
-    import marl_kstep.kernel as kernel
-
+def test_parallel_and_serial_enumeration_agree(k):
     mdp = number_matching.build_mdp(n_agents=3, n_numbers=3, observation="own")
     pol = mk.Policy.random(mdp, seed=k)
-    monkeypatch.setattr(kernel, "SERIAL_MAX_PATH_STEPS", 10**12)
-    J_s, g_s = mk.value_and_grad(mdp, pol, k)
-    monkeypatch.setattr(kernel, "SERIAL_MAX_PATH_STEPS", 0)
-    J_p, g_p = mk.value_and_grad(mdp, pol, k)
+    with mk.configure(serial_max_path_steps=10**12):
+        est_s = mk.ExactKStep(mdp, k)
+        J_s, g_s = est_s.value_and_grad(pol)
+    with mk.configure(serial_max_path_steps=0):
+        est_p = mk.ExactKStep(mdp, k)
+        J_p, g_p = est_p.value_and_grad(pol)
+    assert est_s.plan.serial and not est_p.plan.serial
     assert J_p == pytest.approx(J_s, rel=1e-13, abs=1e-13)
     for a, b in zip(g_p, g_s, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])
-def test_fused_small_path_agrees_with_the_general_route(monkeypatch, k):
+def test_fused_small_path_agrees_with_the_general_route(k):
     """Problems up to FUSED_MAX_STATES run in one compiled call (own LU); the general route
     (scipy LU, separate passes) must give the same numbers, on and off the simplex."""
-    import marl_kstep.kernel as kernel
     from marl_kstep.envs import grid_coordination
 
     mdp = grid_coordination.build_mdp(**grid_coordination.TRAP_CONFIG)
-    assert mdp.n_states <= kernel.FUSED_MAX_STATES
+    assert mdp.n_states <= mk.Settings().fused_max_states
     rng = np.random.default_rng(k)
     for pol in (mk.Policy.random(mdp, seed=k),
                 mk.Policy.from_arrays(mdp, [rng.uniform(-1, 2, size=(o, a)) for o, a in
                                             zip(mdp.n_obs, mdp.n_actions, strict=True)], check_simplex=False)):
-        J1, g1, V1 = kernel.values_and_grad(mdp, pol, k)
-        monkeypatch.setattr(kernel, "FUSED_MAX_STATES", 0)
-        J0, g0, V0 = kernel.values_and_grad(mdp, pol, k)
-        monkeypatch.setattr(kernel, "FUSED_MAX_STATES", 64)
+        J1, g1, V1 = mk.values_and_grad(mdp, pol, k)
+        assert mk.ExactKStep(mdp, k).plan.fused
+        with mk.configure(fused_max_states=0):
+            J0, g0, V0 = mk.values_and_grad(mdp, pol, k)
+            assert not mk.ExactKStep(mdp, k).plan.fused
         assert J1 == pytest.approx(J0, rel=1e-12, abs=1e-12)
         np.testing.assert_allclose(V1, V0, rtol=1e-11, atol=1e-11 * (1 + np.abs(V0).max()))
         for a, b in zip(g1, g0, strict=True):
@@ -275,7 +274,7 @@ def test_fused_small_path_agrees_with_the_general_route(monkeypatch, k):
 def test_compiled_lu_solves_both_systems(n, seed, scale):
     """The compiled LU (partial pivoting) against numpy.linalg.solve, for A x = b and A^T y = c,
     on general matrices (zero diagonals force row swaps)."""
-    from marl_kstep.kernel import _lu_inplace, _lu_solve
+    from marl_kstep.estimators._linalg import _lu_inplace, _lu_solve
 
     rng = np.random.default_rng(seed)
     A = rng.normal(size=(n, n)) * scale
@@ -293,7 +292,7 @@ def test_compiled_lu_solves_both_systems(n, seed, scale):
 
 
 def test_compiled_lu_reports_a_singular_matrix():
-    from marl_kstep.kernel import _lu_inplace
+    from marl_kstep.estimators._linalg import _lu_inplace
 
     A = np.array([[1.0, 2.0], [2.0, 4.0]])
     assert not _lu_inplace(A, np.empty(2, np.int64))

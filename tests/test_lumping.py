@@ -23,14 +23,14 @@ def blocks_of(lumping):
 @given(mdp=small_mdps())
 def test_lumping_equals_naive_refinement(mdp):
     expected, _ = naive_lumping(mdp)
-    assert blocks_of(mdp.lumped()) == expected
+    assert blocks_of(mk.lump(mdp)) == expected
 
 
 @SETTINGS
 @given(data=split_mdps())
 def test_split_twins_are_lumped_back_and_match_naive(data):
     base, split, twin_of = data
-    lumping = split.lumped()
+    lumping = mk.lump(split)
     # twins are never told apart, so there are at most as many blocks as base states
     assert lumping.n_blocks <= base.n_states
     for t1 in range(split.n_states):
@@ -49,8 +49,8 @@ def test_kernel_on_quotient_equals_full_model_and_base(data, k, seed, on_simplex
         rng.uniform(-1, 2, size=(o, a)) for o, a in zip(split.n_obs, split.n_actions, strict=True)
     ]
     pol = mk.Policy.from_arrays(split, th, check_simplex=on_simplex)
-    J1, g1, V1 = mk.kernel.values_and_grad(split, pol, k, lump=True)
-    J0, g0, V0 = mk.kernel.values_and_grad(split, pol, k, lump=False)
+    J1, g1, V1 = mk.values_and_grad(split, pol, k, lump=True)
+    J0, g0, V0 = mk.values_and_grad(split, pol, k, lump=False)
     scale = 1.0 + np.abs(V0).max()
     assert J1 == pytest.approx(J0, rel=1e-11, abs=1e-11 * scale)
     np.testing.assert_allclose(V1, V0, rtol=1e-11, atol=1e-11 * scale)
@@ -66,7 +66,7 @@ def test_kernel_on_quotient_equals_full_model_and_base(data, k, seed, on_simplex
 def test_lumped_states_are_indistinguishable(mdp, k, seed):
     """Bisimulation property, checked on the dense model: same observations, rewards and
     block probabilities within a block; and V_k (from plain recursion) constant on blocks."""
-    lumping = mdp.lumped()
+    lumping = mk.lump(mdp)
     P = mdp.to_dense()
     B = np.eye(lumping.n_blocks)[lumping.block]  # (N, n_blocks) indicator
     PB = P @ B
@@ -86,7 +86,7 @@ def test_number_matching_lumps_to_differences(n, m):
     """Rewards and `match` observations depend only on the differences x_{i+1} - x_i, and
     increments move the differences alike: m^(n-1) blocks, values equal to the full model."""
     mdp = number_matching.build_mdp(n_agents=n, n_numbers=m, observation="match")
-    lumping = mdp.lumped()
+    lumping = mk.lump(mdp)
     assert lumping.n_blocks == m ** (n - 1)
     q = lumping.quotient
     assert q.mu.sum() == pytest.approx(1.0, abs=1e-15)
@@ -102,7 +102,7 @@ def test_number_matching_lumps_to_differences(n, m):
 
 def test_models_without_twins_are_left_alone():
     for mdp in (two_state.build_mdp(), grid_coordination.build_mdp(observation="position")):
-        lumping = mdp.lumped()
+        lumping = mk.lump(mdp)
         assert lumping.is_trivial and lumping.quotient is mdp
         np.testing.assert_array_equal(lumping.block, np.arange(mdp.n_states))
 
@@ -110,7 +110,7 @@ def test_models_without_twins_are_left_alone():
 def test_own_observations_break_the_symmetry():
     """With `own` observations every agent sees its number, so no two states are twins."""
     mdp = number_matching.build_mdp(n_agents=2, n_numbers=4, observation="own")
-    assert mdp.lumped().is_trivial
+    assert mk.lump(mdp).is_trivial
 
 
 def test_rounding_differences_are_never_lumped():
@@ -124,14 +124,14 @@ def test_rounding_differences_are_never_lumped():
     R = np.array([[1.0], [1.0], [0.0], [0.0]])
     mdp = mk.JointMDP.from_dense(P, R, [np.array([0, 0, 1, 1])], [1], np.full(4, 0.25), 0.9)
     assert 0.1 + 0.2 != 0.3
-    assert mdp.lumped().block.tolist() == [0, 1, 2, 2]
+    assert mk.lump(mdp).block.tolist() == [0, 1, 2, 2]
 
 
 def test_the_budget_applies_to_the_quotient():
     mdp = number_matching.build_mdp(n_agents=3, n_numbers=6, observation="match")
     pol = mk.Policy.uniform(mdp)
     full = mk.estimate_path_steps(mdp, 2)
-    quotient = mk.estimate_path_steps(mdp.lumped().quotient, 2)
+    quotient = mk.estimate_path_steps(mk.lump(mdp).quotient, 2)
     assert quotient * 6 == full  # 216 states against 36, the same branching
     mk.value(mdp, pol, 2, max_path_steps=quotient)
     with pytest.raises(ValueError, match="max_path_steps"):

@@ -35,13 +35,11 @@ def test_reference_optima():
     assert sorted(map(tuple, tables)) == [(0, 0), (1, 0)]
 
 
-def test_sparse_path_for_larger_state_spaces_agrees(monkeypatch):
-    import marl_kstep.search as search
-
+def test_sparse_path_for_larger_state_spaces_agrees():
     mdp = number_matching.build_mdp(observation="match", start="uniform")
     dense = mk.best_deterministic(mdp)[0]
-    monkeypatch.setattr(search, "_DENSE_MAX_STATES", 0)
-    assert mk.best_deterministic(mdp)[0] == pytest.approx(dense, abs=1e-10)
+    with mk.configure(dense_search_max_states=0):
+        assert mk.best_deterministic(mdp)[0] == pytest.approx(dense, abs=1e-10)
 
 
 def test_refuses_too_many_policies():

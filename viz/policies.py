@@ -5,7 +5,7 @@ import numpy as np
 from _common import FIGURES, demo_results
 
 from marl_kstep import Policy, compile_env, plotting
-from marl_kstep.cli import SCENARIOS
+from marl_kstep.experiments import SCENARIOS
 
 if __name__ == "__main__":
     for res in demo_results():

@@ -1,5 +1,7 @@
-"""Scenarios: models that compile exactly to a :class:`~marl_kstep.JointMDP`."""
+"""Scenarios: models that compile exactly to a :class:`~marl_kstep.JointMDP`, and their
+PettingZoo environments (dynamics and the adapter only; simulation is :mod:`marl_kstep.sampling`)."""
 
-from .base import DEFAULT_MAX_STATES, ScenarioModel, compile_model
+from .base import ScenarioModel, compile_model
+from .pz import ModelParallelEnv, compile_env
 
-__all__ = ["DEFAULT_MAX_STATES", "ScenarioModel", "compile_model"]
+__all__ = ["ModelParallelEnv", "ScenarioModel", "compile_env", "compile_model"]

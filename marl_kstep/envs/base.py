@@ -23,11 +23,9 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 
 from ..model import JointMDP
+from ..settings import current
 
-__all__ = ["ScenarioModel", "compile_model", "DEFAULT_MAX_STATES", "COLORS", "agent_color"]
-
-#: Default refusal limit on the joint state count estimated before compiling.
-DEFAULT_MAX_STATES = 200_000
+__all__ = ["ScenarioModel", "compile_model", "COLORS", "agent_color"]
 
 
 class ScenarioModel(ABC):
@@ -104,7 +102,7 @@ def agent_color(i: int) -> tuple[int, int, int]:
     return COLORS["agents"][i % len(COLORS["agents"])]
 
 
-def compile_model(model: ScenarioModel, *, max_states: int = DEFAULT_MAX_STATES) -> tuple[JointMDP, list]:
+def compile_model(model: ScenarioModel, *, max_states: int | None = None) -> tuple[JointMDP, list]:
     """Enumerate the reachable joint states of ``model`` and build the exact joint MDP.
 
     Parameters
@@ -118,6 +116,7 @@ def compile_model(model: ScenarioModel, *, max_states: int = DEFAULT_MAX_STATES)
     (JointMDP, states)
         ``states[s]`` is the model state with joint index ``s``.
     """
+    max_states = current().max_states if max_states is None else max_states
     est = int(model.estimate_states())
     if est > max_states:
         raise ValueError(

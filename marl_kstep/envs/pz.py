@@ -1,14 +1,13 @@
 r"""PettingZoo environments driven by a :class:`~marl_kstep.envs.base.ScenarioModel`,
-their exact compilation, and k-coupled simulation.
+and their exact compilation.
 
 The environment steps the same model that :func:`compile_env` enumerates, so the
 observation an agent receives is exactly :math:`\phi_i(s)` of the compiled MDP, and the
 reward is the model's team reward (undiscounted; ``gamma`` is only carried for
-compilation and for :func:`rollout`).
+compilation and for :func:`marl_kstep.sampling.rollout`).
 
-:func:`rollout` runs **k-coupled execution** (SPEC §3) inside the environment: every agent
-holds a :class:`KCoupledAgent` that, at times ``0, k, 2k, ...``, draws one action per
-observation from its own table and plays that table for the rest of the window.
+k-coupled execution in these (and any other) environments is
+:mod:`marl_kstep.sampling`.
 """
 
 from __future__ import annotations
@@ -18,9 +17,9 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
 from ..model import JointMDP
-from .base import DEFAULT_MAX_STATES, ScenarioModel, compile_model
+from .base import ScenarioModel, compile_model
 
-__all__ = ["ModelParallelEnv", "KCoupledAgent", "compile_env", "rollout"]
+__all__ = ["ModelParallelEnv", "compile_env"]
 
 
 class ModelParallelEnv(ParallelEnv):
@@ -127,11 +126,12 @@ class ModelParallelEnv(ParallelEnv):
         pass
 
 
-def compile_env(env, *, max_states: int = DEFAULT_MAX_STATES) -> JointMDP:
+def compile_env(env, *, max_states: int | None = None) -> JointMDP:
     """The exact joint MDP of a scenario environment (parallel or AEC).
 
     Enumerates the joint states reachable from the initial distribution; refuses with a
-    ``ValueError`` when the scenario's state count estimate exceeds ``max_states``.
+    ``ValueError`` when the scenario's state count estimate exceeds ``max_states``
+    (default ``Settings.max_states``).
     ``mdp.state_names[s]`` is ``str`` of the environment state with index ``s``.
     """
     model = getattr(getattr(env, "unwrapped", env), "model", None)
@@ -140,91 +140,3 @@ def compile_env(env, *, max_states: int = DEFAULT_MAX_STATES) -> JointMDP:
             f"compile_env needs a marl_kstep scenario environment (with a .model); got {type(env).__name__}"
         )
     return compile_model(model, max_states=max_states)[0]
-
-
-class KCoupledAgent:
-    r"""Agent-side k-coupled execution of one agent's table ``theta_i`` (SPEC §3).
-
-    At steps ``0, k, 2k, ...`` it draws, independently for each observation ``o``, an
-    action :math:`d(o) \sim \theta_i[o, \cdot]`; :meth:`act` returns :math:`d(o)` for the
-    observation it is shown.
-    """
-
-    def __init__(self, theta: np.ndarray, k: int, rng: np.random.Generator):
-        self.cdf = np.cumsum(np.asarray(theta, dtype=float), axis=1)
-        self.cdf[:, -1] = 1.0
-        self.k = int(k)
-        self.rng = rng
-        self.t = 0
-        self.table = None
-
-    def reset(self) -> None:
-        self.t = 0
-
-    def act(self, obs: int) -> int:
-        if self.t % self.k == 0:
-            u = self.rng.random(self.cdf.shape[0])
-            self.table = (u[:, None] >= self.cdf).sum(axis=1)
-        self.t += 1
-        return int(self.table[int(obs)])
-
-
-def rollout(env, policy, k: int, episodes: int, horizon: int | None = None, seed=None) -> np.ndarray:
-    r"""Discounted returns :math:`\sum_{t<H} \gamma^t r_t` of k-coupled execution in ``env``.
-
-    Parameters
-    ----------
-    env : ModelParallelEnv
-        A scenario's parallel environment (``gamma`` is taken from its model).
-    policy : Policy
-        One table per agent, rows on the simplex.
-    k : int
-        Window length.
-    episodes : int
-    horizon : int, optional
-        Steps per episode (default and maximum: ``env.max_cycles``); choose it with
-        :math:`\gamma^H` small so truncation bias is negligible.
-    seed : int, optional
-        Seeds the environment (``reset(seed=...)``) and the agents' draws.
-
-    Returns
-    -------
-    ndarray, shape (episodes,)
-    """
-    from ..kernel import _check_k
-
-    k = _check_k(k)
-    env = getattr(env, "unwrapped", env)
-    if not isinstance(env, ModelParallelEnv):
-        raise ValueError(f"rollout needs a marl_kstep parallel scenario environment; got {type(env).__name__}")
-    horizon = env.max_cycles if horizon is None else int(horizon)
-    if not 1 <= horizon <= env.max_cycles:
-        raise ValueError(f"horizon must lie in 1..max_cycles={env.max_cycles}; got horizon={horizon}")
-    if isinstance(episodes, bool) or int(episodes) != episodes or episodes < 1:
-        raise ValueError(f"episodes must be an integer >= 1; got episodes={episodes!r}")
-    model = env.model
-    if len(policy.theta) != model.n_agents:
-        raise ValueError(f"policy has {len(policy.theta)} agents; the environment has {model.n_agents}")
-    for i, t in enumerate(policy.theta):
-        if t.shape != (model.n_obs[i], model.n_actions[i]):
-            raise ValueError(f"theta[{i}] must have shape {(model.n_obs[i], model.n_actions[i])}; got {t.shape}")
-    seeds = np.random.SeedSequence(seed)
-    env_seed, agent_seed = seeds.spawn(2)
-    agents = [KCoupledAgent(t, k, rng) for t, rng in
-              zip(policy.theta, np.random.default_rng(agent_seed).spawn(model.n_agents), strict=True)]
-    first = int(env_seed.generate_state(1)[0])
-    discounts = model.gamma ** np.arange(horizon)
-    returns = np.empty(int(episodes))
-    for e in range(int(episodes)):
-        obs, _ = env.reset(seed=first + e)
-        for ag in agents:
-            ag.reset()
-        total = 0.0
-        for t in range(horizon):
-            actions = {a: agents[i].act(obs[a]) for i, a in enumerate(env.possible_agents)}
-            obs, rew, _, _, _ = env.step(actions)
-            total += discounts[t] * rew[env.possible_agents[0]]
-            if not env.agents:
-                break
-        returns[e] = total
-    return returns

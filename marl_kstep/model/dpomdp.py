@@ -34,14 +34,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .model import JointMDP
+from ..settings import current
+from .joint_mdp import JointMDP
 
-__all__ = ["load_dpomdp", "parse_dpomdp", "DecPOMDP", "MAX_DENSE_ENTRIES", "PROB_TOL"]
+__all__ = ["load_dpomdp", "parse_dpomdp", "DecPOMDP"]
 
-#: Refuse models whose dense transition array ``J * N * N`` (or ``J * N * |O|``) exceeds this.
-MAX_DENSE_ENTRIES = 60_000_000
-#: Tolerance on T and O rows summing to one.
-PROB_TOL = 1e-6
+# Limits (read at call time): Settings.dpomdp_max_dense_entries refuses models whose dense
+# arrays J*N*N or J*N*|O| would hold more entries; Settings.dpomdp_prob_tol is the tolerance on
+# T and O rows summing to one.
 
 _HEADER = ("agents", "discount", "values", "states", "start", "actions", "observations")
 _IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
@@ -277,7 +277,8 @@ def _parse(lines: _Lines) -> DecPOMDP:
         start[_index(toks[0], states, lines, no, "state")] = 1.0
     else:
         start = _floats(toks, N, lines, no, "start probabilities")
-    if np.any(start < 0) or abs(start.sum() - 1.0) > PROB_TOL:
+    prob_tol = current().dpomdp_prob_tol
+    if np.any(start < 0) or abs(start.sum() - 1.0) > prob_tol:
         raise lines.error(
             f"the start distribution must be non-negative and sum to 1; it sums to {float(start.sum())!r}", no)
 
@@ -285,10 +286,11 @@ def _parse(lines: _Lines) -> DecPOMDP:
     observations = _per_agent(lines, "observations", n, "o")
     J = int(np.prod([len(a) for a in actions]))
     JO = int(np.prod([len(o) for o in observations]))
-    if J * N * max(N, JO) > MAX_DENSE_ENTRIES:
+    max_dense = current().dpomdp_max_dense_entries
+    if J * N * max(N, JO) > max_dense:
         raise lines.error(
             f"model too large for the dense loader: {J} joint actions x {N} states x {max(N, JO)} "
-            f"(more than MAX_DENSE_ENTRIES={MAX_DENSE_ENTRIES:,})"
+            f"(more than Settings.dpomdp_max_dense_entries={max_dense:,})"
         )
 
     T = np.zeros((J, N, N))
@@ -318,13 +320,13 @@ def _parse(lines: _Lines) -> DecPOMDP:
             raise lines.error(f"{what} has a negative probability {float(arr[a, s, t])!r} "
                               f"(joint action {a}, {cond} {states[s]!r})", int(written[a, s]))
         sums = arr.sum(axis=2)
-        bad = np.argwhere(np.abs(sums - 1.0) > PROB_TOL)
+        bad = np.argwhere(np.abs(sums - 1.0) > prob_tol)
         if bad.size:
             a, s = (int(x) for x in bad[0])
             hint = "" if written[a, s] else " (never specified)"
             raise lines.error(
                 f"{what} row for joint action {a}, {cond} {states[s]!r} sums to {float(sums[a, s])!r}{hint}; "
-                f"expected 1 (within {PROB_TOL:g})", int(written[a, s]) or None
+                f"expected 1 (within {prob_tol:g})", int(written[a, s]) or None
             )
     return DecPOMDP(lines.name, agents, discount, states, tuple(actions), tuple(observations), start,
                     T, O, R3, R_obs)

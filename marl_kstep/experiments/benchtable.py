@@ -18,10 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .dpomdp import load_dpomdp, parse_dpomdp
-from .kernel import estimate_path_steps, value
-from .policy import Policy, train
-from .search import alternating_best_response, best_deterministic, count_deterministic
+from ..estimators import estimate_path_steps, value
+from ..model import load_dpomdp, parse_dpomdp
+from ..optim import train
+from ..policy import Policy
+from ..search import alternating_best_response, best_deterministic, count_deterministic
+from .io import versions, write_json_atomic, write_text_atomic
 
 __all__ = ["DEFAULT_DATA_DIR", "problem_rows", "run_table", "markdown", "findings", "commit_id"]
 
@@ -30,7 +32,7 @@ def _find_data_dir() -> Path:
     repository or beside one of its parent folders (``../shared/benchmarks/dpomdp`` normally)."""
     if os.environ.get("MARL_KSTEP_DPOMDP_DIR"):
         return Path(os.environ["MARL_KSTEP_DPOMDP_DIR"])
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     for parent in repo.parents:
         candidate = parent / "shared" / "benchmarks" / "dpomdp"
         if candidate.is_dir():
@@ -177,8 +179,6 @@ def write_report(data_dir=DEFAULT_DATA_DIR, out="docs/benchmarks.md", *, json_pa
                  iters: int = 1000, step: float = 0.05, budget: int = 3_000_000, seeds: int = 5, files=None,
                  repo: Path | None = None, progress=None) -> Path:
     """Run the whole table and write the Markdown report (and the raw numbers as JSON)."""
-    from .experiments import versions, write_json_atomic, write_text_atomic
-
     t0 = time.perf_counter()
     commit = commit_id(repo)  # the code the table is produced from
     rows = run_table(data_dir, files=files, progress=progress, iters=iters, step=step, max_path_steps=budget,

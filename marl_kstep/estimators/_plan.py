@@ -1,0 +1,162 @@
+r"""Planning an exact enumeration once per (model, k): lumping, budget, pattern, threads.
+
+Private to :mod:`marl_kstep.estimators`. :func:`make_plan` does everything that does not
+depend on :math:`\theta`:
+
+1. lumping (the bisimulation quotient, :func:`marl_kstep.model.lump`), when asked;
+2. the path budget: with ``C[s, s']`` the number of joint actions leading from ``s`` to
+   ``s'``, a pass walks at most :math:`\sum_{t=1}^{k} \mathbf 1^\top C^t \mathbf 1` steps;
+   when that bound passes the budget the steps are counted exactly (the paths do not depend
+   on :math:`\theta`), stopping as soon as the count passes the budget, and a plan over
+   budget is refused with a :class:`ValueError`;
+3. the structural pattern of :math:`M` (states reachable in exactly ``k`` steps, by
+   repeated squaring: :math:`O(\log k)` sparse products);
+4. serial or parallel passes, and whether the one-call small path applies.
+
+The plan is immutable and belongs to the estimator that made it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+from scipy import sparse
+
+from ..model import JointMDP, Lumping, lump
+from ..settings import Settings
+from ._walk import count_steps, static_arrays
+
+__all__ = ["Plan", "make_plan", "edge_counts", "path_step_bound", "theta_offsets"]
+
+
+def theta_offsets(n_obs, n_actions) -> np.ndarray:
+    """Offset of every agent's table in the flat parameter vector."""
+    sizes = [o * a for o, a in zip(n_obs, n_actions, strict=True)]
+    return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+
+
+def edge_counts(mdp: JointMDP) -> sparse.csr_matrix:
+    """``C[s, s']``: the number of joint actions that can lead from ``s`` to ``s'``."""
+    N, J = mdp.n_states, mdp.n_joint_actions
+    rows = np.repeat(np.arange(N * J) // J, np.diff(mdp.indptr))
+    return sparse.csr_matrix((np.ones(rows.size), (rows, mdp.indices)), shape=(N, N))
+
+
+def path_step_bound(C: sparse.csr_matrix, k: int, stop_above: float) -> float:
+    r""":math:`\sum_{t=1}^{k} \mathbf 1^\top C^t \mathbf 1` (stops summing once above ``stop_above``)."""
+    x = np.ones(C.shape[0])
+    bound = 0.0
+    for _ in range(k):
+        x = C @ x
+        bound += float(x.sum())
+        if bound > stop_above:
+            break
+    return bound
+
+
+def _boolean_power(A: sparse.csr_matrix, k: int) -> sparse.csr_matrix:
+    """Pattern of ``A^k`` by repeated squaring."""
+    def norm(X):
+        X = X.tocsr()
+        X.data[:] = 1.0
+        return X
+
+    A = norm(A.copy())
+    R = None
+    while k:
+        if k & 1:
+            R = A if R is None else norm(R @ A)
+        k >>= 1
+        if k:
+            A = norm(A @ A)
+    R.sort_indices()
+    return R
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """What an exact estimator decided once for one model and window length.
+
+    Attributes
+    ----------
+    model : JointMDP
+        The model the passes walk: the quotient when lumping merged states, else the model.
+    k : int
+    lumping : Lumping or None
+        The lumping found (``None`` when ``lump=False``); ``lumping.skipped`` says why it was
+        skipped, if it was.
+    block : ndarray or None
+        Block of every original state when the passes walk a quotient, else ``None``.
+    sm, toff : tuple, ndarray
+        Kernel arrays of ``model`` and the per-agent offsets in the flat parameter vector.
+    m_ptr, m_idx : ndarray
+        Structural pattern of ``M``.
+    path_steps : int
+        Path steps of one pass: the bound of the module docstring when it is within budget,
+        else the exact count.
+    serial, fused : bool
+        Passes on the calling thread; the whole computation in one compiled call.
+    n_chunks : int
+        Parallel chunks of start states.
+    settings : Settings
+        The settings in force when the plan was made.
+    """
+
+    model: JointMDP
+    k: int
+    lumping: Lumping | None
+    block: np.ndarray | None
+    sm: tuple
+    toff: np.ndarray
+    m_ptr: np.ndarray
+    m_idx: np.ndarray
+    path_steps: int
+    serial: bool
+    fused: bool
+    n_chunks: int
+    settings: Settings
+
+    @property
+    def n_params(self) -> int:
+        return int(sum(o * a for o, a in zip(self.model.n_obs, self.model.n_actions, strict=True)))
+
+
+def make_plan(mdp: JointMDP, k: int, *, lump_model: bool, max_path_steps: int, settings: Settings,
+              lumping: Lumping | None = None) -> Plan:
+    """Plan the exact enumeration of ``mdp`` for window ``k`` (see the module docstring).
+
+    ``lumping`` may pass a lumping already computed for ``mdp`` (it depends on nothing else)."""
+    work, block = mdp, None
+    if lump_model:
+        if lumping is None:
+            lumping = lump(mdp)
+        if not lumping.is_trivial:
+            work, block = lumping.quotient, lumping.block
+    else:
+        lumping = None
+    sm = static_arrays(work)
+    toff = theta_offsets(work.n_obs, work.n_actions)
+    n_params = int(sum(o * a for o, a in zip(work.n_obs, work.n_actions, strict=True)))
+    ones = np.ones(n_params)
+    C = edge_counts(work)
+    budget = int(max_path_steps)
+    bound = path_step_bound(C, k, budget)
+    steps = int(bound) if bound <= budget else int(count_steps(k, sm, ones, toff, budget))
+    if steps > budget:
+        lumped = "" if block is None else f" (lumped from {mdp.n_states})"
+        raise ValueError(
+            f"k={k} path enumeration on {work.n_states} states{lumped} needs more than {budget:,} path steps per "
+            f"pass, over the budget max_path_steps={budget:,}; lower k, or raise the budget with max_path_steps=... "
+            f"(or mk.configure(max_path_steps=...), or the MARL_KSTEP_MAX_PATH_STEPS environment variable) if you "
+            f"can afford it"
+        )
+    threshold = settings.serial_max_path_steps
+    serial = steps < threshold or count_steps(k, sm, ones, toff, threshold) < threshold
+    R = _boolean_power(C, k)
+    fused = serial and work.n_states <= settings.fused_max_states
+    n_chunks = max(1, min(work.n_states, 8 * numba.get_num_threads()))
+    return Plan(model=work, k=k, lumping=lumping, block=block, sm=sm, toff=toff,
+                m_ptr=R.indptr.astype(np.int64), m_idx=R.indices.astype(np.int64), path_steps=steps,
+                serial=serial, fused=fused, n_chunks=n_chunks, settings=settings)

@@ -1,0 +1,340 @@
+r"""Numba path walks over the depth-k window paths (SPEC §3): the enumeration passes.
+
+Private to :mod:`marl_kstep.estimators`. Every kernel takes the model's static arrays as one
+tuple ``sm = (gamma, strides, n_act, obs, indptr, indices, probs, rewards)`` (see
+:func:`static_arrays`), the flat parameter vector ``theta`` with the per-agent offsets
+``toff``, and writes into caller-allocated outputs; no kernel re-checks its inputs.
+
+* :func:`walk_values` -- pass 1: :math:`W(s)` and the sparse :math:`M(s, \cdot)` on a
+  given pattern;
+* :func:`walk_grad` -- pass 2: :math:`\partial J_k / \partial \theta_i[o, a]` given
+  :math:`V_k` and :math:`\nu_k`;
+* :func:`count_steps` -- the exact number of path steps one pass walks (stops above a cap);
+* :func:`walk_values_parallel`, :func:`walk_grad_parallel` -- the same over chunks of start
+  states in parallel (each chunk owns its rows of ``W``/``M`` and its own gradient row).
+
+A path has weight :math:`p = T \prod f` (transition probabilities times the entries drawn at
+first visits) and return :math:`G = \sum_{t<k} \gamma^t r_t + \gamma^k V_k(s_k)`. Pass 2
+accumulates bottom-up the subtree sums :math:`H(\text{node})` and credits each factor once at
+the node that draws it with ``nu * (weight above) * (product of the node's other new factors)
+* H``, using leave-one-out products (never divisions), so zero probabilities are exact.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+__all__ = ["static_arrays", "walk_values", "walk_grad", "count_steps", "walk_values_parallel",
+           "walk_grad_parallel", "MODE_VALUES", "MODE_GRAD", "MODE_COUNT"]
+
+MODE_VALUES, MODE_GRAD, MODE_COUNT = 0, 1, 2
+_MODE_VALUES, _MODE_GRAD, _MODE_COUNT = MODE_VALUES, MODE_GRAD, MODE_COUNT
+
+
+def static_arrays(mdp) -> tuple:
+    """The model's arrays in kernel order: ``(gamma, strides, n_act, obs, indptr, indices, probs, rewards)``."""
+    return (float(mdp.gamma), mdp.action_strides, np.asarray(mdp.n_actions, np.int64), mdp.obs_matrix,
+            mdp.indptr, mdp.indices, mdp.probs, mdp.rewards)
+
+
+@njit(cache=True)
+def _set_choice(d, s, J, strides, n_act, theta, toff, indptr, rewards,
+                st_nfree, st_fagent, st_fobs, st_fact, st_base, st_phi, st_r, st_ptr,
+                st_end, st_accc):
+    """Install the current odometer choice of node ``d`` (joint action, factor, successors)."""
+    j = st_base[d]
+    phi = 1.0
+    for f in range(st_nfree[d]):
+        i = st_fagent[d, f]
+        a = st_fact[d, f]
+        j += a * strides[i]
+        phi *= theta[toff[i] + st_fobs[d, f] * n_act[i] + a]
+    st_phi[d] = phi
+    st_r[d] = rewards[s, j]
+    row = s * J + j
+    st_ptr[d] = indptr[row]
+    st_end[d] = indptr[row + 1]
+    st_accc[d] = 0.0
+
+
+@njit(cache=True)
+def _enter_node(d, s, obs, strides, memo_obs, memo_act, memo_len,
+                st_nfree, st_fagent, st_fobs, st_fact, st_fslot, st_base, st_accn):
+    """Open node ``d`` in state ``s``: agents whose slot is in the memo play their drawn
+    action; the others are free and get a fresh memo entry (action 0 to start)."""
+    n = strides.shape[0]
+    base = 0
+    nf = 0
+    for i in range(n):
+        o = obs[i, s]
+        found = -1
+        for m in range(memo_len[i]):
+            if memo_obs[i, m] == o:
+                found = m
+                break
+        if found >= 0:
+            base += memo_act[i, found] * strides[i]
+        else:
+            slot = memo_len[i]
+            memo_obs[i, slot] = o
+            memo_act[i, slot] = 0
+            memo_len[i] = slot + 1
+            st_fagent[d, nf] = i
+            st_fobs[d, nf] = o
+            st_fact[d, nf] = 0
+            st_fslot[d, nf] = slot
+            nf += 1
+    st_nfree[d] = nf
+    st_base[d] = base
+    st_accn[d] = 0.0
+
+
+@njit(cache=True)
+def _k1_rows(lo, hi, mode, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap):
+    r"""The passes for ``k = 1``, row by row (no stack, no memo: every agent is free).
+
+    mode 0: :math:`W(s) = \sum_j \pi(j|s) r(s, j)` and
+    :math:`M(s, s') = \gamma \sum_j \pi(j|s) P(s'|s, j)`;
+    mode 1: :math:`\partial J / \partial\theta_i[\phi_i(s), a_i] \mathrel{+}= \nu(s)
+    \prod_{l \ne i} \theta_l[\phi_l(s), a_l] \, (r(s, j) + \gamma \sum_{s'} P(s'|s,j) V(s'))`
+    (leave-one-out products, no divisions); mode 2: count. Returns the path steps."""
+    gamma, strides, n_act, obs, indptr, indices, probs, rewards = sm
+    n = strides.shape[0]
+    J = rewards.shape[1]
+    N = rewards.shape[0]
+    fidx = np.empty(n, np.int64)
+    fbase = np.empty(n, np.int64)
+    act = np.empty(n, np.int64)
+    pre = np.empty(n + 1)
+    suf = np.empty(n + 1)
+    pos = np.full(N if mode == _MODE_VALUES else 0, -1, np.int64)
+    steps = 0
+    for s in range(lo, hi):
+        if mode == _MODE_COUNT:
+            steps += indptr[(s + 1) * J] - indptr[s * J]
+            if steps > cap:
+                return steps
+            continue
+        if mode == _MODE_GRAD and nu[s] == 0.0:
+            continue
+        if mode == _MODE_VALUES:
+            for p in range(m_ptr[s], m_ptr[s + 1]):
+                pos[m_idx[p]] = p
+        for i in range(n):  # the odometer below walks j = 0..J-1 (agent n-1 fastest)
+            act[i] = 0
+            fbase[i] = toff[i] + obs[i, s] * n_act[i]
+        for j in range(J):
+            for i in range(n):
+                fidx[i] = fbase[i] + act[i]
+            pre[0] = 1.0
+            for i in range(n):
+                pre[i + 1] = pre[i] * theta[fidx[i]]
+            row = s * J + j
+            steps += indptr[row + 1] - indptr[row]
+            if mode == _MODE_VALUES:
+                pi = pre[n]
+                W[s] += pi * rewards[s, j]
+                gp = gamma * pi
+                for p in range(indptr[row], indptr[row + 1]):
+                    m_data[pos[indices[p]]] += gp * probs[p]
+            else:
+                q = 0.0
+                for p in range(indptr[row], indptr[row + 1]):
+                    q += probs[p] * Vk[indices[p]]
+                q = nu[s] * (rewards[s, j] + gamma * q)
+                suf[n] = 1.0
+                for i in range(n - 1, -1, -1):
+                    suf[i] = suf[i + 1] * theta[fidx[i]]
+                for i in range(n):
+                    grad[fidx[i]] += q * pre[i] * suf[i + 1]
+            for i in range(n - 1, -1, -1):  # next joint action
+                act[i] += 1
+                if act[i] < n_act[i]:
+                    break
+                act[i] = 0
+    return steps
+
+
+@njit(cache=True)
+def _walk(lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap):
+    """Enumerate the depth-k window paths of start states ``lo..hi-1``.
+
+    mode 0: add to ``W`` and ``m_data`` (pattern ``m_ptr``/``m_idx``).
+    mode 1: add the partial derivatives to ``grad`` (uses ``Vk`` and ``nu``).
+    mode 2: only count path steps; stop once the count exceeds ``cap``.
+    ``mode`` is a compile-time constant (``numba.literally``): each mode is its own compiled
+    specialisation, with no mode test left in the loops. Returns the number of path steps walked.
+    """
+    numba.literally(mode)
+    if k == 1:
+        return _k1_rows(lo, hi, mode, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap)
+    gamma, strides, n_act, obs, indptr, indices, probs, rewards = sm
+    n = strides.shape[0]
+    J = rewards.shape[1]
+    gk = gamma**k
+    pos = np.full(rewards.shape[0] if mode == _MODE_VALUES else 0, -1, np.int64)
+    gpow = np.empty(k)
+    g = 1.0
+    for t in range(k):
+        gpow[t] = g
+        g *= gamma
+    st_state = np.empty(k + 1, np.int64)
+    st_wpre = np.empty(k + 1)
+    st_gpre = np.empty(k + 1)
+    st_nfree = np.empty(k, np.int64)
+    st_fagent = np.empty((k, n), np.int64)
+    st_fobs = np.empty((k, n), np.int64)
+    st_fact = np.empty((k, n), np.int64)
+    st_fslot = np.empty((k, n), np.int64)
+    st_base = np.empty(k, np.int64)
+    st_phi = np.empty(k)
+    st_r = np.empty(k)
+    st_ptr = np.empty(k, np.int64)
+    st_end = np.empty(k, np.int64)
+    st_accc = np.empty(k)
+    st_accn = np.empty(k)
+    memo_obs = np.empty((n, k), np.int64)
+    memo_act = np.empty((n, k), np.int64)
+    memo_len = np.zeros(n, np.int64)
+    fval = np.empty(n)
+    pre = np.empty(n + 1)
+    suf = np.empty(n + 1)
+    steps = 0
+    for s0 in range(lo, hi):
+        if mode == _MODE_GRAD and nu[s0] == 0.0:
+            continue
+        if mode == _MODE_VALUES:  # column -> position in row s0 of the pattern of M
+            for p in range(m_ptr[s0], m_ptr[s0 + 1]):
+                pos[m_idx[p]] = p
+        st_state[0] = s0
+        st_wpre[0] = 1.0
+        st_gpre[0] = 0.0
+        _enter_node(0, s0, obs, strides, memo_obs, memo_act, memo_len,
+                    st_nfree, st_fagent, st_fobs, st_fact, st_fslot, st_base, st_accn)
+        _set_choice(0, s0, J, strides, n_act, theta, toff, indptr, rewards,
+                    st_nfree, st_fagent, st_fobs, st_fact, st_base, st_phi, st_r, st_ptr,
+                    st_end, st_accc)
+        d = 0
+        while True:
+            if d == k:  # leaf: close the path
+                s = st_state[k]
+                val = 0.0
+                if mode == _MODE_VALUES:
+                    w = st_wpre[k]
+                    W[s0] += w * st_gpre[k]
+                    m_data[pos[s]] += gk * w
+                elif mode == _MODE_GRAD:
+                    val = st_gpre[k] + gk * Vk[s]
+                d -= 1
+                st_accc[d] += probs[st_ptr[d]] * val
+                st_ptr[d] += 1
+                continue
+            if st_ptr[d] < st_end[d]:  # descend to the next successor
+                t = st_ptr[d]
+                c = d + 1
+                s = indices[t]
+                st_state[c] = s
+                st_wpre[c] = st_wpre[d] * st_phi[d] * probs[t]
+                st_gpre[c] = st_gpre[d] + gpow[d] * st_r[d]
+                steps += 1
+                if mode == _MODE_COUNT and steps > cap:
+                    return steps
+                if c < k:
+                    _enter_node(c, s, obs, strides, memo_obs, memo_act, memo_len,
+                                st_nfree, st_fagent, st_fobs, st_fact, st_fslot, st_base,
+                                st_accn)
+                    _set_choice(c, s, J, strides, n_act, theta, toff, indptr, rewards,
+                                st_nfree, st_fagent, st_fobs, st_fact, st_base, st_phi,
+                                st_r, st_ptr, st_end, st_accc)
+                d = c
+                continue
+            # the current choice of node d is exhausted
+            nf = st_nfree[d]
+            if mode == _MODE_GRAD and nf > 0:
+                base = nu[s0] * st_wpre[d] * st_accc[d]
+                for f in range(nf):
+                    i = st_fagent[d, f]
+                    fval[f] = theta[toff[i] + st_fobs[d, f] * n_act[i] + st_fact[d, f]]
+                pre[0] = 1.0
+                for f in range(nf):
+                    pre[f + 1] = pre[f] * fval[f]
+                suf[nf] = 1.0
+                for f in range(nf - 1, -1, -1):
+                    suf[f] = suf[f + 1] * fval[f]
+                for f in range(nf):
+                    i = st_fagent[d, f]
+                    grad[toff[i] + st_fobs[d, f] * n_act[i] + st_fact[d, f]] += (
+                        base * pre[f] * suf[f + 1]
+                    )
+            st_accn[d] += st_phi[d] * st_accc[d]
+            advanced = False
+            for f in range(nf - 1, -1, -1):  # odometer over the free agents' actions
+                i = st_fagent[d, f]
+                if st_fact[d, f] + 1 < n_act[i]:
+                    st_fact[d, f] += 1
+                    memo_act[i, st_fslot[d, f]] = st_fact[d, f]
+                    advanced = True
+                    break
+                st_fact[d, f] = 0
+                memo_act[i, st_fslot[d, f]] = 0
+            if advanced:
+                _set_choice(d, st_state[d], J, strides, n_act, theta, toff, indptr, rewards,
+                            st_nfree, st_fagent, st_fobs, st_fact, st_base, st_phi, st_r,
+                            st_ptr, st_end, st_accc)
+                continue
+            for f in range(nf):  # node exhausted: forget its draws
+                memo_len[st_fagent[d, f]] -= 1
+            val = st_accn[d]
+            if d == 0:
+                break
+            d -= 1
+            st_accc[d] += probs[st_ptr[d]] * val
+            st_ptr[d] += 1
+    return steps
+
+
+
+@njit(cache=True)
+def walk_values(lo, hi, k, sm, theta, toff, m_ptr, m_idx, W, m_data):
+    """Pass 1 over start states ``lo..hi-1``: add to ``W`` and to ``m_data`` (pattern ``m_ptr``/``m_idx``)."""
+    e = np.zeros(0)
+    _walk(lo, hi, _MODE_VALUES, k, sm, theta, toff, e, e, W, m_ptr, m_idx, m_data, e, 0)
+
+
+@njit(cache=True)
+def walk_grad(lo, hi, k, sm, theta, toff, Vk, nu, grad):
+    """Pass 2 over start states ``lo..hi-1``: add the partial derivatives to ``grad``."""
+    e = np.zeros(0)
+    ei = np.zeros(0, np.int64)
+    _walk(lo, hi, _MODE_GRAD, k, sm, theta, toff, Vk, nu, e, ei, ei, e, grad, 0)
+
+
+@njit(cache=True)
+def count_steps(k, sm, theta, toff, cap):
+    """Exact path steps of one pass over all start states (counting stops once above ``cap``).
+
+    ``theta`` only sizes the walk (any values, e.g. ones): the paths do not depend on it."""
+    N = sm[7].shape[0]
+    e = np.zeros(0)
+    ei = np.zeros(0, np.int64)
+    return _walk(0, N, _MODE_COUNT, k, sm, theta, toff, e, e, e, ei, ei, e, e, cap)
+
+
+@njit(parallel=True, cache=True)
+def walk_values_parallel(n_chunks, k, sm, theta, toff, m_ptr, m_idx, W, m_data):
+    """:func:`walk_values` over all start states in ``n_chunks`` parallel chunks."""
+    N = sm[7].shape[0]
+    for c in prange(n_chunks):
+        walk_values(c * N // n_chunks, (c + 1) * N // n_chunks, k, sm, theta, toff, m_ptr, m_idx, W, m_data)
+
+
+@njit(parallel=True, cache=True)
+def walk_grad_parallel(n_chunks, k, sm, theta, toff, Vk, nu, n_params):
+    """:func:`walk_grad` over all start states in ``n_chunks`` parallel chunks (one gradient row each)."""
+    N = sm[7].shape[0]
+    grads = np.zeros((n_chunks, n_params))
+    for c in prange(n_chunks):
+        walk_grad(c * N // n_chunks, (c + 1) * N // n_chunks, k, sm, theta, toff, Vk, nu, grads[c])
+    return grads.sum(axis=0)

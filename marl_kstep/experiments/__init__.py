@@ -1,0 +1,9 @@
+"""Experiments: run records and result files, sweeps, the scenario registry, the Dec-POMDP table."""
+
+from .io import versions, write_json_atomic, write_text_atomic
+from .records import format_table, optimum_or_none, results_file, run_record
+from .scenarios import SCENARIOS
+from .sweep import run_sweep, scenario_report
+
+__all__ = ["SCENARIOS", "format_table", "optimum_or_none", "results_file", "run_record", "run_sweep",
+           "scenario_report", "versions", "write_json_atomic", "write_text_atomic"]

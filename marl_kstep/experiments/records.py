@@ -1,0 +1,62 @@
+"""The one builder of run records and result files, and the console table.
+
+A *run record* (:func:`run_record`) is one training run: its settings, final values,
+history and policy. A *results file* (:func:`results_file`) holds the records of one
+scenario and config, with the model size, J* and the versions. ``marl-kstep run``, the demo,
+the scenario scripts and :func:`~marl_kstep.experiments.sweep.run_sweep` all build them here.
+"""
+
+from __future__ import annotations
+
+from ..model import JointMDP
+from ..optim import TrainResult
+from ..search import best_deterministic, count_deterministic
+from ..settings import current
+from .io import versions
+
+__all__ = ["run_record", "results_file", "format_table", "optimum_or_none"]
+
+
+def optimum_or_none(mdp: JointMDP, max_policies: int | None = None) -> float | None:
+    """Best deterministic value J*, or None when the exhaustive search is over ``max_policies``
+    (default ``Settings.max_policies``)."""
+    max_policies = current().max_policies if max_policies is None else max_policies
+    if count_deterministic(mdp) > max_policies:
+        return None
+    return best_deterministic(mdp, max_policies)[0]
+
+
+def run_record(res: TrainResult, *, scenario: str = "", seed=None, j_star: float | None = None) -> dict:
+    """One run as a JSON-ready dict.
+
+    Keys: scenario, k, method, seed, step, final_J, final_J_k, J_star, gap (``J* - J``, signed),
+    iterations, converged, seconds, history_J, history_J_k, policy.
+    """
+    return dict(
+        scenario=scenario, k=int(res.k), method=res.method, seed=seed, step=res.step,
+        final_J=res.final_J, final_J_k=res.final_J_k, J_star=j_star,
+        gap=None if j_star is None else j_star - res.final_J,
+        iterations=res.iterations, converged=res.converged, seconds=res.seconds,
+        history_J=res.history_J.tolist(), history_J_k=res.history_J_k.tolist(),
+        policy=[t.tolist() for t in res.policy.theta],
+    )
+
+
+def results_file(scenario: str, config: dict, mdp: JointMDP, j_star: float | None, rows: list[dict],
+                 **extra) -> dict:
+    """The results of one scenario and config: keys scenario, config, gamma, n_states, J_star,
+    versions, rows (run records), and any ``extra``."""
+    return dict(scenario=scenario, config=config, gamma=mdp.gamma, n_states=mdp.n_states, J_star=j_star,
+                versions=versions(), rows=rows, **extra)
+
+
+def format_table(rows: list[dict]) -> str:
+    """Plain-text table: scenario, k, method, final J, J*, gap, iterations, seconds."""
+    head = f"{'scenario':<22} {'k':>2} {'method':<7} {'final J':>11} {'J*':>11} {'gap':>10} {'iters':>6} {'seconds':>8}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        js = "—" if r.get("J_star") is None else f"{r['J_star']:.6f}"
+        gap = "—" if r.get("gap") is None else f"{r['gap']:.2e}"
+        lines.append(f"{r.get('scenario', ''):<22} {r['k']:>2} {r['method']:<7} {r['final_J']:>11.6f} {js:>11} "
+                     f"{gap:>10} {r['iterations']:>6} {r['seconds']:>8.3f}")
+    return "\n".join(lines)

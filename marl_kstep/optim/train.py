@@ -1,0 +1,202 @@
+r"""Per-agent ascent on :math:`J_k` with any estimator (SPEC §4).
+
+:func:`train` asks an estimator (:class:`~marl_kstep.estimators.Estimator`) for
+:math:`(J_k, \nabla J_k)` at every iterate and lets each agent update its own rows with
+projected (``pgd``) or mirror ascent. Given a :class:`~marl_kstep.model.JointMDP` instead,
+it builds the exact estimator :class:`~marl_kstep.estimators.ExactKStep` (``train(mdp, k=3)``).
+Whenever the estimator has a model, the history also holds the exact ordinary value
+:math:`J = J_1` of every iterate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..estimators import ExactKStep
+from ..model import JointMDP
+from ..policy import Policy
+from ..validation import check_int, check_positive
+from .simplex import STEPS
+
+__all__ = ["TrainResult", "train"]
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`train`.
+
+    Attributes
+    ----------
+    policy : Policy
+        Final policy.
+    history_J_k : ndarray
+        :math:`J_k` (as estimated) at the initial policy and after every update (length
+        ``iterations + 1``).
+    history_J : ndarray
+        The exact ordinary value :math:`J = J_1` at the same iterates (NaN when the estimator
+        has no model).
+    iterations : int
+        Updates performed.
+    converged : bool
+        Whether ``max |theta_{t+1} - theta_t| < tol`` stopped the run.
+    seconds : float
+        Wall time.
+    k, method, step : int, str, float
+        The settings used (``step`` is the effective eta after normalisation).
+    history_J_k_se : ndarray or None
+        Standard errors of ``history_J_k`` for sampled estimators (``None`` for exact ones).
+    """
+
+    policy: Policy
+    history_J_k: np.ndarray
+    history_J: np.ndarray
+    iterations: int
+    converged: bool
+    seconds: float
+    k: int = 1
+    method: str = "pgd"
+    step: float = 0.0
+    history_J_k_se: np.ndarray | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def final_J(self) -> float:
+        return float(self.history_J[-1])
+
+    @property
+    def final_J_k(self) -> float:
+        return float(self.history_J_k[-1])
+
+
+def _as_estimator(target, k, max_path_steps):
+    if isinstance(target, JointMDP):
+        return ExactKStep(target, 1 if k is None else k, max_path_steps=max_path_steps)
+    if not callable(getattr(target, "estimate", None)):
+        raise ValueError(
+            f"train needs a JointMDP or an estimator (with .estimate(policy)); got {type(target).__name__}"
+        )
+    if k is not None and k != target.k:
+        raise ValueError(f"k={k!r} disagrees with the estimator's k={target.k}; leave k out when passing an estimator")
+    if max_path_steps is not None:
+        raise ValueError("max_path_steps applies to train(mdp, ...); set it on the estimator instead")
+    return target
+
+
+def train(
+    target,
+    k: int | None = None,
+    method: str = "pgd",
+    step: float = 0.05,
+    iters: int = 1000,
+    tol: float = 1e-10,
+    init: Policy | None = None,
+    seed=None,
+    callback: Callable[[int, Policy, float, float], object] | None = None,
+    *,
+    normalize_step: bool = False,
+    max_path_steps: int | None = None,
+) -> TrainResult:
+    r"""Per-agent ascent on the k-step objective :math:`J_k` (SPEC §4).
+
+    Every iteration asks the estimator for :math:`(J_k, \nabla J_k)`, then each agent updates
+    its own rows: ``pgd`` (projected gradient ascent, :func:`~marl_kstep.optim.pgd_step`) or
+    ``mirror`` (exponentiated gradient, :func:`~marl_kstep.optim.mirror_step`).
+
+    Parameters
+    ----------
+    target : Estimator or JointMDP
+        An estimator (e.g. ``ExactKStep(mdp, k=3)``), or a model: then the exact estimator
+        with window ``k`` (default 1) is used.
+    k : int, optional
+        Window length for a model target (1 = ordinary policy gradient); with an estimator,
+        leave it out (or give the estimator's own ``k``).
+    method : {"pgd", "mirror"}
+    step : float
+        Step size :math:`\eta`; with ``normalize_step=True`` it is multiplied by
+        :math:`1 - \gamma`.
+    iters : int
+        Iteration cap.
+    tol : float
+        Stop when :math:`\max |\theta_{t+1} - \theta_t| < tol`.
+    init : Policy, optional
+        Start point; default ``Policy.random(target, seed)`` if ``seed`` is given, else uniform.
+    seed : int or None
+        Seed for the random start when ``init`` is None.
+    callback : callable, optional
+        ``callback(iteration, policy, J_k, J)`` after each evaluation; return ``False``
+        to stop early.
+    max_path_steps : int, optional
+        Path budget of the exact estimator built for a model target.
+
+    Returns
+    -------
+    TrainResult
+    """
+    est = _as_estimator(target, k, max_path_steps)
+    if method not in STEPS:
+        raise ValueError(f"method must be one of {sorted(STEPS)}; got method={method!r}")
+    step = check_positive("step", step)
+    iters = check_int("iters", iters, minimum=0)
+    tol = check_positive("tol", tol, allow_zero=True)
+    mdp = est.mdp
+    if normalize_step:
+        gamma = mdp.gamma if mdp is not None else getattr(est, "gamma", None)
+        if gamma is None:
+            raise ValueError("normalize_step=True needs a discount: the estimator has neither a model nor gamma")
+        eta = step * (1.0 - gamma)
+    else:
+        eta = step
+    update = STEPS[method]
+    if init is None:
+        policy = Policy.random(est, seed) if seed is not None else Policy.uniform(est)
+    else:
+        if not isinstance(init, Policy):
+            raise ValueError(f"init must be a marl_kstep.Policy; got {type(init).__name__}")
+        if init.free_entries:
+            raise ValueError("init must lie on the simplex (it was built with check_simplex=False)")
+        init.check_compatible(est)
+        policy = init.copy()
+    # the exact ordinary value alongside, whenever there is a model
+    reference = None
+    if mdp is not None and not (isinstance(est, ExactKStep) and est.k == 1):
+        reference = ExactKStep(mdp, 1)
+
+    t0 = time.perf_counter()
+    hist_k, hist_1, hist_se = [], [], []
+    converged = False
+    it = 0
+    while True:
+        e = est.estimate(policy)
+        if reference is not None:
+            J_1 = reference.value(policy)
+        elif mdp is not None:
+            J_1 = e.J_k
+        else:
+            J_1 = float("nan")
+        hist_k.append(e.J_k)
+        hist_1.append(J_1)
+        hist_se.append(e.J_k_se)
+        if callback is not None and callback(it, policy, e.J_k, J_1) is False:
+            break
+        if converged or it >= iters:
+            break
+        new = Policy([update(t, g, eta) for t, g in zip(policy.theta, e.grad, strict=True)])
+        converged = new.max_abs_diff(policy) < tol
+        policy = new
+        it += 1
+    return TrainResult(
+        policy=policy,
+        history_J_k=np.asarray(hist_k),
+        history_J=np.asarray(hist_1),
+        iterations=it,
+        converged=converged,
+        seconds=time.perf_counter() - t0,
+        k=est.k,
+        method=method,
+        step=eta,
+        history_J_k_se=None if all(s is None for s in hist_se) else np.asarray(hist_se, dtype=float),
+    )

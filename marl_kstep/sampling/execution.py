@@ -1,0 +1,167 @@
+r"""k-coupled execution in a PettingZoo ``ParallelEnv``: the one episode loop (SPEC §3, §8).
+
+At times :math:`t = 0, k, 2k, \dots` every agent forgets its drawn table; at time
+:math:`t` agent :math:`i` with observation :math:`o` plays the action it drew for slot
+:math:`(i, o)` in this window, or draws :math:`a \sim \theta_i[o, \cdot]` now and keeps it
+until the window ends. (Drawing every slot at the window start, as :class:`KCoupledAgent`
+does, gives the same joint distribution of played actions.) The team reward of a step is
+the mean of the agents' rewards.
+
+:func:`k_coupled_episode` is the only episode loop of the package: :func:`rollout` and the
+figures both run it. It needs Discrete action spaces and observations that are integer ids
+(Discrete observation spaces, or a per-agent ``encoder``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..validation import check_gamma, check_int, check_k
+
+__all__ = ["KCoupledAgent", "Episode", "k_coupled_episode", "rollout"]
+
+
+class KCoupledAgent:
+    r"""Agent-side k-coupled execution of one agent's table ``theta_i`` (SPEC §3).
+
+    At steps ``0, k, 2k, ...`` it draws, independently for each observation ``o``, an
+    action :math:`d(o) \sim \theta_i[o, \cdot]`; :meth:`act` returns :math:`d(o)` for the
+    observation it is shown.
+    """
+
+    def __init__(self, theta: np.ndarray, k: int, rng: np.random.Generator):
+        self.cdf = np.cumsum(np.asarray(theta, dtype=float), axis=1)
+        self.cdf[:, -1] = 1.0
+        self.k = int(k)
+        self.rng = rng
+        self.t = 0
+        self.table = None
+
+    def reset(self) -> None:
+        self.t = 0
+
+    def act(self, obs: int) -> int:
+        if self.t % self.k == 0:
+            u = self.rng.random(self.cdf.shape[0])
+            self.table = (u[:, None] >= self.cdf).sum(axis=1)
+        self.t += 1
+        return int(self.table[int(obs)])
+
+
+@dataclass
+class Episode:
+    """One k-coupled episode: team rewards per step and, if asked, the env's states."""
+
+    rewards: np.ndarray
+    states: list | None = None
+
+    def discounted_return(self, gamma: float) -> float:
+        return float(self.rewards @ gamma ** np.arange(self.rewards.size))
+
+
+def k_coupled_episode(env, agents: Sequence[KCoupledAgent], *, horizon: int, reset_seed=None,
+                      encoders: Sequence[Callable] | None = None, record_states: bool = False) -> Episode:
+    """Run one episode of k-coupled execution (see the module docstring).
+
+    Parameters
+    ----------
+    env : pettingzoo.ParallelEnv
+    agents : sequence of KCoupledAgent
+        One per ``env.possible_agents`` entry, in that order.
+    horizon : int
+        At most this many steps (the episode also ends when the env ends it).
+    reset_seed : int, optional
+        Passed to ``env.reset(seed=...)``.
+    encoders : sequence of callables, optional
+        ``encoders[i](raw_observation) -> 0..O_i-1``; default ``int(raw_observation)``.
+    record_states : bool
+        Keep ``env.unwrapped.state`` at the start and after every step.
+    """
+    names = list(env.possible_agents)
+    encode = encoders or [int] * len(names)
+    obs, _ = env.reset(seed=reset_seed)
+    for ag in agents:
+        ag.reset()
+    base = getattr(env, "unwrapped", env)
+    states = [base.state] if record_states else None
+    rewards = []
+    for _ in range(horizon):
+        actions = {a: agents[i].act(encode[i](obs[a])) for i, a in enumerate(names) if a in obs}
+        obs, rew, term, trunc, _ = env.step(actions)
+        rewards.append(float(np.mean([rew[a] for a in rew])) if rew else 0.0)
+        if record_states:
+            states.append(base.state)
+        if not env.agents or all(term.get(a, False) or trunc.get(a, False) for a in rew):
+            break
+    return Episode(np.asarray(rewards, dtype=float), states)
+
+
+def _check_policy_fits(env, policy) -> None:
+    names = list(env.possible_agents)
+    if len(policy.theta) != len(names):
+        raise ValueError(f"policy has {len(policy.theta)} agents; the environment has {len(names)}")
+    for i, a in enumerate(names):
+        n_act = getattr(env.action_space(a), "n", None)
+        n_obs = getattr(env.observation_space(a), "n", None)
+        if n_act is None:
+            raise ValueError(f"the action space of {a!r} must be Discrete; got {env.action_space(a)}")
+        shape = (policy.theta[i].shape[0] if n_obs is None else int(n_obs), int(n_act))
+        if policy.theta[i].shape != shape:
+            raise ValueError(f"theta[{i}] must have shape {shape} for agent {a!r}; got {policy.theta[i].shape}")
+
+
+def rollout(env, policy, k: int, episodes: int, horizon: int | None = None, seed=None, *,
+            gamma: float | None = None) -> np.ndarray:
+    r"""Discounted returns :math:`\sum_{t<H} \gamma^t r_t` of k-coupled execution in ``env``.
+
+    Parameters
+    ----------
+    env : pettingzoo.ParallelEnv
+        Discrete action and observation spaces (a marl_kstep scenario, or any such env).
+    policy : Policy
+        One table per agent, rows on the simplex.
+    k : int
+        Window length.
+    episodes : int
+    horizon : int, optional
+        Steps per episode (default, and maximum, the env's ``max_cycles`` when it has one);
+        choose it with :math:`\gamma^H` small so truncation bias is negligible.
+    seed : int, optional
+        Seeds the environment (``reset(seed=...)``) and the agents' draws.
+    gamma : float, optional
+        Discount; default the scenario model's ``gamma`` (required for other envs).
+
+    Returns
+    -------
+    ndarray, shape (episodes,)
+    """
+    k = check_k(k)
+    episodes = check_int("episodes", episodes, minimum=1)
+    base = getattr(env, "unwrapped", env)
+    if not hasattr(base, "possible_agents") or not callable(getattr(base, "step", None)):
+        raise ValueError(f"rollout needs a PettingZoo ParallelEnv; got {type(env).__name__}")
+    model = getattr(base, "model", None)
+    if gamma is None:
+        if model is None or not hasattr(model, "gamma"):
+            raise ValueError("gamma is required for an environment that does not carry a model with a discount")
+        gamma = model.gamma
+    gamma = check_gamma(gamma)
+    max_cycles = getattr(base, "max_cycles", None)
+    if horizon is None:
+        if max_cycles is None:
+            raise ValueError("horizon is required for an environment without max_cycles")
+        horizon = max_cycles
+    horizon = check_int("horizon", horizon, minimum=1, maximum=max_cycles)
+    _check_policy_fits(base, policy)
+    seeds = np.random.SeedSequence(seed)
+    env_seed, agent_seed = seeds.spawn(2)
+    agents = [KCoupledAgent(t, k, rng) for t, rng in
+              zip(policy.theta, np.random.default_rng(agent_seed).spawn(len(policy.theta)), strict=True)]
+    first = int(env_seed.generate_state(1)[0])
+    returns = np.empty(episodes)
+    for e in range(episodes):
+        returns[e] = k_coupled_episode(base, agents, horizon=horizon, reset_seed=first + e).discounted_return(gamma)
+    return returns

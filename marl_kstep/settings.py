@@ -1,0 +1,140 @@
+"""One settings object for every budget, threshold and tolerance of the library.
+
+:func:`current` returns the :class:`Settings` in force *at call time*: the defaults below,
+then the environment variable ``MARL_KSTEP_MAX_PATH_STEPS`` (read on every call, not at
+import), then any :func:`configure` blocks around the call (innermost last). Settings are
+immutable; :func:`configure` is a context manager and is local to the thread / asyncio task
+that enters it (a :class:`contextvars.ContextVar`)::
+
+    with mk.configure(max_path_steps=10**9, lump=False):
+        mk.value_and_grad(mdp, policy, k=4)
+
+Every public function that has a matching keyword (``max_path_steps=``, ``lump=``, ...)
+takes its default from here; an explicit keyword always wins.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+__all__ = ["Settings", "current", "configure", "ENV_MAX_PATH_STEPS"]
+
+#: Environment variable overriding :attr:`Settings.max_path_steps` (read at call time).
+ENV_MAX_PATH_STEPS = "MARL_KSTEP_MAX_PATH_STEPS"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Budgets, thresholds and tolerances (all read at call time through :func:`current`).
+
+    Attributes
+    ----------
+    max_path_steps : int
+        Budget on enumerated window-path steps per pass of the exact estimator.
+    lump : bool
+        Whether the exact estimator works on the bisimulation quotient by default.
+    lump_max_transitions : int
+        Lumping is skipped, with a warning, on models with more stored transitions.
+    lump_stable_tol : float
+        After refinement, the quotient is checked: every state's block transition
+        probabilities must match its block representative's to this absolute tolerance
+        (the O(m log n) refinement derives some block probabilities by subtraction).
+    fused_max_states : int
+        Problems with at most this many (lumped) states and serial passes run in one compiled
+        call with a compiled dense LU.
+    direct_solve_max_states : int
+        Larger systems up to this size are solved with sparse LU; above it, a compiled BiCGSTAB.
+    iter_rtol : float
+        Relative residual BiCGSTAB must reach; a system that misses it falls back to sparse LU.
+    serial_max_path_steps : int
+        Enumerations with fewer path steps run on the calling thread.
+    singular_rtol : float
+        ``I - M`` counts as (nearly) singular when its smallest LU pivot is below this times
+        its largest (possible only off the simplex: on it, cond <= (1 + g^k)/(1 - g^k)).
+    row_sum_tol : float
+        Tolerance on transition rows and initial distributions summing to one.
+    simplex_tol : float
+        Tolerance for policy rows to count as on the simplex.
+    max_states : int
+        Scenario compilation refuses models estimated to have more joint states.
+    max_policies : int
+        Exhaustive searches refuse more deterministic joint tables than this.
+    dense_search_max_states : int
+        Exhaustive search uses batched dense solves up to this many states, sparse LU above.
+    search_batch_bytes : int
+        Memory for one batch of dense solves in the exhaustive search.
+    dpomdp_max_dense_entries : int
+        The .dpomdp loader refuses models whose dense arrays would hold more entries.
+    dpomdp_prob_tol : float
+        Tolerance on T and O rows of a .dpomdp file summing to one.
+    """
+
+    max_path_steps: int = 300_000_000
+    lump: bool = True
+    lump_max_transitions: int = 200_000_000
+    lump_stable_tol: float = 1e-12
+    fused_max_states: int = 64
+    direct_solve_max_states: int = 64
+    iter_rtol: float = 1e-13
+    serial_max_path_steps: int = 20_000
+    singular_rtol: float = 1e-10
+    row_sum_tol: float = 1e-9
+    simplex_tol: float = 1e-9
+    max_states: int = 200_000
+    max_policies: int = 10**6
+    dense_search_max_states: int = 600
+    search_batch_bytes: int = 64 * 2**20
+    dpomdp_max_dense_entries: int = 60_000_000
+    dpomdp_prob_tol: float = 1e-6
+
+
+_DEFAULTS = Settings()
+_OVERRIDES: contextvars.ContextVar[tuple[dict, ...]] = contextvars.ContextVar("marl_kstep_settings", default=())
+
+
+def _check_changes(changes: dict) -> None:
+    names = {f.name for f in dataclasses.fields(Settings)}
+    for key, val in changes.items():
+        if key not in names:
+            raise ValueError(f"unknown setting {key!r}; settings are: {', '.join(sorted(names))}")
+        default = getattr(_DEFAULTS, key)
+        if isinstance(default, bool):
+            if not isinstance(val, bool):
+                raise ValueError(f"setting {key} must be True or False; got {key}={val!r}")
+        elif isinstance(default, int):
+            if isinstance(val, bool) or not isinstance(val, int) or val < 0:
+                raise ValueError(f"setting {key} must be an integer >= 0; got {key}={val!r}")
+        elif not isinstance(val, int | float) or isinstance(val, bool) or not val >= 0 or val == float("inf"):
+            raise ValueError(f"setting {key} must be a finite number >= 0; got {key}={val!r}")
+
+
+def current() -> Settings:
+    """The settings in force now: defaults, the environment, then :func:`configure` blocks."""
+    s = _DEFAULTS
+    raw = os.environ.get(ENV_MAX_PATH_STEPS)
+    if raw:
+        try:
+            budget = int(raw.replace("_", ""))
+        except ValueError:
+            raise ValueError(f"environment variable {ENV_MAX_PATH_STEPS} must be an integer; got {raw!r}") from None
+        if budget < 0:
+            raise ValueError(f"environment variable {ENV_MAX_PATH_STEPS} must be >= 0; got {raw!r}")
+        s = dataclasses.replace(s, max_path_steps=budget)
+    for changes in _OVERRIDES.get():
+        s = dataclasses.replace(s, **changes)
+    return s
+
+
+@contextmanager
+def configure(**changes):
+    """Change settings inside a ``with`` block (this thread / task only); see :class:`Settings`."""
+    _check_changes(changes)
+    token = _OVERRIDES.set((*_OVERRIDES.get(), changes))
+    try:
+        yield current()
+    finally:
+        _OVERRIDES.reset(token)

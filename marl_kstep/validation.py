@@ -1,0 +1,91 @@
+"""Argument checks shared by every public entry point.
+
+Each check returns the value converted to its canonical type or raises :class:`ValueError`
+naming the parameter (and the index and value where there is one). Nothing here allocates
+in proportion to a problem's size before the size itself has been checked.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+__all__ = ["check_int", "check_k", "check_gamma", "check_positive", "check_counts", "check_distribution"]
+
+
+def check_int(name: str, value, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """An integer (Python or NumPy, not bool) within ``[minimum, maximum]``."""
+    what = ("a non-negative integer" if minimum == 0 else "an integer" if minimum is None
+            else f"an integer >= {minimum}")
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be {what}; got {name}={value!r}")
+    v = int(value)
+    if minimum is not None and v < minimum:
+        raise ValueError(f"{name} must be {what}; got {name}={v}")
+    if maximum is not None and v > maximum:
+        raise ValueError(f"{name} must be <= {maximum}; got {name}={v}")
+    return v
+
+
+def check_k(k) -> int:
+    """The window length: an integer >= 1."""
+    if isinstance(k, bool | np.bool_) or not isinstance(k, numbers.Integral):
+        raise ValueError(f"k must be an integer >= 1; got k={k!r}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1; got k={k}")
+    return int(k)
+
+
+def check_gamma(gamma) -> float:
+    """A discount factor in ``[0, 1)``."""
+    if isinstance(gamma, bool | np.bool_) or not isinstance(gamma, numbers.Real):
+        raise ValueError(f"gamma must be a number in [0, 1); got gamma={gamma!r}")
+    g = float(gamma)
+    if not (0.0 <= g < 1.0):
+        raise ValueError(f"gamma must lie in [0, 1); got gamma={g!r}")
+    return g
+
+
+def check_positive(name: str, value, *, allow_zero: bool = False) -> float:
+    """A finite real number > 0 (or >= 0)."""
+    what = "finite non-negative number" if allow_zero else "positive number"
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a {what}; got {name}={value!r}")
+    v = float(value)
+    if not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        raise ValueError(f"{name} must be a {what}; got {name}={value!r}")
+    return v
+
+
+def check_counts(name: str, values) -> tuple[int, ...]:
+    """A non-empty sequence of integers >= 1 (one per agent)."""
+    try:
+        items = list(values)
+    except TypeError:
+        raise ValueError(f"{name} must be a sequence of positive integers; got {values!r}") from None
+    if len(items) == 0:
+        raise ValueError(f"{name} must name at least one agent; got {values!r}")
+    counts = []
+    for i, c in enumerate(items):
+        if isinstance(c, bool | np.bool_) or not isinstance(c, numbers.Integral):
+            raise ValueError(f"{name}[{i}] must be an integer >= 1; got {c!r}")
+        if c < 1:
+            raise ValueError(f"{name}[{i}] must be >= 1; got {int(c)}")
+        counts.append(int(c))
+    return tuple(counts)
+
+
+def check_distribution(name: str, x, n: int, tol: float) -> np.ndarray:
+    """A probability vector of shape ``(n,)`` summing to one within ``tol`` (a new array)."""
+    x = np.array(x, dtype=float)
+    if x.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},); got shape {x.shape}")
+    bad = np.flatnonzero(~np.isfinite(x) | (x < 0))
+    if bad.size:
+        s = int(bad[0])
+        raise ValueError(f"{name}[{s}] = {float(x[s])!r} is not a probability (negative or NaN)")
+    total = float(x.sum())
+    if abs(total - 1.0) > tol:
+        raise ValueError(f"{name} must sum to 1 (within {tol:g}); it sums to {total!r}")
+    return x
