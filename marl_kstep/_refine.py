@@ -91,8 +91,58 @@ def _reverse(indptr, indices, probs, n_states):
 
 
 @njit(cache=True)
-def _sorted_sum(buf, n):
-    """Sum of ``buf[:n]`` in increasing order (sorts ``buf[:n]`` in place)."""
+def _argsort(keys, n, idx, tmp):
+    """Stable argsort of ``keys[:n]`` into ``idx[:n]`` (``tmp``: scratch of size >= n).
+
+    Insertion sort of runs of ``_SMALL`` items, then bottom-up merges: O(n log n), and much
+    quicker to compile than numba's ``np.argsort``.
+    """
+    for lo in range(0, n, _SMALL):
+        hi = min(lo + _SMALL, n)
+        for i in range(lo, hi):
+            x = keys[i]
+            k = i - 1
+            while k >= lo and keys[idx[k]] > x:
+                idx[k + 1] = idx[k]
+                k -= 1
+            idx[k + 1] = i
+    src = idx
+    dst = tmp
+    flips = 0
+    width = _SMALL
+    while width < n:
+        for lo in range(0, n, 2 * width):
+            mid = min(lo + width, n)
+            hi = min(lo + 2 * width, n)
+            i = lo
+            j = mid
+            k = lo
+            while i < mid and j < hi:
+                if keys[src[j]] < keys[src[i]]:
+                    dst[k] = src[j]
+                    j += 1
+                else:
+                    dst[k] = src[i]
+                    i += 1
+                k += 1
+            while i < mid:
+                dst[k] = src[i]
+                i += 1
+                k += 1
+            while j < hi:
+                dst[k] = src[j]
+                j += 1
+                k += 1
+        src, dst = dst, src
+        flips += 1
+        width *= 2
+    if flips % 2 == 1:
+        idx[:n] = tmp[:n]
+
+
+@njit(cache=True)
+def _sorted_sum(buf, n, idx, tmp):
+    """Sum of ``buf[:n]`` in increasing order, left to right (``idx, tmp``: scratch)."""
     if n <= _SMALL:
         for i in range(1, n):
             x = buf[i]
@@ -101,11 +151,14 @@ def _sorted_sum(buf, n):
                 buf[k + 1] = buf[k]
                 k -= 1
             buf[k + 1] = x
-    else:
-        buf[:n] = np.sort(buf[:n])
-    w = buf[0]
+        w = buf[0]
+        for i in range(1, n):
+            w += buf[i]
+        return w
+    _argsort(buf, n, idx, tmp)
+    w = buf[idx[0]]
     for i in range(1, n):
-        w += buf[i]
+        w += buf[idx[i]]
     return w
 
 
@@ -185,12 +238,15 @@ def _refine_kernel(indptr, indices, probs, n_states, n_joint, init_label, n_init
     n_rows = indptr.size - 1
     rcnt = np.zeros(n_rows + 1, np.int64)
     order = np.empty(m, np.int64)
+    otmp = np.empty(m, np.int64)
     crow = np.empty(m, np.int64)  # gathered contributions
     cp = np.empty(m, np.float64)
     urow = np.empty(m, np.int64)  # touched rows (increasing) and their sums
     uw = np.empty(m, np.float64)
     ubits = uw.view(np.int64)
     pbuf = np.empty(maxdeg, np.float64)
+    pidx = np.empty(maxdeg, np.int64)
+    ptmp = np.empty(maxdeg, np.int64)
     tstates = np.empty(N, np.int64)
     sig_lo = np.empty(N, np.int64)
     sig_hi = np.empty(N, np.int64)
@@ -231,7 +287,7 @@ def _refine_kernel(indptr, indices, probs, n_states, n_joint, init_label, n_init
                 order[rcnt[r]] = i
                 rcnt[r] += 1
         else:
-            order[:k] = np.argsort(crow[:k])
+            _argsort(crow, k, order, otmp)
         nu = 0
         i = 0
         while i < k:
@@ -242,7 +298,7 @@ def _refine_kernel(indptr, indices, probs, n_states, n_joint, init_label, n_init
                 n += 1
                 i += 1
             urow[nu] = r
-            uw[nu] = _sorted_sum(pbuf, n)
+            uw[nu] = _sorted_sum(pbuf, n, pidx, ptmp)
             nu += 1
 
         # 2. signatures of the touched states; mark them (move to the front of their block)
@@ -289,17 +345,7 @@ def _refine_kernel(indptr, indices, probs, n_states, n_joint, init_label, n_init
                 s = elems[a + i]
                 ts[i] = s
                 hs[i] = hsh[s]
-            if c <= _SMALL:  # insertion sort of the indices by hash
-                for i in range(c):
-                    x = i
-                    hx = hs[i]
-                    k = i - 1
-                    while k >= 0 and hs[o[k]] > hx:
-                        o[k + 1] = o[k]
-                        k -= 1
-                    o[k + 1] = x
-            else:
-                o[:c] = np.argsort(hs[:c])
+            _argsort(hs, c, o, otmp)
             ng = 0
             i = 0
             while i < c:
@@ -463,13 +509,15 @@ def _sort_pairs(kb, kp, n):
                 k -= 1
             kb[k + 1] = b
             kp[k + 1] = p
-    else:
-        o1 = np.argsort(kp[:n], kind="mergesort")
-        b1 = kb[:n][o1]
-        p1 = kp[:n][o1]
-        o2 = np.argsort(b1, kind="mergesort")
-        kb[:n] = b1[o2]
-        kp[:n] = p1[o2]
+    else:  # by p, then stably by block
+        idx = np.empty(n, np.int64)
+        tmp = np.empty(n, np.int64)
+        _argsort(kp, n, idx, tmp)
+        b1 = kb[:n][idx]
+        p1 = kp[:n][idx]
+        _argsort(b1, n, idx, tmp)
+        kb[:n] = b1[idx]
+        kp[:n] = p1[idx]
 
 
 @njit(cache=True)

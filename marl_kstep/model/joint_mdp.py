@@ -337,15 +337,11 @@ class JointMDP:
             raise ValueError("indptr must start at 0, be non-decreasing and end at len(indices)")
         indices = indices.astype(np.int64)
         probs = probs.astype(np.float64)
-        row_of = _row_of(indptr)
-        bad = np.flatnonzero((indices < 0) | (indices >= N))
-        if bad.size:
-            r = int(row_of[bad[0]])
-            raise ValueError(f"successor index {int(indices[bad[0]])} of (s={r // J}, j={r % J}) "
-                             f"is out of range 0..{N - 1}")
+        # negative or NaN entries are named here, before zeros are dropped; successor ranges and
+        # row sums are checked by the constructor on the canonical arrays
         bad = np.flatnonzero(~np.isfinite(probs) | (probs < 0))
         if bad.size:
-            r, t = int(row_of[bad[0]]), int(indices[bad[0]])
+            r, t = int(_row_of(indptr)[bad[0]]), int(indices[bad[0]])
             raise ValueError(f"P[{r // J}, {r % J}, {t}] = {float(probs[bad[0]])!r} is not a probability")
         indptr, indices, probs = _canonical_csr(indptr, indices, probs, N * J)
         if len(obs) != len(n_actions):
