@@ -215,8 +215,6 @@ def target_train_and_cache():
 def scaling(repeats: int, sides=(3, 4, 5, 6, 7, 8), ks=(1, 2, 3)):
     """Time, path steps, nonzeros of M and peak traced memory on open grids (2 agents,
     ``position`` observations) of growing side: the data of the scaling plot."""
-    from marl_kstep.kernel import _m_pattern
-
     out = []
     for side in sides:
         mdp = grid_coordination.build_mdp(layout=open_grid(side), observation="position", starts=[None, None])
@@ -227,7 +225,7 @@ def scaling(repeats: int, sides=(3, 4, 5, 6, 7, 8), ks=(1, 2, 3)):
                 continue
             t = median_time(lambda m=mdp, p=pol, k=k: mk.value_and_grad(m, p, k), max(3, repeats // 2))
             mem = peak_memory(lambda m=mdp, p=pol, k=k: mk.value_and_grad(m, p, k))
-            nnz = int(_m_pattern(mdp, k)[1].size)
+            nnz = int(mk.ExactKStep(mdp, k).plan.m_idx.size)
             out.append(dict(side=side, states=mdp.n_states, k=k, path_steps=steps, seconds=t, nnz_M=nnz,
                             transitions=int(mdp.probs.size), peak_traced_bytes=mem))
             print(f"scaling side={side} N={mdp.n_states:>5} k={k} steps={steps:>11,} nnz(M)={nnz:>9,} "

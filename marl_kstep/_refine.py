@@ -36,11 +36,13 @@ Time Markov Chain Lumping" (TACAS 2010):
    (Hopcroft's "all but the largest": if ``X`` is still queued it stays queued).
 5. When the queue is empty the partition is stable.
 
-Costs: processing ``B`` takes :math:`O(k \log k)` for the ``k`` entries into ``B``;
-splitting a block costs the number of its touched states (times a log for the sort) plus
-the size of the pieces that are not the largest (the only states relabelled). A state is in
-a newly queued block at most :math:`\log_2 n` times after the initial round, which gives
-:math:`O(m \log n \log m)` overall (:math:`O(m \log n)` up to the sorting).
+Costs: processing ``B`` takes :math:`O(k \log k)` for the ``k`` entries into ``B`` (a
+counting sort by row, :math:`O(k + NJ)`, when :math:`8k \ge NJ`); splitting a block costs
+the number of its touched states (times a log for the sort) plus the size of the pieces
+that are not the largest (the only states relabelled); a large block is never scanned just
+because a few of its states were touched. A state is in a newly queued block at most
+:math:`\log_2 n` times after the initial round, which gives :math:`O(m \log n \log m)`
+overall (:math:`O(m \log n)` up to the sorting).
 
 Floating point
 --------------
@@ -52,6 +54,15 @@ rounding. With probabilities whose block sums are exact (dyadic rationals, one
 successor per block, ...) the result is exactly stable; in general use :func:`check_stable`
 on the result (it recomputes every :math:`P(C \mid s, j)` over the final blocks) and reject
 the lumping when its deviation is above a tolerance.
+
+Floating-point addition is not associative, so bitwise equality of block sums is not
+preserved under taking unions of blocks, and "the coarsest stable partition" is then only
+defined up to rounding: when block sums are inexact, this algorithm (which compares sums
+over splitters) and the full-signature refinement (which compares sums over the current,
+coarser-then-finer blocks) can end one or two blocks apart, both stable to within a few ulp.
+With exact block sums both give the same partition, and it is the exact-arithmetic one.
+All sums here are taken strictly left to right over the sorted probabilities (note that
+``np.add.reduceat`` does not add left to right, so it may differ in the last bit).
 """
 
 from __future__ import annotations
@@ -92,22 +103,37 @@ def _reverse(indptr, indices, probs, n_states):
 
 @njit(cache=True)
 def _argsort(keys, n, idx, tmp):
-    """Stable argsort of ``keys[:n]`` into ``idx[:n]`` (``tmp``: scratch of size >= n).
+    """Stable argsort of ``keys[:n]`` into ``idx[:n]`` (``tmp``: int64 scratch of size >= n).
 
-    Insertion sort of runs of ``_SMALL`` items, then bottom-up merges: O(n log n), and much
-    quicker to compile than numba's ``np.argsort``.
+    Merge sort on (key, index) pairs: insertion sort of runs of ``_SMALL`` items, then
+    bottom-up merges, O(n log n); much quicker to compile than ``np.argsort``.
     """
-    for lo in range(0, n, _SMALL):
-        hi = min(lo + _SMALL, n)
-        for i in range(lo, hi):
+    if n <= _SMALL:
+        for i in range(n):
             x = keys[i]
             k = i - 1
-            while k >= lo and keys[idx[k]] > x:
+            while k >= 0 and keys[idx[k]] > x:
                 idx[k + 1] = idx[k]
                 k -= 1
             idx[k + 1] = i
-    src = idx
-    dst = tmp
+        return
+    ka = keys[:n].copy()
+    kb = np.empty_like(ka)
+    for i in range(n):
+        idx[i] = i
+    for lo in range(0, n, _SMALL):
+        hi = min(lo + _SMALL, n)
+        for i in range(lo + 1, hi):
+            x = ka[i]
+            y = idx[i]
+            k = i - 1
+            while k >= lo and ka[k] > x:
+                ka[k + 1] = ka[k]
+                idx[k + 1] = idx[k]
+                k -= 1
+            ka[k + 1] = x
+            idx[k + 1] = y
+    src_k, dst_k, src_i, dst_i = ka, kb, idx, tmp
     flips = 0
     width = _SMALL
     while width < n:
@@ -118,22 +144,26 @@ def _argsort(keys, n, idx, tmp):
             j = mid
             k = lo
             while i < mid and j < hi:
-                if keys[src[j]] < keys[src[i]]:
-                    dst[k] = src[j]
+                if src_k[j] < src_k[i]:
+                    dst_k[k] = src_k[j]
+                    dst_i[k] = src_i[j]
                     j += 1
                 else:
-                    dst[k] = src[i]
+                    dst_k[k] = src_k[i]
+                    dst_i[k] = src_i[i]
                     i += 1
                 k += 1
             while i < mid:
-                dst[k] = src[i]
+                dst_k[k] = src_k[i]
+                dst_i[k] = src_i[i]
                 i += 1
                 k += 1
             while j < hi:
-                dst[k] = src[j]
+                dst_k[k] = src_k[j]
+                dst_i[k] = src_i[j]
                 j += 1
                 k += 1
-        src, dst = dst, src
+        src_k, dst_k, src_i, dst_i = dst_k, src_k, dst_i, src_i
         flips += 1
         width *= 2
     if flips % 2 == 1:
@@ -226,13 +256,11 @@ def _refine_kernel(indptr, indices, probs, n_states, n_joint, init_label, n_init
 
     # splitter queue; every block id enters it at most once, so N slots suffice
     queue = np.empty(N + 1, np.int64)
-    inq = np.zeros(N + 1, np.bool_)
     head = 0
     tail = 0
     for b in range(n_init):
         queue[tail] = b
         tail += 1
-        inq[b] = True
 
     # work buffers
     n_rows = indptr.size - 1
@@ -247,7 +275,6 @@ def _refine_kernel(indptr, indices, probs, n_states, n_joint, init_label, n_init
     pbuf = np.empty(maxdeg, np.float64)
     pidx = np.empty(maxdeg, np.int64)
     ptmp = np.empty(maxdeg, np.int64)
-    tstates = np.empty(N, np.int64)
     sig_lo = np.empty(N, np.int64)
     sig_hi = np.empty(N, np.int64)
     hsh = np.empty(N, np.uint64)
@@ -263,7 +290,6 @@ def _refine_kernel(indptr, indices, probs, n_states, n_joint, init_label, n_init
     while head < tail:
         B = queue[head]
         head += 1
-        inq[B] = False
 
         # 1. gather the entries into B and sum them row by row in sorted order
         k = 0
@@ -302,7 +328,6 @@ def _refine_kernel(indptr, indices, probs, n_states, n_joint, init_label, n_init
             nu += 1
 
         # 2. signatures of the touched states; mark them (move to the front of their block)
-        nt = 0
         ntb = 0
         i = 0
         while i < nu:
@@ -316,8 +341,6 @@ def _refine_kernel(indptr, indices, probs, n_states, n_joint, init_label, n_init
             sig_lo[s] = lo
             sig_hi[s] = i
             hsh[s] = h
-            tstates[nt] = s
-            nt += 1
             X = blk[s]
             if bmark[X] == 0:
                 tblocks[ntb] = X
@@ -398,7 +421,6 @@ def _refine_kernel(indptr, indices, probs, n_states, n_joint, init_label, n_init
                         blk[elems[pos]] = nb
                     queue[tail] = nb
                     tail += 1
-                    inq[nb] = True
                     nb += 1
             for g in range(ng):
                 if g == keep:
@@ -409,7 +431,6 @@ def _refine_kernel(indptr, indices, probs, n_states, n_joint, init_label, n_init
                     blk[elems[pos]] = nb
                 queue[tail] = nb
                 tail += 1
-                inq[nb] = True
                 nb += 1
 
     # labels by first occurrence
