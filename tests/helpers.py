@@ -118,6 +118,25 @@ def random_thetas(mdp, seed, interior=True):
     return out
 
 
+def split_dense(rng, P, max_copies=3):
+    """Split every state of a dense ``P`` (N, J, N) into 1..max_copies twins: outgoing rows
+    copied, incoming probability shared out over the twins in powers of two (so sums are exact).
+    Returns (split P, twin_of, copies)."""
+    N, J, _ = P.shape
+    copies = rng.integers(1, max_copies + 1, size=N)
+    twin_of = np.repeat(np.arange(N), copies)
+    first = np.concatenate([[0], np.cumsum(copies)[:-1]])
+    shares = {1: [1.0], 2: [0.5, 0.5], 3: [0.5, 0.25, 0.25]}
+    M = twin_of.size
+    Q = np.zeros((M, J, M))
+    for t in range(M):
+        for j in range(J):
+            for s2 in np.flatnonzero(P[twin_of[t], j]):
+                q = rng.permutation(shares[int(copies[s2])])
+                Q[t, j, first[s2] : first[s2] + copies[s2]] = P[twin_of[t], j, s2] * q
+    return Q, twin_of, copies
+
+
 @st.composite
 def split_mdps(draw, max_copies=3):
     """A small MDP and a copy of it where every state is split into 1..max_copies twins.
@@ -130,19 +149,10 @@ def split_mdps(draw, max_copies=3):
     base = draw(small_mdps(max_states=4))
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
-    N, J = base.n_states, base.n_joint_actions
-    copies = rng.integers(1, max_copies + 1, size=N)
-    twin_of = np.repeat(np.arange(N), copies)
+    N = base.n_states
+    P, twin_of, copies = split_dense(rng, base.to_dense(), max_copies)
     first = np.concatenate([[0], np.cumsum(copies)[:-1]])
-    shares = {1: [1.0], 2: [0.5, 0.5], 3: [0.5, 0.25, 0.25]}
     M = twin_of.size
-    Pb = base.to_dense()
-    P = np.zeros((M, J, M))
-    for t in range(M):
-        for j in range(J):
-            for s2 in np.flatnonzero(Pb[twin_of[t], j]):
-                q = rng.permutation(shares[int(copies[s2])])
-                P[t, j, first[s2] : first[s2] + copies[s2]] = Pb[twin_of[t], j, s2] * q
     mu = np.zeros(M)
     for s in range(N):
         w = rng.dirichlet(np.ones(copies[s]))

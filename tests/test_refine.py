@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from helpers import split_dense
 
 from marl_kstep._refine import check_stable, refine_lumping
 
@@ -104,20 +105,8 @@ def random_model(rng, max_states=30, max_joint=4):
 
 
 def split_model(rng, P, max_copies=3):
-    """Split every state into 1..max_copies twins: outgoing rows copied, incoming probability
-    shared out over the twins in powers of two. Returns (split P, twin_of)."""
-    N, J, _ = P.shape
-    copies = rng.integers(1, max_copies + 1, size=N)
-    twin_of = np.repeat(np.arange(N), copies)
-    first = np.concatenate([[0], np.cumsum(copies)[:-1]])
-    shares = {1: [1.0], 2: [0.5, 0.5], 3: [0.5, 0.25, 0.25]}
-    M = twin_of.size
-    Q = np.zeros((M, J, M))
-    for t in range(M):
-        for j in range(J):
-            for s2 in np.flatnonzero(P[twin_of[t], j]):
-                q = rng.permutation(shares[int(copies[s2])])
-                Q[t, j, first[s2] : first[s2] + copies[s2]] = P[twin_of[t], j, s2] * q
+    """Split every state into 1..max_copies twins (see helpers.split_dense). Returns (split P, twin_of)."""
+    Q, twin_of, _ = split_dense(rng, P, max_copies)
     return Q, twin_of
 
 
