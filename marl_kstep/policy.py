@@ -91,28 +91,46 @@ class Policy:
     def check_compatible(self, mdp) -> None:
         """Raise ``ValueError`` unless the tables fit ``mdp`` and (unless ``free_entries``)
         every row lies on the simplex (within ``Settings.simplex_tol``)."""
-        tol = current().simplex_tol
+        self.flat(mdp)
+
+    def flat(self, mdp) -> np.ndarray:
+        """All tables, checked as in :meth:`check_compatible`, as one float64 vector (agent 0's
+        rows first). Whole-vector tests run first; the scans only name a bad entry."""
         if len(self.theta) != mdp.n_agents:
             raise ValueError(f"policy has {len(self.theta)} agents; the MDP has {mdp.n_agents}")
         for i, t in enumerate(self.theta):
             shape = (mdp.n_obs[i], mdp.n_actions[i])
             if t.shape != shape:
                 raise ValueError(f"theta[{i}] must have shape {shape}; got {t.shape}")
-            # whole-table tests first (cheap on every kernel call); the scans only name the entry
+        flat = np.concatenate([t.ravel() for t in self.theta])
+        tol = current().simplex_tol
+        ok = bool(np.isfinite(flat).all())
+        if ok and not self.free_entries and flat.size:
+            n_act = {t.shape[1] for t in self.theta}
+            if len(n_act) == 1:  # the common case: one reshape, one sum
+                A = n_act.pop()
+                ok = flat.min() >= -tol and bool((np.abs(flat.reshape(-1, A).sum(axis=1) - 1.0) <= tol * A).all())
+            else:
+                ok = flat.min() >= -tol and all(
+                    bool((np.abs(t.sum(axis=1) - 1.0) <= tol * max(1, t.shape[1])).all()) for t in self.theta)
+        if not ok:
+            self._name_bad_entry(tol)
+        return flat
+
+    def _name_bad_entry(self, tol: float) -> None:
+        for i, t in enumerate(self.theta):
             if not np.isfinite(t).all():
                 o, a = (int(x) for x in np.argwhere(~np.isfinite(t))[0])
                 raise ValueError(f"theta[{i}][{o}, {a}] = {float(t[o, a])!r} is not finite")
-            if not self.free_entries:
-                if t.min() < -tol:
-                    o, a = (int(x) for x in np.argwhere(t < -tol)[0])
-                    raise ValueError(f"theta[{i}][{o}, {a}] = {float(t[o, a])!r} is negative")
-                sums = t.sum(axis=1)
-                off = np.abs(sums - 1.0) > tol * max(1, t.shape[1])
-                if off.any():
-                    o = int(np.flatnonzero(off)[0])
-                    raise ValueError(
-                        f"row theta[{i}][{o}] sums to {float(sums[o])!r}; policy rows must lie on the simplex"
-                    )
+        for i, t in enumerate(self.theta):
+            if t.size and t.min() < -tol:
+                o, a = (int(x) for x in np.argwhere(t < -tol)[0])
+                raise ValueError(f"theta[{i}][{o}, {a}] = {float(t[o, a])!r} is negative")
+            sums = t.sum(axis=1)
+            off = np.abs(sums - 1.0) > tol * max(1, t.shape[1])
+            if off.any():
+                o = int(np.flatnonzero(off)[0])
+                raise ValueError(f"row theta[{i}][{o}] sums to {float(sums[o])!r}; policy rows must lie on the simplex")
 
     # -------------------------------------------------------------- helpers
     @property

@@ -190,3 +190,14 @@ def test_figures_for_every_scenario(scenario, tmp_path):
         assert Image.open(figs / "gap_vs_k.png").size == (600, 400)
     for r in res["rows"]:
         assert Image.open(figs / f"policy_k{r['k']}_pgd.png").format == "PNG"
+
+
+def test_plotting_leaves_the_users_backend_alone(tmp_path):
+    """Importing marl_kstep and drawing keeps the backend the user chose (no matplotlib.use at import)."""
+    code = ("import matplotlib; matplotlib.use('svg'); import marl_kstep, marl_kstep.plotting as p; "
+            "from marl_kstep.envs import two_state; "
+            "rows = [dict(k=1, method='pgd', history_J=[1.0, 2.0], final_J=2.0, J_star=3.0)]; "
+            f"p.learning_curves(rows, r'{tmp_path / 'lc.png'}'); print(matplotlib.get_backend())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "svg"
+    assert (tmp_path / "lc.png").read_bytes()[:4] == b"\x89PNG"

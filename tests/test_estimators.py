@@ -222,3 +222,18 @@ def test_lumping_costs_at_most_a_few_unlumped_calls():
     est = mk.ExactKStep(chain, 1, lump=True)
     assert est.plan.lumping is not None and est.plan.lumping.is_trivial and est.plan.lumping.skipped is None
     assert lumping < 10 * unlumped + 0.01, (lumping, unlumped)
+
+
+def test_skipped_lumping_warns_and_the_plan_says_why():
+    mdp = number_matching.build_mdp(n_agents=3, n_numbers=4)
+    pol = mk.Policy.random(mdp, seed=1)
+    with mk.configure(lump_max_transitions=10), pytest.warns(mk.LumpingSkippedWarning, match="lump_max_transitions"):
+        est = mk.ExactKStep(mdp, 2)
+    assert est.plan.block is None and "more than Settings.lump_max_transitions=10" in est.plan.lumping.skipped
+    lumped = mk.ExactKStep(mdp, 2)
+    assert lumped.plan.model.n_states == 16 and lumped.plan.lumping.skipped is None
+    J0, g0 = est.value_and_grad(pol)
+    J1, g1 = lumped.value_and_grad(pol)
+    assert J1 == pytest.approx(J0, rel=1e-12)
+    for a, b in zip(g0, g1, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-12)

@@ -123,8 +123,7 @@ class ExactKStep:
             raise ValueError(
                 f"policy must be a marl_kstep.Policy (see Policy.from_arrays); got {type(policy).__name__}"
             )
-        policy.check_compatible(self._mdp)
-        return np.concatenate([t.ravel() for t in policy.theta]).astype(np.float64, copy=False)
+        return policy.flat(self._mdp)
 
     def _compute(self, theta: np.ndarray, want_grad: bool):
         """``(V_k on the walked model, flat gradient or None)``."""
