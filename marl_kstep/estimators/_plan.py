@@ -30,6 +30,11 @@ from ._walk import count_steps, static_arrays
 
 __all__ = ["Plan", "make_plan", "edge_counts", "path_step_bound", "theta_offsets"]
 
+#: Above this k the path bound (k sparse products) is skipped for the exact, capped count.
+_BOUND_MAX_K = 64
+#: Largest walk stack (k levels of per-agent arrays) a plan may ask for.
+_MAX_STACK_BYTES = 256 * 2**20
+
 
 def theta_offsets(n_obs, n_actions) -> np.ndarray:
     """Offset of every agent's table in the flat parameter vector."""
@@ -142,8 +147,19 @@ def make_plan(mdp: JointMDP, k: int, *, lump_model: bool, max_path_steps: int, s
     ones = np.ones(n_params)
     C = edge_counts(work)
     budget = int(max_path_steps)
-    bound = path_step_bound(C, k, budget)
-    steps = int(bound) if bound <= budget else int(count_steps(k, sm, ones, toff, budget))
+    # every start state has at least one path of depth k: a pass walks at least N k steps
+    floor = work.n_states * k
+    stack_bytes = (k + 1) * 8 * (4 * work.n_agents + 12)
+    if stack_bytes > _MAX_STACK_BYTES:
+        raise ValueError(f"k={k} needs a {stack_bytes / 2**20:,.0f} MiB walk stack (more than "
+                         f"{_MAX_STACK_BYTES / 2**20:,.0f} MiB); windows this long are beyond exact enumeration")
+    if floor > budget:
+        steps = floor
+    elif k <= _BOUND_MAX_K:
+        bound = path_step_bound(C, k, budget)
+        steps = int(bound) if bound <= budget else int(count_steps(k, sm, ones, toff, budget))
+    else:  # long windows: the exact count (stops at the budget) costs less than k sparse products
+        steps = int(count_steps(k, sm, ones, toff, budget))
     if steps > budget:
         lumped = "" if block is None else f" (lumped from {mdp.n_states})"
         raise ValueError(
