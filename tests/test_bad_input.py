@@ -18,7 +18,8 @@ def test_1_from_dense_checks_R_against_P():
 
 
 def test_2_joint_action_count_never_overflows():
-    with pytest.raises(ValueError, match=r"R has 4 joint actions per state but n_actions=.* gives 18446744073709551616"):
+    with pytest.raises(ValueError, match=r"R has 4 joint actions per state but n_actions=.* "
+                                         r"gives 18446744073709551616"):
         mk.JointMDP.from_dense(np.full((2, 4, 2), 0.5), np.zeros((2, 4)), [np.zeros(2, int)] * 64, [2] * 64,
                                [1, 0], 0.9)
 
