@@ -20,6 +20,7 @@ from scipy.sparse.linalg import splu
 from .model import JointMDP
 from .policy import Policy
 from .settings import current
+from .validation import check_int
 
 __all__ = [
     "alternating_best_response",
@@ -226,6 +227,7 @@ def alternating_best_response(mdp: JointMDP, init: Policy | None = None, rounds:
     -------
     (value, Policy, rounds_used)
     """
+    rounds = check_int("rounds", rounds, minimum=1)
     policy = (Policy.uniform(mdp) if init is None else init).copy()
     policy.check_compatible(mdp)
     value = -np.inf

@@ -11,7 +11,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["check_int", "check_k", "check_gamma", "check_positive", "check_counts", "check_distribution"]
+__all__ = ["real_array", "check_int", "check_k", "check_gamma", "check_positive", "check_counts", "check_distribution"]
 
 
 def check_int(name: str, value, *, minimum: int | None = None, maximum: int | None = None) -> int:
@@ -76,9 +76,21 @@ def check_counts(name: str, values) -> tuple[int, ...]:
     return tuple(counts)
 
 
+def real_array(name: str, x, dtype=np.float64) -> np.ndarray:
+    """``x`` as a new array of ``dtype``, refusing complex numbers, strings, None and other objects
+    (numpy would drop an imaginary part with a warning, or fail with its own message)."""
+    try:
+        a = np.asarray(x)
+    except (ValueError, TypeError) as exc:  # ragged nested sequences
+        raise ValueError(f"{name} must be an array of real numbers; {exc}") from None
+    if a.dtype.kind not in "biuf" and (a.size or a.dtype.kind in "cOUS"):
+        raise ValueError(f"{name} must hold real numbers; got an array of dtype {a.dtype}")
+    return np.array(a, dtype=dtype)
+
+
 def check_distribution(name: str, x, n: int, tol: float) -> np.ndarray:
     """A probability vector of shape ``(n,)`` summing to one within ``tol`` (a new array)."""
-    x = np.array(x, dtype=float)
+    x = real_array(name, x)
     if x.shape != (n,):
         raise ValueError(f"{name} must have shape ({n},); got shape {x.shape}")
     bad = np.flatnonzero(~np.isfinite(x) | (x < 0))

@@ -44,3 +44,48 @@ def test_4_huge_windows_are_bounded_or_refused_at_once():
         assert time.perf_counter() - t < 5  # refused from sizes alone (measured: under a millisecond)
     with pytest.raises(ValueError, match=r"needs more than 100 path steps per pass"):
         mk.value(mdp, pol, 10**4, max_path_steps=100)  # N k > budget: refused before walking
+
+
+def test_6_simplex_projection_of_huge_entries():
+    np.testing.assert_array_equal(mk.project_simplex([1e308, 1e308]), [0.5, 0.5])
+    np.testing.assert_array_equal(mk.project_simplex([[1e16, 1e16 + 2], [3.0, -1e308], [-1e308, -1e308]]),
+                                  [[0, 1], [1, 0], [0.5, 0.5]])
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(200, 5)) * 10.0 ** rng.integers(-3, 17, size=(200, 1))
+    x = mk.project_simplex(v)
+    assert np.all(x >= 0) and np.allclose(x.sum(axis=1), 1, atol=1e-12)
+    # optimality (KKT): x = max(v - tau, 0) with one tau per row, up to the rounding of v
+    for row, xr in zip(v, x, strict=True):
+        on = xr > 0
+        tau = row[on] - xr[on]
+        assert np.ptp(tau) <= 1e-12 * max(1.0, np.abs(row).max())
+        assert np.all(row[~on] <= tau.mean() + 1e-12 * max(1.0, np.abs(row).max()))
+    with pytest.raises(ValueError, match=r"v\[1\] = inf is not finite"):
+        mk.project_simplex([0.0, np.inf])
+
+
+def test_9_silent_acceptances_are_refused():
+    from marl_kstep.envs import number_matching
+
+    with pytest.raises(ValueError, match=r"n_actions\[0\] must be an integer >= 1; got 2.5"):
+        mk.JointMDP.from_dense(np.full((2, 2, 2), 0.5), np.zeros((2, 2)), [np.zeros(2, int)], [2.5], [1, 0], 0.9)
+    with pytest.raises(ValueError, match=r"goal must be a \(row, col\) pair of integers; got \(1.5, 2\)"):
+        grid_coordination.parallel_env(goal=(1.5, 2))
+    with pytest.raises(ValueError, match="P must hold real numbers; got an array of dtype complex128"):
+        mk.JointMDP.from_dense(np.full((2, 2, 2), 0.5 + 0j), np.zeros((2, 2)), [np.zeros(2, int)], [2], [1, 0], 0.9)
+    with pytest.raises(ValueError, match="R must hold real numbers"):
+        mk.JointMDP.from_dense(np.full((2, 2, 2), 0.5), np.zeros((2, 2)) + 1j, [np.zeros(2, int)], [2], [1, 0], 0.9)
+    env = two_state.parallel_env()
+    for theta, msg in (([[2.0, -1.0]], r"theta\[0\]\[0, 1\] = -1.0 is negative"),
+                       ([[np.nan, 1.0]], r"theta\[0\]\[0, 0\] = nan is not finite")):
+        with pytest.raises(ValueError, match=msg):
+            mk.rollout(env, mk.Policy([np.array(theta)]), 1, episodes=2)
+    with pytest.raises(ValueError, match="policy must be a marl_kstep.Policy"):
+        mk.rollout(env, [np.array([[0.5, 0.5]])], 1, episodes=2)
+    mdp = number_matching.build_mdp()
+    with pytest.raises(ValueError, match="rounds must be an integer >= 1; got rounds=0"):
+        mk.alternating_best_response(mdp, rounds=0)
+    penv = number_matching.parallel_env()
+    penv.reset(seed=0)
+    with pytest.raises(ValueError, match=r"actions names unknown agent\(s\) \['agent_7'\]"):
+        penv.step({"agent_0": 0, "agent_1": 0, "agent_7": 1})

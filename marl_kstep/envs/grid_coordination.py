@@ -48,6 +48,7 @@ is 2, and a larger window is not always better from a fixed start.
 from __future__ import annotations
 
 import itertools
+import numbers
 
 import networkx as nx
 import numpy as np
@@ -191,9 +192,12 @@ class GridCoordinationModel(ScenarioModel):
 
     def _cell(self, name, rc) -> int:
         try:
-            r, c = (int(x) for x in rc)
-        except (TypeError, ValueError):
-            raise ValueError(f"{name} must be a (row, col) pair; got {rc!r}") from None
+            pair = tuple(rc)
+        except TypeError:
+            pair = ()
+        if len(pair) != 2 or not all(isinstance(x, numbers.Integral) and not isinstance(x, bool) for x in pair):
+            raise ValueError(f"{name} must be a (row, col) pair of integers; got {rc!r}")
+        r, c = int(pair[0]), int(pair[1])
         if not (0 <= r < self.H and 0 <= c < self.W):
             raise ValueError(f"{name} = {(r, c)} is outside the {self.H} x {self.W} grid")
         if self.wall[r, c]:

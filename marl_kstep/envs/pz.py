@@ -85,6 +85,9 @@ class ModelParallelEnv(ParallelEnv):
     def step(self, actions):
         if not self.agents:
             raise ValueError("step() called after the episode ended; call reset() first")
+        unknown = [a for a in actions if a not in self._index]
+        if unknown:
+            raise ValueError(f"actions names unknown agent(s) {unknown}; the agents are {self.possible_agents}")
         acts = []
         for i, a in enumerate(self.possible_agents):
             if a not in actions:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from ..settings import current
-from ..validation import check_counts, check_distribution, check_gamma
+from ..validation import check_counts, check_distribution, check_gamma, real_array
 
 __all__ = ["JointMDP"]
 
@@ -119,7 +119,7 @@ class JointMDP:
         put(self, "n_actions", n_actions)
         put(self, "n_obs", n_obs)
         put(self, "gamma", check_gamma(self.gamma))
-        R = np.array(self.rewards, dtype=np.float64)
+        R = real_array("R", self.rewards)
         if R.ndim != 2 or R.shape[0] < 1:
             raise ValueError(f"R must have shape (N, J) with N >= 1; got shape {R.shape}")
         N, J = R.shape
@@ -135,7 +135,7 @@ class JointMDP:
         put(self, "rewards", _readonly(R))
         indptr = np.array(self.indptr, dtype=np.int64)
         indices = np.array(self.indices, dtype=np.int64)
-        probs = np.array(self.probs, dtype=np.float64)
+        probs = real_array("probs", self.probs)
         if indptr.shape != (N * J + 1,):
             raise ValueError(f"indptr must have shape ({N * J + 1},) = (N*J + 1,); got {indptr.shape}")
         if indptr[0] != 0 or indptr[-1] != indices.size or np.any(np.diff(indptr) < 0) or probs.shape != indices.shape:
@@ -280,10 +280,7 @@ class JointMDP:
         **names
             Optional ``state_names``, ``agent_names``, ``action_names``, ``obs_names``.
         """
-        P = np.asarray(P)
-        if not (np.issubdtype(P.dtype, np.floating) or np.issubdtype(P.dtype, np.integer)):
-            raise ValueError(f"P must hold real numbers; got dtype {P.dtype}")
-        P = P.astype(np.float64, copy=False)
+        P = real_array("P", P)
         if P.ndim != 3 or P.shape[0] != P.shape[2]:
             raise ValueError(f"P must have shape (N, J, N); got shape {P.shape}")
         N, J, _ = P.shape
@@ -315,18 +312,16 @@ class JointMDP:
         Parameters are as in :meth:`from_dense` except the three transition arrays.
         """
         n_actions = check_counts("n_actions", n_actions)
-        R = np.asarray(R)
+        R = real_array("R", R)
         if R.ndim != 2:
             raise ValueError(f"R must have shape (N, J); got shape {R.shape}")
         N, J = R.shape
         indptr = np.asarray(indptr)
         indices = np.asarray(indices)
-        probs = np.asarray(probs)
+        probs = real_array("probs", probs)
         for name, arr in (("indptr", indptr), ("indices", indices)):
             if arr.size and not np.issubdtype(arr.dtype, np.integer):
                 raise ValueError(f"{name} must hold integers; got dtype {arr.dtype}")
-        if probs.size and not (np.issubdtype(probs.dtype, np.floating) or np.issubdtype(probs.dtype, np.integer)):
-            raise ValueError(f"probs must hold real numbers; got dtype {probs.dtype}")
         if indptr.shape != (N * J + 1,):
             raise ValueError(f"indptr must have shape ({N * J + 1},) = (N*J + 1,) for R of shape {R.shape}; "
                              f"got {indptr.shape}")

@@ -38,7 +38,17 @@ def project_simplex(v: np.ndarray) -> np.ndarray:
     """
     v = np.asarray(v, dtype=float)
     if not np.all(np.isfinite(v)):
-        raise ValueError("project_simplex: input has non-finite entries")
+        bad = np.argwhere(~np.isfinite(v))[0]
+        raise ValueError(f"project_simplex: v[{', '.join(str(int(x)) for x in bad)}] = {float(v[tuple(bad)])!r} "
+                         "is not finite")
+    if v.ndim == 0 or v.shape[-1] == 0:
+        raise ValueError(f"project_simplex: v must have at least one entry per row; got shape {v.shape}")
+    # The projection commutes with adding a constant to a row, and with the row max at 0 the
+    # threshold tau lies in [-1, 0): entries below -1 project to 0 whatever their size. Shifting
+    # and clipping keeps every partial sum in [-A, 0], so entries of 1e308 neither overflow nor
+    # swamp the 1 of the constraint.
+    with np.errstate(over="ignore"):  # 1e308 - (-1e308) = -inf is clipped right away
+        v = np.maximum(v - v.max(axis=-1, keepdims=True), -1.0)
     A = v.shape[-1]
     u = -np.sort(-v, axis=-1)
     css = np.cumsum(u, axis=-1) - 1.0

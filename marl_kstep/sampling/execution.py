@@ -16,9 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 
+from ..policy import Policy
 from ..validation import check_gamma, check_int, check_k
 
 __all__ = ["KCoupledAgent", "Episode", "k_coupled_episode", "rollout"]
@@ -100,17 +102,22 @@ def k_coupled_episode(env, agents: Sequence[KCoupledAgent], *, horizon: int, res
 
 
 def _check_policy_fits(env, policy) -> None:
+    if not isinstance(policy, Policy):
+        raise ValueError(f"policy must be a marl_kstep.Policy; got {type(policy).__name__}")
     names = list(env.possible_agents)
     if len(policy.theta) != len(names):
         raise ValueError(f"policy has {len(policy.theta)} agents; the environment has {len(names)}")
+    n_obs, n_act = [], []
     for i, a in enumerate(names):
-        n_act = getattr(env.action_space(a), "n", None)
-        n_obs = getattr(env.observation_space(a), "n", None)
-        if n_act is None:
+        na = getattr(env.action_space(a), "n", None)
+        no = getattr(env.observation_space(a), "n", None)
+        if na is None:
             raise ValueError(f"the action space of {a!r} must be Discrete; got {env.action_space(a)}")
-        shape = (policy.theta[i].shape[0] if n_obs is None else int(n_obs), int(n_act))
-        if policy.theta[i].shape != shape:
-            raise ValueError(f"theta[{i}] must have shape {shape} for agent {a!r}; got {policy.theta[i].shape}")
+        n_act.append(int(na))
+        n_obs.append(policy.theta[i].shape[0] if no is None else int(no))
+    if getattr(policy, "free_entries", False):
+        raise ValueError("policy must lie on the simplex to be executed (it was built with check_simplex=False)")
+    policy.flat(SimpleNamespace(n_agents=len(names), n_obs=tuple(n_obs), n_actions=tuple(n_act)))
 
 
 def rollout(env, policy, k: int, episodes: int, horizon: int | None = None, seed=None, *,
