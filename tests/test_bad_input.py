@@ -89,3 +89,30 @@ def test_9_silent_acceptances_are_refused():
     penv.reset(seed=0)
     with pytest.raises(ValueError, match=r"actions names unknown agent\(s\) \['agent_7'\]"):
         penv.step({"agent_0": 0, "agent_1": 0, "agent_7": 1})
+
+
+def test_5_scenario_environments_do_not_enumerate_start_states():
+    from scipy import stats
+
+    from marl_kstep.envs import number_matching
+
+    t = time.perf_counter()
+    env = number_matching.parallel_env(n_agents=12)  # 6**12 = 2.2e9 joint start states
+    obs, _ = env.reset(seed=0)
+    assert len(obs) == 12 and time.perf_counter() - t < 5
+    with pytest.raises(ValueError, match="up to 2,176,782,336 joint states, more than max_states=200,000"):
+        mk.compile_env(env)
+    # the direct samplers draw from the compiled initial distribution
+    rng = np.random.default_rng(1)
+    for model, n in ((number_matching.NumberMatchingModel(2, 3, start="uniform"), 9000),
+                     (number_matching.NumberMatchingModel(3, 4, start="far"), 4000),
+                     (grid_coordination.GridCoordinationModel("#####\n#...#\n#..G#\n#####", collisions="blocked"),
+                      20000)):
+        support = dict(model.initial_distribution())
+        assert len(support) > 1
+        draws = [model.sample_initial(rng) for _ in range(n)]
+        assert set(draws) <= set(support)
+        index = {s: i for i, s in enumerate(support)}
+        counts = np.bincount([index[d] for d in draws], minlength=len(support))
+        expected = n * np.array(list(support.values()))
+        assert stats.chisquare(counts, expected).pvalue > 1e-4

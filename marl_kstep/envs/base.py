@@ -62,6 +62,26 @@ class ScenarioModel(ABC):
         """Upper bound on the number of joint states (checked before compiling)."""
         raise NotImplementedError
 
+    def sample_initial(self, rng: np.random.Generator):
+        """One start state drawn from the initial distribution (used by the environments).
+
+        The default enumerates :meth:`initial_distribution` once, after checking
+        :meth:`estimate_states` against ``Settings.max_states``; scenarios whose start sets
+        are large override it to sample directly."""
+        cached = getattr(self, "_initial_cache", None)
+        if cached is None:
+            limit = current().max_states
+            est = int(self.estimate_states())
+            if est > limit:
+                raise ValueError(f"this scenario has up to {est:,} joint states, more than Settings.max_states="
+                                 f"{limit:,}, and no direct sampler of its start states; make it smaller or raise "
+                                 "the limit with mk.configure(max_states=...)")
+            states, p = zip(*self.initial_distribution(), strict=True)
+            cached = (states, np.asarray(p, dtype=float))
+            self._initial_cache = cached
+        states, p = cached
+        return states[rng.choice(len(states), p=p)]
+
     # names for reports and plots (optional)
     def state_name(self, state) -> str:
         return str(state)

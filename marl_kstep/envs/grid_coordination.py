@@ -214,6 +214,21 @@ class GridCoordinationModel(ScenarioModel):
         p = 1.0 / len(combos)
         return [(t, p) for t in combos]
 
+    def sample_initial(self, rng):
+        """Uniform over the start configurations of :meth:`initial_distribution` without
+        enumerating them: each free agent draws a floor cell (not the goal); under blocked
+        collisions, draws that collide are redrawn (rejection: uniform over distinct cells)."""
+        free = [c for c in self.floor if c != self.goal]
+        fixed = [s for s in self.starts if s is not None]
+        if self.collisions == "blocked" and len(set(fixed)) < len(fixed):
+            raise ValueError("no start configuration is possible: agents' start cells collide")
+        if self.collisions == "blocked" and len(self.starts) - len(fixed) > len(set(free) - set(fixed)):
+            raise ValueError("no start configuration is possible: more agents than free start cells")
+        while True:
+            t = tuple(s if s is not None else free[int(rng.integers(len(free)))] for s in self.starts)
+            if self.collisions == "allowed" or len(set(t)) == len(t):
+                return t
+
     def _move(self, cell, a):
         r, c = divmod(cell, self.W)
         dr, dc = _MOVES[a]

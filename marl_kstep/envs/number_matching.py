@@ -72,6 +72,13 @@ class NumberMatchingModel(ScenarioModel):
         p = 1.0 / len(states)
         return [(s, p) for s in states]
 
+    def sample_initial(self, rng):
+        """Uniform over the start set, without enumerating it (``m**n`` states for ``uniform``)."""
+        if self.start == "uniform":
+            return tuple(int(x) for x in rng.integers(0, self.m, size=self.n))
+        x0 = int(rng.integers(0, self.m))
+        return tuple((x0 + i * (self.m // 2)) % self.m for i in range(self.n))
+
     def transitions(self, state, actions):
         return [(tuple((x + a) % self.m for x, a in zip(state, actions, strict=True)), 1.0)]
 

@@ -53,8 +53,6 @@ class ModelParallelEnv(ParallelEnv):
         self._index = {a: i for i, a in enumerate(self.possible_agents)}
         self._obs_spaces = {a: spaces.Discrete(model.n_obs[i]) for i, a in enumerate(self.possible_agents)}
         self._act_spaces = {a: spaces.Discrete(model.n_actions[i]) for i, a in enumerate(self.possible_agents)}
-        self._init_states, init_p = zip(*model.initial_distribution(), strict=True)
-        self._init_p = np.asarray(init_p, dtype=float)
         self.state = None
         self.t = 0
         self.np_random = np.random.default_rng()
@@ -79,7 +77,7 @@ class ModelParallelEnv(ParallelEnv):
                 self.action_space(a).seed(seed + 1 + i)
         self.agents = list(self.possible_agents)
         self.t = 0
-        self.state = self._init_states[self.np_random.choice(len(self._init_states), p=self._init_p)]
+        self.state = self.model.sample_initial(self.np_random)
         return self._observe(), {a: {} for a in self.agents}
 
     def step(self, actions):
