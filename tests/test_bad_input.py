@@ -116,3 +116,36 @@ def test_5_scenario_environments_do_not_enumerate_start_states():
         counts = np.bincount([index[d] for d in draws], minlength=len(support))
         expected = n * np.array(list(support.values()))
         assert stats.chisquare(counts, expected).pvalue > 1e-4
+
+
+def test_7_dpomdp_loader_names_file_and_line_before_building_anything(tmp_path):
+    import gzip
+
+    from test_dpomdp import TINY
+
+    from marl_kstep.model import load_dpomdp, parse_dpomdp
+
+    good = gzip.compress(TINY.encode())
+    broken = tmp_path / "broken.dpomdp.gz"
+    broken.write_bytes(good[:20] + bytes(b ^ 0x5A for b in good[20:40]) + good[40:])
+    with pytest.raises(ValueError, match=r"broken.dpomdp.gz: cannot read the file"):
+        load_dpomdp(broken)
+    # rows given to 7 digits (within 1e-6 of 1) load, and are rescaled to sum to exactly 1
+    text = TINY.replace("T: go * : left :\n0.25 0.75", "T: go * : left :\n0.3333333 0.6666666")
+    mdp = load_dpomdp(_write(tmp_path, "digits.dpomdp", text), gamma=0.5)
+    sums = np.bincount(np.repeat(np.arange(mdp.indptr.size - 1), np.diff(mdp.indptr)), weights=mdp.probs)
+    np.testing.assert_allclose(sums, 1.0, rtol=0, atol=1e-14)
+    with pytest.raises(ValueError, match=r"tiny:15: T row for joint action 2, start state .left. sums to 0.99999"):
+        parse_dpomdp(TINY.replace("T: go * : left :\n0.25 0.75", "T: go * : left :\n0.25 0.74999"), "tiny")
+    t = time.perf_counter()
+    with pytest.raises(ValueError, match=r"tiny:5: 100,000,000 states are more than this loader handles"):
+        parse_dpomdp(TINY.replace("states: left right", "states: 100000000"), "tiny")
+    with pytest.raises(ValueError, match=r"tiny:2: 64 agents are more than this loader handles \(32;"):
+        parse_dpomdp(TINY.replace("agents: alice bob", "agents: 64"), "tiny")
+    assert time.perf_counter() - t < 5
+
+
+def _write(folder, name, text):
+    path = folder / name
+    path.write_text(text)
+    return path

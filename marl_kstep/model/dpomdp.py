@@ -22,13 +22,18 @@ The parser follows the syntax documented in the MADP Toolbox's ``example.dpomdp`
 values, row vectors, matrices, ``uniform`` or ``identity``, with ``*`` wildcards and joint
 actions/observations given by components (names or indices) or by joint index. Later
 entries overwrite earlier ones. The loader is strict: any malformed line raises
-``ValueError`` naming the file, the line number and what was expected.
+``ValueError`` naming the file, the line number and what was expected. Probability rows
+(``T``, ``O``, ``start``) must sum to one within ``Settings.dpomdp_prob_tol`` (1e-6: files
+print a few digits) and are then rescaled to sum to one exactly; sizes (agents, states,
+actions, observations) are checked before anything of that size is built.
 """
 
 from __future__ import annotations
 
 import gzip
+import math
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +43,9 @@ from ..settings import current
 from .joint_mdp import JointMDP
 
 __all__ = ["load_dpomdp", "parse_dpomdp", "DecPOMDP"]
+
+#: Most agents a file may declare (joint indices are mixed-radix numbers over the agents).
+MAX_AGENTS = 32
 
 # Limits (read at call time): Settings.dpomdp_max_dense_entries refuses models whose dense
 # arrays J*N*N or J*N*|O| would hold more entries; Settings.dpomdp_prob_tol is the tolerance on
@@ -98,19 +106,24 @@ def _int(tok: str, lines: _Lines, no: int, what: str) -> int:
     return int(tok)
 
 
-def _names_or_count(toks, lines: _Lines, no: int, what: str, prefix: str) -> tuple[str, ...]:
+def _names_or_count(toks, lines: _Lines, no: int, what: str, prefix: str, limit: int) -> tuple[str, ...]:
     if not toks:
         raise lines.error(f"expected a count or a list of {what}", no)
     if len(toks) == 1 and re.fullmatch(r"\d+", toks[0]):
         count = int(toks[0])
         if count < 1:
             raise lines.error(f"expected at least one {what[:-1]}, got {count}", no)
+        if count > limit:
+            raise lines.error(f"{count:,} {what} are more than this loader handles ({limit:,}; see "
+                              "MAX_AGENTS and Settings.dpomdp_max_dense_entries)", no)
         return tuple(f"{prefix}{i}" for i in range(count))
     for t in toks:
         if not _IDENT.match(t):
             raise lines.error(f"expected {what} names (letter then letters, digits, '-', '_'), got {t!r}", no)
     if len(set(toks)) != len(toks):
         raise lines.error(f"duplicate names among {what}", no)
+    if len(toks) > limit:
+        raise lines.error(f"{len(toks):,} {what} are more than this loader handles ({limit:,})", no)
     return tuple(toks)
 
 
@@ -236,13 +249,13 @@ def _per_agent(lines: _Lines, key: str, n: int, prefix: str) -> list[tuple[str, 
     out = []
     for i in range(n):
         no, s = lines.next(f"the {key} of agent {i}")
-        out.append(_names_or_count(s.split(), lines, no, key, prefix))
+        out.append(_names_or_count(s.split(), lines, no, key, prefix, current().dpomdp_max_dense_entries))
     return out
 
 
 def _parse(lines: _Lines) -> DecPOMDP:
     no, _, toks = _header(lines, "agents")
-    agents = _names_or_count(toks, lines, no, "agents", "agent")
+    agents = _names_or_count(toks, lines, no, "agents", "agent", MAX_AGENTS)
     n = len(agents)
     no, _, toks = _header(lines, "discount")
     if len(toks) != 1:
@@ -253,7 +266,7 @@ def _parse(lines: _Lines) -> DecPOMDP:
         raise lines.error(f"expected 'values: reward' or 'values: cost', got {' '.join(toks)!r}", no)
     sign = 1.0 if toks == ["reward"] else -1.0
     no, _, toks = _header(lines, "states")
-    states = _names_or_count(toks, lines, no, "states", "s")
+    states = _names_or_count(toks, lines, no, "states", "s", math.isqrt(current().dpomdp_max_dense_entries))
     N = len(states)
 
     no, mode, toks = _header(lines, "start")
@@ -284,8 +297,8 @@ def _parse(lines: _Lines) -> DecPOMDP:
 
     actions = _per_agent(lines, "actions", n, "a")
     observations = _per_agent(lines, "observations", n, "o")
-    J = int(np.prod([len(a) for a in actions]))
-    JO = int(np.prod([len(o) for o in observations]))
+    J = math.prod(len(a) for a in actions)
+    JO = math.prod(len(o) for o in observations)
     max_dense = current().dpomdp_max_dense_entries
     if J * N * max(N, JO) > max_dense:
         raise lines.error(
@@ -328,6 +341,11 @@ def _parse(lines: _Lines) -> DecPOMDP:
                 f"{what} row for joint action {a}, {cond} {states[s]!r} sums to {float(sums[a, s])!r}{hint}; "
                 f"expected 1 (within {prob_tol:g})", int(written[a, s]) or None
             )
+    # files print probabilities to a few digits: rows that passed the check above (within
+    # Settings.dpomdp_prob_tol) are rescaled to sum to one, as the joint MDP requires (1e-9)
+    T /= T.sum(axis=2, keepdims=True)
+    O /= O.sum(axis=2, keepdims=True)
+    start = start / start.sum()
     return DecPOMDP(lines.name, agents, discount, states, tuple(actions), tuple(observations), start,
                     T, O, R3, R_obs)
 
@@ -455,7 +473,7 @@ def load_dpomdp(path, gamma: float | None = None, *, max_states: int = 500_000) 
     try:
         raw = path.read_bytes()
         text = (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode("utf-8")
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error) as exc:
         raise ValueError(f"{path.name}: cannot read the file ({exc})") from exc
     dec = parse_dpomdp(text, path.name)
     return augment(dec, gamma, max_states=max_states)
