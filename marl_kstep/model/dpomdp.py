@@ -344,7 +344,7 @@ def _parse(lines: _Lines) -> DecPOMDP:
     # files print probabilities to a few digits: rows that passed the check above (within
     # Settings.dpomdp_prob_tol) are rescaled to sum to one, as the joint MDP requires (1e-9)
     T /= T.sum(axis=2, keepdims=True)
-    O /= O.sum(axis=2, keepdims=True)
+    O /= O.sum(axis=2, keepdims=True)  # noqa: E741
     start = start / start.sum()
     return DecPOMDP(lines.name, agents, discount, states, tuple(actions), tuple(observations), start,
                     T, O, R3, R_obs)
