@@ -17,7 +17,9 @@ import ast
 import csv
 import io
 import json
+import math
 import sys
+import tempfile
 from pathlib import Path
 
 from tqdm import tqdm
@@ -70,6 +72,50 @@ def _parse_sets(parser, scenario: str, pairs) -> dict:
     return out
 
 
+def _number(kind, minimum, strict: bool):
+    """An argparse type: ``kind`` (int or float), finite, >= (or >) ``minimum``."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if kind is float and not math.isfinite(value) or (value <= minimum if strict else value < minimum):
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a finite number'} "
+                                             f"{'>' if strict else '>='} {minimum}, got {text!r}")
+        return value
+    return parse
+
+
+_POS_INT, _NONNEG_INT = _number(int, 0, True), _number(int, 0, False)
+_POS_FLOAT, _NONNEG_FLOAT = _number(float, 0.0, True), _number(float, 0.0, False)
+
+
+def _read_results(parser, path: Path) -> dict:
+    """A results file, or a one-line error naming it when it is unreadable or damaged."""
+    try:
+        results = json.loads(path.read_text())
+        if not isinstance(results, dict) or not isinstance(results.get("rows"), list) or "scenario" not in results:
+            raise ValueError("not a marl-kstep results file (no 'scenario' and 'rows')")
+        for i, r in enumerate(results["rows"]):
+            missing = [key for key in ("k", "method", "history_J", "final_J", "policy") if key not in r]
+            if missing:
+                raise ValueError(f"row {i} lacks {missing}")
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError) as exc:
+        parser.error(f"{path} is unreadable or damaged ({exc}); move it away or choose another folder")
+    return results
+
+
+def _check_writable(parser, folder: Path) -> None:
+    """Fail before any computation when ``folder`` cannot hold the results."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        parser.error(f"cannot write into --out {folder}: {exc.strerror or exc}")
+
+
 def _summary_csv(rows) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=SUMMARY_FIELDS, extrasaction="ignore")
@@ -89,11 +135,12 @@ def cmd_run(parser, args) -> int:
     except (ValueError, TypeError) as exc:
         parser.error(f"bad --set value for {args.scenario}: {exc}")
     out = Path(args.out)
+    _check_writable(parser, out)
     results_path = out / "results.json"
     config_json = json.loads(json.dumps(config))
     results = None
     if args.resume and results_path.exists():
-        results = json.loads(results_path.read_text())
+        results = _read_results(parser, results_path)
         if results.get("scenario") != args.scenario or results.get("config") != config_json:
             parser.error(f"{results_path} holds a different scenario or config; use another --out")
     if results is None:
@@ -138,7 +185,7 @@ def cmd_plot(parser, args) -> int:
     path = Path(args.dir) / "results.json"
     if not path.exists():
         parser.error(f"{path} does not exist; run 'marl-kstep run SCENARIO --out {args.dir}' first")
-    results = json.loads(path.read_text())
+    results = _read_results(parser, path)
     written = make_figures(results, Path(args.dir) / "figures", grid_gif=not args.no_gif)
     print(f"wrote {len(written)} figures into {Path(args.dir) / 'figures'}")
     return 0
@@ -148,6 +195,12 @@ def cmd_benchmarks(parser, args) -> int:
     data = Path(args.data)
     if not data.is_dir():
         parser.error(f"benchmark folder {data} is absent (set --data or MARL_KSTEP_DPOMDP_DIR)")
+    if args.files:
+        known = {p.name for p in data.glob("*.dpomdp*")}
+        unknown = [f for f in args.files if f not in known]
+        if unknown:
+            parser.error(f"--files: no such file(s) in {data}: {', '.join(unknown)}; "
+                         f"available: {', '.join(sorted(known))}")
 
     def progress(name, key, cell):
         if not args.quiet:
@@ -175,12 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="train every (k, method, seed) on a scenario and save the results",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     r.add_argument("scenario", choices=sorted(SCENARIOS), help="scenario to train on")
-    r.add_argument("--k", type=int, nargs="+", default=[1, 2, 3], help="window lengths")
+    r.add_argument("--k", type=_POS_INT, nargs="+", default=[1, 2, 3], help="window lengths")
     r.add_argument("--method", nargs="+", choices=["pgd", "mirror"], default=["pgd", "mirror"], help="update rules")
-    r.add_argument("--iters", type=int, default=500, help="iteration cap per run")
-    r.add_argument("--step", type=float, default=0.05, help="step size eta")
-    r.add_argument("--tol", type=float, default=1e-10, help="stop when no entry moves by more than this")
-    r.add_argument("--seeds", type=int, nargs="*", default=None,
+    r.add_argument("--iters", type=_NONNEG_INT, default=500, help="iteration cap per run")
+    r.add_argument("--step", type=_POS_FLOAT, default=0.05, help="step size eta")
+    r.add_argument("--tol", type=_NONNEG_FLOAT, default=1e-10, help="stop when no entry moves by more than this")
+    r.add_argument("--seeds", type=_NONNEG_INT, nargs="*", default=None,
                    help="random Dirichlet starts; without seeds, the scenario's trap start")
     r.add_argument("--set", nargs="*", metavar="KEY=VALUE", default=None,
                    help="scenario config (see each scenario's parallel_env), e.g. --set gamma=0.95")
@@ -198,10 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("benchmarks", help="the Dec-POMDP benchmark table (docs/benchmarks.md)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     b.add_argument("--data", default=str(benchtable.DEFAULT_DATA_DIR), help="folder of .dpomdp files")
-    b.add_argument("--iters", type=int, default=1000, help="iteration cap per run")
-    b.add_argument("--step", type=float, default=0.05, help="step size for pgd and mirror")
-    b.add_argument("--budget", type=int, default=3_000_000, help="path steps per pass before 'over budget'")
-    b.add_argument("--seeds", type=int, default=5, help="number of random starts")
+    b.add_argument("--iters", type=_NONNEG_INT, default=1000, help="iteration cap per run")
+    b.add_argument("--step", type=_POS_FLOAT, default=0.05, help="step size for pgd and mirror")
+    b.add_argument("--budget", type=_POS_INT, default=3_000_000, help="path steps per pass before 'over budget'")
+    b.add_argument("--seeds", type=_POS_INT, default=5, help="number of random starts")
     b.add_argument("--files", nargs="*", default=None, help="only these file names")
     b.add_argument("--out", default="docs/benchmarks.md", help="Markdown report")
     b.add_argument("--json", default="results/dpomdp_table.json", help="raw numbers")

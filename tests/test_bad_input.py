@@ -149,3 +149,49 @@ def _write(folder, name, text):
     path = folder / name
     path.write_text(text)
     return path
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["run", "two_state", "--k", "0"], "argument --k: expected an integer > 0, got '0'"),
+    (["run", "two_state", "--step", "0"], "argument --step: expected a finite number > 0.0, got '0'"),
+    (["run", "two_state", "--step", "nan"], "argument --step: expected a finite number > 0.0, got 'nan'"),
+    (["run", "two_state", "--tol", "-1"], "argument --tol: expected a finite number >= 0.0, got '-1'"),
+    (["run", "two_state", "--iters", "-1"], "argument --iters: expected an integer >= 0, got '-1'"),
+    (["run", "two_state", "--seeds", "-1"], "argument --seeds: expected an integer >= 0, got '-1'"),
+    (["run", "two_state", "--k", "x"], "argument --k: expected an integer, got 'x'"),
+    (["benchmarks", "--files", "nope.dpomdp"], "--files: no such file(s) in"),
+])
+def test_8_cli_arguments_are_refused_in_one_line(argv, msg, capsys):
+    from marl_kstep import cli
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert msg in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_8_cli_unwritable_out_and_damaged_results(tmp_path, capsys):
+    import json
+
+    from marl_kstep import cli
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(SystemExit):
+        cli.main(["run", "two_state", "--k", "1", "--iters", "1", "--out", str(blocker / "out")])
+    assert "cannot write into --out" in capsys.readouterr().err
+    out = tmp_path / "res"
+    assert cli.main(["run", "two_state", "--k", "1", "--method", "pgd", "--iters", "2", "--out", str(out),
+                     "--quiet"]) == 0
+    good = (out / "results.json").read_text()
+    damaged = [good[: len(good) // 2], "[]", "{}", json.dumps({"scenario": "two_state", "rows": [{"k": 1}]}),
+               json.dumps({"scenario": "two_state", "rows": "x"}), "\x00\x01", ""]
+    for text in damaged:
+        (out / "results.json").write_text(text)
+        for argv in (["run", "two_state", "--k", "1", "--iters", "2", "--out", str(out), "--resume", "--quiet"],
+                     ["plot", str(out)]):
+            with pytest.raises(SystemExit) as exc:
+                cli.main(argv)
+            err = capsys.readouterr().err
+            assert exc.value.code == 2 and "is unreadable or damaged" in err and "Traceback" not in err, (text, err)
