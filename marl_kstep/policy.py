@@ -17,8 +17,17 @@ from collections.abc import Sequence
 import numpy as np
 
 from .settings import current
+from .validation import check_bool, check_positive, check_seed, check_sequence, real_array
 
 __all__ = ["Policy"]
+
+
+def _space(mdp):
+    """What states the table shapes: a JointMDP or an estimator (n_agents, n_obs, n_actions)."""
+    if not all(hasattr(mdp, a) for a in ("n_agents", "n_obs", "n_actions")):
+        raise ValueError(f"mdp must be a JointMDP or an estimator (with n_agents, n_obs, n_actions); "
+                         f"got {type(mdp).__name__}")
+    return mdp
 
 
 class Policy:
@@ -33,9 +42,13 @@ class Policy:
     __slots__ = ("theta", "free_entries")
 
     def __init__(self, theta: Sequence[np.ndarray], *, free_entries: bool = False):
-        self.theta = [np.array(t, dtype=float) for t in theta]
+        tables = [real_array(f"theta[{i}]", t) for i, t in enumerate(check_sequence("theta", theta))]
+        for i, t in enumerate(tables):
+            if t.ndim != 2:
+                raise ValueError(f"theta[{i}] must be a 2-d table (observations x actions); got shape {t.shape}")
+        self.theta = tables
         #: True for a point of the path-formula extension (rows need not be on the simplex).
-        self.free_entries = bool(free_entries)
+        self.free_entries = check_bool("free_entries", free_entries)
 
     # ------------------------------------------------------------ constructors
     @classmethod
@@ -45,23 +58,26 @@ class Policy:
         With ``check_simplex=False`` the rows may be any finite numbers: the result is a
         point of the path-formula extension of SPEC §3 (used for finite differences).
         """
+        mdp = _space(mdp)
+        arrays = check_sequence("arrays", arrays)
         if len(arrays) != mdp.n_agents:
             raise ValueError(f"arrays must hold one table per agent ({mdp.n_agents}); got {len(arrays)}")
-        pol = cls(arrays, free_entries=not check_simplex)
+        pol = cls(arrays, free_entries=not check_bool("check_simplex", check_simplex))
         pol.check_compatible(mdp)
         return pol
 
     @classmethod
     def uniform(cls, mdp) -> Policy:
         """Every agent plays uniformly at random in every observation."""
+        mdp = _space(mdp)
         return cls([np.full((o, a), 1.0 / a) for o, a in zip(mdp.n_obs, mdp.n_actions, strict=True)])
 
     @classmethod
     def random(cls, mdp, seed=None, *, concentration: float = 1.0) -> Policy:
         """Rows drawn from a symmetric Dirichlet(``concentration``) with ``default_rng(seed)``."""
-        if not concentration > 0:
-            raise ValueError(f"concentration must be > 0; got {concentration!r}")
-        rng = np.random.default_rng(seed)
+        mdp = _space(mdp)
+        concentration = check_positive("concentration", concentration)
+        rng = np.random.default_rng(check_seed("seed", seed))
         return cls(
             [rng.dirichlet(np.full(a, concentration), size=o) for o, a in zip(mdp.n_obs, mdp.n_actions, strict=True)]
         )
@@ -69,11 +85,13 @@ class Policy:
     @classmethod
     def deterministic(cls, mdp, tables: Sequence[Sequence[int]]) -> Policy:
         """Deterministic policy: ``tables[i][o]`` is agent ``i``'s action in observation ``o``."""
+        mdp = _space(mdp)
+        tables = check_sequence("tables", tables)
         if len(tables) != mdp.n_agents:
             raise ValueError(f"tables must hold one table per agent ({mdp.n_agents}); got {len(tables)}")
         theta = []
         for i, tab in enumerate(tables):
-            tab = np.asarray(tab)
+            tab = real_array(f"tables[{i}]", tab, dtype=None)
             if tab.shape != (mdp.n_obs[i],):
                 raise ValueError(f"tables[{i}] must have shape ({mdp.n_obs[i]},); got {tab.shape}")
             for o, a in enumerate(tab):
@@ -96,6 +114,7 @@ class Policy:
     def flat(self, mdp) -> np.ndarray:
         """All tables, checked as in :meth:`check_compatible`, as one float64 vector (agent 0's
         rows first). Whole-vector tests run first; the scans only name a bad entry."""
+        mdp = _space(mdp)
         if len(self.theta) != mdp.n_agents:
             raise ValueError(f"policy has {len(self.theta)} agents; the MDP has {mdp.n_agents}")
         for i, t in enumerate(self.theta):

@@ -22,6 +22,15 @@ from .policy import Policy
 from .settings import current
 from .validation import check_int
 
+
+def _check_model(mdp) -> None:
+    if not isinstance(mdp, JointMDP):
+        raise ValueError(f"mdp must be a JointMDP; got {type(mdp).__name__}")
+
+
+def _max_policies(value) -> int:
+    return current().max_policies if value is None else check_int("max_policies", value, minimum=1)
+
 __all__ = [
     "alternating_best_response",
     "best_deterministic",
@@ -140,7 +149,8 @@ def best_deterministic(mdp: JointMDP, max_policies: int | None = None) -> tuple[
     (J*, Policy)
         The best value and a maximising policy (the first in enumeration order on ties).
     """
-    max_policies = current().max_policies if max_policies is None else max_policies
+    _check_model(mdp)
+    max_policies = _max_policies(max_policies)
     count = count_deterministic(mdp)
     if count > max_policies:
         raise ValueError(
@@ -185,13 +195,15 @@ def best_response(mdp: JointMDP, policy: Policy, agent: int,
     (value, table)
         The best value and the table (one action per observation of the agent).
     """
+    _check_model(mdp)
+    if not isinstance(policy, Policy):
+        raise ValueError(f"policy must be a marl_kstep.Policy; got {type(policy).__name__}")
     policy.check_compatible(mdp)
-    if not 0 <= agent < mdp.n_agents:
-        raise ValueError(f"agent must lie in 0..{mdp.n_agents - 1}; got agent={agent}")
+    agent = check_int("agent", agent, minimum=0, maximum=mdp.n_agents - 1)
     N, J, A = mdp.n_states, mdp.n_joint_actions, mdp.n_actions[agent]
     used = used_observations(mdp)[agent]
     count = A ** len(used)
-    max_policies = current().max_policies if max_policies is None else max_policies
+    max_policies = _max_policies(max_policies)
     if count > max_policies:
         raise ValueError(
             f"best response of agent {agent} needs {count:,} tables, more than max_policies={max_policies:,}"
@@ -227,7 +239,11 @@ def alternating_best_response(mdp: JointMDP, init: Policy | None = None, rounds:
     -------
     (value, Policy, rounds_used)
     """
+    _check_model(mdp)
     rounds = check_int("rounds", rounds, minimum=1)
+    _max_policies(max_policies)
+    if init is not None and not isinstance(init, Policy):
+        raise ValueError(f"init must be a marl_kstep.Policy or None; got {type(init).__name__}")
     policy = (Policy.uniform(mdp) if init is None else init).copy()
     policy.check_compatible(mdp)
     value = -np.inf

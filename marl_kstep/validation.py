@@ -11,7 +11,9 @@ import numbers
 
 import numpy as np
 
-__all__ = ["real_array", "check_int", "check_k", "check_gamma", "check_positive", "check_counts", "check_distribution"]
+__all__ = ["real_array", "check_probability", "check_real", "check_choice", "check_bool", "check_seed",
+           "check_sequence", "check_int", "check_k", "check_gamma", "check_positive", "check_counts",
+           "check_distribution"]
 
 
 def check_int(name: str, value, *, minimum: int | None = None, maximum: int | None = None) -> int:
@@ -85,7 +87,7 @@ def real_array(name: str, x, dtype=np.float64) -> np.ndarray:
         raise ValueError(f"{name} must be an array of real numbers; {exc}") from None
     if a.dtype.kind not in "biuf" and (a.size or a.dtype.kind in "cOUS"):
         raise ValueError(f"{name} must hold real numbers; got an array of dtype {a.dtype}")
-    return np.array(a, dtype=dtype)
+    return np.array(a, dtype=dtype)  # dtype None: keep the array's own (integer or float)
 
 
 def check_distribution(name: str, x, n: int, tol: float) -> np.ndarray:
@@ -101,3 +103,54 @@ def check_distribution(name: str, x, n: int, tol: float) -> np.ndarray:
     if abs(total - 1.0) > tol:
         raise ValueError(f"{name} must sum to 1 (within {tol:g}); it sums to {total!r}")
     return x
+
+
+def check_real(name: str, value, *, minimum: float | None = None, maximum: float | None = None) -> float:
+    """A finite real number (not bool) within ``[minimum, maximum]``."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a finite number; got {name}={value!r}")
+    v = float(value)
+    if not np.isfinite(v) or (minimum is not None and v < minimum) or (maximum is not None and v > maximum):
+        lo = "" if minimum is None else f" >= {minimum:g}"
+        hi = "" if maximum is None else f"{' and' if lo else ''} <= {maximum:g}"
+        raise ValueError(f"{name} must be a finite number{lo}{hi}; got {name}={value!r}")
+    return v
+
+
+def check_choice(name: str, value, choices) -> str:
+    """One of a few strings."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}; got {name}={value!r}")
+    return value
+
+
+def check_bool(name: str, value) -> bool:
+    """True or False (NumPy booleans too)."""
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be True or False; got {name}={value!r}")
+    return bool(value)
+
+
+def check_seed(name: str, seed):
+    """``None``, an integer >= 0, a ``SeedSequence`` or a ``Generator`` (what ``default_rng`` takes)."""
+    if seed is None or isinstance(seed, np.random.SeedSequence | np.random.Generator | np.random.BitGenerator):
+        return seed
+    return check_int(name, seed, minimum=0)
+
+
+def check_sequence(name: str, value, length: int | None = None) -> list:
+    """A list or tuple (or 1-d-or-more array), optionally of a given length."""
+    if (isinstance(value, str | bytes | dict) or not isinstance(value, list | tuple | np.ndarray)
+            or (isinstance(value, np.ndarray) and value.ndim == 0)):
+        raise ValueError(f"{name} must be a list with one entry per agent; got {type(value).__name__}")
+    items = list(value)
+    if length is not None and len(items) != length:
+        raise ValueError(f"{name} must hold one entry per agent ({length}); got {len(items)}")
+    return items
+
+
+def check_probability(name: str, value) -> float:
+    """A number in ``[0, 1]``."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1]; got {name}={value!r}")
+    return float(value)

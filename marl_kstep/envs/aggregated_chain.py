@@ -31,6 +31,7 @@ from pettingzoo.utils.conversions import parallel_to_aec
 
 from ..model import JointMDP
 from ..policy import Policy
+from ..validation import check_gamma, check_int, check_real
 from .base import COLORS, ScenarioModel, agent_color, compile_model
 from .pz import ModelParallelEnv
 
@@ -41,15 +42,9 @@ class AggregatedChainModel(ScenarioModel):
     """Model of the aggregated chain; states are the integers ``0..length-1``."""
 
     def __init__(self, length: int = 4, small_reward: float = 0.3, gamma: float = 0.95):
-        if isinstance(length, bool) or int(length) != length or length < 2:
-            raise ValueError(f"length must be an integer >= 2; got length={length!r}")
-        if not (np.isfinite(small_reward) and small_reward >= 0):
-            raise ValueError(f"small_reward must be a number >= 0; got small_reward={small_reward!r}")
-        if not 0.0 <= float(gamma) < 1.0:
-            raise ValueError(f"gamma must lie in [0, 1); got gamma={gamma!r}")
-        self.length = int(length)
-        self.small_reward = float(small_reward)
-        self.gamma = float(gamma)
+        self.length = check_int("length", length, minimum=2, maximum=2**62)
+        self.small_reward = check_real("small_reward", small_reward, minimum=0.0)
+        self.gamma = check_gamma(gamma)
         self.n_actions = (2,)
         self.n_obs = (1,)
 

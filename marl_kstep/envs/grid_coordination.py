@@ -56,6 +56,7 @@ from pettingzoo.utils.conversions import parallel_to_aec
 
 from ..model import JointMDP
 from ..policy import Policy
+from ..validation import check_choice, check_gamma, check_int, check_probability, check_real
 from .base import COLORS, ScenarioModel, agent_color, compile_model
 from .pz import ModelParallelEnv
 
@@ -76,6 +77,8 @@ ACTIONS = ("stay", "up", "down", "left", "right")
 _MOVES = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))
 OBSERVATIONS = ("walls", "position")
 COLLISIONS = ("allowed", "blocked")
+#: Most agents (joint actions are 5**n_agents, indexed in int64).
+MAX_AGENTS = 27
 
 #: A small open room with the goal in a corner.
 DEFAULT_LAYOUT = """
@@ -123,27 +126,19 @@ class GridCoordinationModel(ScenarioModel):
                  decoy_reward: float = 0.2, move_cost: float = 0.0, slip: float = 0.0,
                  collisions: str = "allowed"):
         lines = _parse_layout(layout)
-        if isinstance(n_agents, bool) or int(n_agents) != n_agents or n_agents < 1:
-            raise ValueError(f"n_agents must be an integer >= 1; got n_agents={n_agents!r}")
-        if observation not in OBSERVATIONS:
-            raise ValueError(f"observation must be one of {OBSERVATIONS}; got observation={observation!r}")
-        if collisions not in COLLISIONS:
-            raise ValueError(f"collisions must be one of {COLLISIONS}; got collisions={collisions!r}")
-        if not 0.0 <= float(gamma) < 1.0:
-            raise ValueError(f"gamma must lie in [0, 1); got gamma={gamma!r}")
-        if not (np.isfinite(slip) and 0.0 <= slip <= 1.0):
-            raise ValueError(f"slip must be a probability in [0, 1]; got slip={slip!r}")
-        for name, val in (("goal_reward", goal_reward), ("decoy_reward", decoy_reward), ("move_cost", move_cost)):
-            if not np.isfinite(val):
-                raise ValueError(f"{name} must be finite; got {name}={val!r}")
+        n_agents = check_int("n_agents", n_agents, minimum=1, maximum=MAX_AGENTS)
+        check_choice("observation", observation, OBSERVATIONS)
+        check_choice("collisions", collisions, COLLISIONS)
+        self.gamma = check_gamma(gamma)
+        self.slip = check_probability("slip", slip)
+        self.goal_reward = check_real("goal_reward", goal_reward)
+        self.decoy_reward = check_real("decoy_reward", decoy_reward)
+        self.move_cost = check_real("move_cost", move_cost)
         self.H, self.W = len(lines), len(lines[0])
         self.wall = np.array([[ch == "#" for ch in ln] for ln in lines])
-        self.n = int(n_agents)
+        self.n = n_agents
         self.observation = observation
         self.collisions = collisions
-        self.gamma = float(gamma)
-        self.goal_reward, self.decoy_reward = float(goal_reward), float(decoy_reward)
-        self.move_cost, self.slip = float(move_cost), float(slip)
 
         cells_of = {ch: [(r, c) for r, ln in enumerate(lines) for c, x in enumerate(ln) if x == ch]
                     for ch in "GD0123456789"}
@@ -152,12 +147,14 @@ class GridCoordinationModel(ScenarioModel):
                 raise ValueError(f"layout must mark exactly one goal 'G' (found {len(cells_of['G'])}); or pass goal=")
             goal = cells_of["G"][0]
         self.goal = self._cell("goal", goal)
+        if decoys is not None and (isinstance(decoys, str | bytes | dict) or not isinstance(decoys, list | tuple)):
+            raise ValueError(f"decoys must be a list of (row, col) cells; got {decoys!r}")
         self.decoys = frozenset(self._cell(f"decoys[{i}]", d) for i, d in
                                 enumerate(cells_of["D"] if decoys is None else decoys))
         if starts is None:
             starts = [cells_of[str(i)][0] if i < 10 and cells_of[str(i)] else None for i in range(self.n)]
-        elif len(starts) != self.n:
-            raise ValueError(f"starts must give one cell (or None) per agent ({self.n}); got {len(starts)}")
+        elif isinstance(starts, str | bytes | dict) or not isinstance(starts, list | tuple) or len(starts) != self.n:
+            raise ValueError(f"starts must give one cell (or None) per agent ({self.n}); got {starts!r}")
         self.starts = [None if s is None else self._cell(f"starts[{i}]", s) for i, s in enumerate(starts)]
         for i in range(self.n, 10):
             if cells_of[str(i)]:

@@ -28,12 +28,15 @@ from pettingzoo.utils.conversions import parallel_to_aec
 
 from ..model import JointMDP
 from ..policy import Policy
+from ..validation import check_choice, check_gamma, check_int, check_real
 from .base import COLORS, ScenarioModel, agent_color, compile_model
 from .pz import ModelParallelEnv
 
 __all__ = ["NumberMatchingModel", "parallel_env", "env", "raw_env", "build_mdp", "trap_start", "OBSERVATIONS", "STARTS"]
 
 OBSERVATIONS = ("match", "own")
+#: Most agents (joint actions are 2**n_agents, indexed in int64).
+MAX_AGENTS = 62
 STARTS = ("uniform", "far")
 
 
@@ -42,22 +45,12 @@ class NumberMatchingModel(ScenarioModel):
 
     def __init__(self, n_agents: int = 2, n_numbers: int = 6, move_cost: float = 0.3,
                  gamma: float = 0.9, observation: str = "match", start: str = "uniform"):
-        if isinstance(n_agents, bool) or int(n_agents) != n_agents or n_agents < 1:
-            raise ValueError(f"n_agents must be an integer >= 1; got n_agents={n_agents!r}")
-        if isinstance(n_numbers, bool) or int(n_numbers) != n_numbers or n_numbers < 2:
-            raise ValueError(f"n_numbers must be an integer >= 2; got n_numbers={n_numbers!r}")
-        if not float(move_cost) >= 0:
-            raise ValueError(f"move_cost must be >= 0; got move_cost={move_cost!r}")
-        if not 0.0 <= float(gamma) < 1.0:
-            raise ValueError(f"gamma must lie in [0, 1); got gamma={gamma!r}")
-        if observation not in OBSERVATIONS:
-            raise ValueError(f"observation must be one of {OBSERVATIONS}; got observation={observation!r}")
-        if start not in STARTS:
-            raise ValueError(f"start must be one of {STARTS}; got start={start!r}")
-        self.n = int(n_agents)
-        self.m = int(n_numbers)
-        self.move_cost = float(move_cost)
-        self.gamma = float(gamma)
+        self.n = check_int("n_agents", n_agents, minimum=1, maximum=MAX_AGENTS)
+        self.m = check_int("n_numbers", n_numbers, minimum=2, maximum=2**31)
+        self.move_cost = check_real("move_cost", move_cost, minimum=0.0)
+        self.gamma = check_gamma(gamma)
+        check_choice("observation", observation, OBSERVATIONS)
+        check_choice("start", start, STARTS)
         self.observation = observation
         self.start = start
         self.n_actions = (2,) * self.n

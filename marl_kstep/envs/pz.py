@@ -17,6 +17,7 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
 from ..model import JointMDP
+from ..validation import check_int
 from .base import ScenarioModel, compile_model
 
 __all__ = ["ModelParallelEnv", "compile_env"]
@@ -38,15 +39,14 @@ class ModelParallelEnv(ParallelEnv):
     metadata = {"render_modes": ["ansi", "rgb_array"], "name": "marl_kstep_model_v0", "is_parallelizable": True}
 
     def __init__(self, model: ScenarioModel, name: str, max_cycles: int = 200, render_mode: str | None = None):
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+        if render_mode is not None and (not isinstance(render_mode, str)
+                                        or render_mode not in self.metadata["render_modes"]):
             raise ValueError(
                 f"render_mode must be None or one of {self.metadata['render_modes']}; got render_mode={render_mode!r}"
             )
-        if isinstance(max_cycles, bool) or int(max_cycles) != max_cycles or max_cycles < 1:
-            raise ValueError(f"max_cycles must be an integer >= 1; got max_cycles={max_cycles!r}")
+        self.max_cycles = check_int("max_cycles", max_cycles, minimum=1)
         self.metadata = dict(self.metadata, name=name)
         self.model = model
-        self.max_cycles = int(max_cycles)
         self.render_mode = render_mode
         self.possible_agents = [f"agent_{i}" for i in range(model.n_agents)]
         self.agents: list[str] = []

@@ -29,7 +29,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from ..settings import current
-from ..validation import check_counts, check_distribution, check_gamma, real_array
+from ..validation import check_counts, check_distribution, check_gamma, check_sequence, real_array
 
 __all__ = ["JointMDP"]
 
@@ -166,18 +166,8 @@ class JointMDP:
         put(self, "indptr", _readonly(indptr))
         put(self, "indices", _readonly(indices))
         put(self, "probs", _readonly(probs))
-        obs = list(self.obs)
-        if len(obs) != len(n_actions):
-            raise ValueError(f"obs must hold one observation map per agent ({len(n_actions)}); got {len(obs)}")
         obs_arrays = []
-        for i, o in enumerate(obs):
-            o = np.asarray(o)
-            if o.shape != (N,):
-                raise ValueError(f"obs[{i}] must have shape ({N},); got shape {o.shape}")
-            if o.size and not np.issubdtype(o.dtype, np.integer):
-                if not (np.issubdtype(o.dtype, np.floating) and np.all(np.equal(np.mod(o, 1), 0))):
-                    raise ValueError(f"obs[{i}] must hold integer observation ids")
-            o = np.array(o, dtype=np.int64)
+        for i, o in enumerate(_obs_arrays(self.obs, N, len(n_actions))):
             bad = np.flatnonzero((o < 0) | (o >= n_obs[i]))
             if bad.size:
                 s = int(bad[0])
@@ -284,7 +274,8 @@ class JointMDP:
         if P.ndim != 3 or P.shape[0] != P.shape[2]:
             raise ValueError(f"P must have shape (N, J, N); got shape {P.shape}")
         N, J, _ = P.shape
-        R_shape = np.shape(R)
+        R = real_array("R", R)
+        R_shape = R.shape
         if R_shape != (N, J):
             raise ValueError(
                 f"R must have shape (N, J) = ({N}, {J}) to match P of shape {P.shape}; got shape {R_shape}"
@@ -316,8 +307,8 @@ class JointMDP:
         if R.ndim != 2:
             raise ValueError(f"R must have shape (N, J); got shape {R.shape}")
         N, J = R.shape
-        indptr = np.asarray(indptr)
-        indices = np.asarray(indices)
+        indptr = real_array("indptr", indptr, dtype=None)
+        indices = real_array("indices", indices, dtype=None)
         probs = real_array("probs", probs)
         for name, arr in (("indptr", indptr), ("indices", indices)):
             if arr.size and not np.issubdtype(arr.dtype, np.integer):
@@ -339,12 +330,27 @@ class JointMDP:
             r, t = int(_row_of(indptr)[bad[0]]), int(indices[bad[0]])
             raise ValueError(f"P[{r // J}, {r % J}, {t}] = {float(probs[bad[0]])!r} is not a probability")
         indptr, indices, probs = _canonical_csr(indptr, indices, probs, N * J)
-        if len(obs) != len(n_actions):
-            raise ValueError(f"obs must hold one observation map per agent ({len(n_actions)}); got {len(obs)}")
+        obs = _obs_arrays(obs, N, len(n_actions))
         if n_obs is None:
-            n_obs = tuple(int(np.max(o)) + 1 if np.size(o) and np.max(o) >= 0 else 1 for o in obs)
+            n_obs = tuple(int(o.max()) + 1 if o.size and o.max() >= 0 else 1 for o in obs)
         return cls(n_actions=n_actions, n_obs=n_obs, obs=tuple(obs), indptr=indptr, indices=indices, probs=probs,
                    rewards=R, mu=mu, gamma=gamma, **_name_fields(names))
+
+
+def _obs_arrays(obs, N: int, n_agents: int) -> list[np.ndarray]:
+    """The observation maps as int64 arrays of shape ``(N,)`` (new arrays), or a ValueError."""
+    obs = check_sequence("obs", obs)
+    if len(obs) != n_agents:
+        raise ValueError(f"obs must hold one observation map per agent ({n_agents}); got {len(obs)}")
+    out = []
+    for i, o in enumerate(obs):
+        o = real_array(f"obs[{i}]", o)
+        if o.shape != (N,):
+            raise ValueError(f"obs[{i}] must have shape ({N},); got shape {o.shape}")
+        if not np.all(np.isfinite(o)) or not np.all(np.equal(np.mod(o, 1), 0)) or np.any(np.abs(o) > 2**62):
+            raise ValueError(f"obs[{i}] must hold integer observation ids")
+        out.append(o.astype(np.int64))
+    return out
 
 
 def _rebuild(cls, values: dict) -> JointMDP:

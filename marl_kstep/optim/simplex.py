@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..validation import check_real, real_array
+
 __all__ = ["project_simplex", "pgd_step", "mirror_step", "STEPS"]
 
 
@@ -36,7 +38,7 @@ def project_simplex(v: np.ndarray) -> np.ndarray:
     -------
     ndarray, same shape
     """
-    v = np.asarray(v, dtype=float)
+    v = real_array("v", v)
     if not np.all(np.isfinite(v)):
         bad = np.argwhere(~np.isfinite(v))[0]
         raise ValueError(f"project_simplex: v[{', '.join(str(int(x)) for x in bad)}] = {float(v[tuple(bad)])!r} "
@@ -59,8 +61,19 @@ def project_simplex(v: np.ndarray) -> np.ndarray:
     return np.maximum(v - tau, 0.0)
 
 
+def _step_args(theta, grad, eta):
+    theta, grad = real_array("theta", theta), real_array("grad", grad)
+    if theta.ndim == 0 or theta.shape != grad.shape:
+        raise ValueError(f"theta and grad must be tables of one shape; got {theta.shape} and {grad.shape}")
+    for name, a in (("theta", theta), ("grad", grad)):
+        if not np.isfinite(a).all():
+            raise ValueError(f"{name} has a non-finite entry {float(a[~np.isfinite(a)][0])!r}")
+    return theta, grad, check_real("eta", eta)
+
+
 def pgd_step(theta: np.ndarray, grad: np.ndarray, eta: float) -> np.ndarray:
     r"""One projected ascent step on one agent's table: :math:`\Pi_\Delta(\theta + \eta g)`."""
+    theta, grad, eta = _step_args(theta, grad, eta)
     return project_simplex(theta + eta * grad)
 
 
@@ -70,6 +83,9 @@ def mirror_step(theta: np.ndarray, grad: np.ndarray, eta: float) -> np.ndarray:
     :math:`\theta[o] \propto \theta[o] \exp(\eta g[o])`, evaluated as
     :math:`\exp(\log\theta + \eta g - \max)` so nothing overflows; zero entries stay zero.
     """
+    theta, grad, eta = _step_args(theta, grad, eta)
+    if np.any(theta < 0):
+        raise ValueError(f"theta must be non-negative for a mirror step; got {float(theta.min())!r}")
     with np.errstate(divide="ignore"):
         z = np.log(theta) + eta * grad
     z = z - z.max(axis=-1, keepdims=True)

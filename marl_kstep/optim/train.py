@@ -19,7 +19,7 @@ import numpy as np
 from ..estimators import ExactKStep
 from ..model import JointMDP
 from ..policy import Policy
-from ..validation import check_int, check_positive
+from ..validation import check_bool, check_int, check_positive
 from .simplex import STEPS
 
 __all__ = ["TrainResult", "train"]
@@ -137,13 +137,13 @@ def train(
     TrainResult
     """
     est = _as_estimator(target, k, max_path_steps)
-    if method not in STEPS:
+    if not isinstance(method, str) or method not in STEPS:
         raise ValueError(f"method must be one of {sorted(STEPS)}; got method={method!r}")
     step = check_positive("step", step)
     iters = check_int("iters", iters, minimum=0)
     tol = check_positive("tol", tol, allow_zero=True)
     mdp = est.mdp
-    if normalize_step:
+    if check_bool("normalize_step", normalize_step):
         gamma = mdp.gamma if mdp is not None else getattr(est, "gamma", None)
         if gamma is None:
             raise ValueError("normalize_step=True needs a discount: the estimator has neither a model nor gamma")

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from ..policy import Policy
-from ..validation import check_gamma, check_int, check_k
+from ..validation import check_gamma, check_int, check_k, check_seed
 
 __all__ = ["KCoupledAgent", "Episode", "k_coupled_episode", "rollout"]
 
@@ -163,7 +163,8 @@ def rollout(env, policy, k: int, episodes: int, horizon: int | None = None, seed
         horizon = max_cycles
     horizon = check_int("horizon", horizon, minimum=1, maximum=max_cycles)
     _check_policy_fits(base, policy)
-    seeds = np.random.SeedSequence(seed)
+    seeds = np.random.SeedSequence(check_seed("seed", seed)) if not isinstance(seed, np.random.SeedSequence) \
+        else seed
     env_seed, agent_seed = seeds.spawn(2)
     agents = [KCoupledAgent(t, k, rng) for t, rng in
               zip(policy.theta, np.random.default_rng(agent_seed).spawn(len(policy.theta)), strict=True)]
