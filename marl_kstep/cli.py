@@ -39,6 +39,7 @@ from .experiments import (
 )
 from .experiments.scenarios import config_keys
 from .figures import make_figures
+from .interrupt import checkpoint, deferred_interrupts
 from .optim import train
 from .policy import Policy
 
@@ -149,28 +150,30 @@ def cmd_run(parser, args) -> int:
     quiet = args.quiet or not sys.stderr.isatty()
     seeds = args.seeds if args.seeds else [None]
     try:
-        for method in args.method:
-            for k in args.k:
-                for seed in seeds:
-                    if (k, method, seed) in done:
-                        if not args.quiet:
-                            print(f"skipping k={k} {method} seed={seed}: already in {results_path}")
-                        continue
-                    init = default_start(mdp) if seed is None else Policy.random(mdp, seed)
-                    bar = tqdm(total=args.iters, desc=f"k={k} {method} seed={seed}", disable=quiet, leave=False)
+        with deferred_interrupts():  # Ctrl-C: finish saving, stop between runs
+            for method in args.method:
+                for k in args.k:
+                    for seed in seeds:
+                        if (k, method, seed) in done:
+                            if not args.quiet:
+                                print(f"skipping k={k} {method} seed={seed}: already in {results_path}")
+                            continue
+                        init = default_start(mdp) if seed is None else Policy.random(mdp, seed)
+                        bar = tqdm(total=args.iters, desc=f"k={k} {method} seed={seed}", disable=quiet, leave=False)
 
-                    def tick(it, policy, J_k, J, bar=bar):
-                        bar.n = it
-                        bar.set_postfix(J=f"{J:.4f}", refresh=False)
-                        bar.refresh()
+                        def tick(it, policy, J_k, J, bar=bar):
+                            bar.n = it
+                            bar.set_postfix(J=f"{J:.4f}", refresh=False)
+                            bar.refresh()
 
-                    res = train(mdp, k=k, method=method, step=args.step, iters=args.iters, tol=args.tol,
-                                init=init, callback=tick)
-                    bar.close()
-                    results["rows"].append(run_record(res, scenario=args.scenario, seed=seed,
-                                                      j_star=results["J_star"]))
-                    write_json_atomic(results_path, results)
-                    write_text_atomic(out / "summary.csv", _summary_csv(results["rows"]))
+                        res = train(mdp, k=k, method=method, step=args.step, iters=args.iters, tol=args.tol,
+                                    init=init, callback=tick)
+                        bar.close()
+                        results["rows"].append(run_record(res, scenario=args.scenario, seed=seed,
+                                                          j_star=results["J_star"]))
+                        write_json_atomic(results_path, results)
+                        write_text_atomic(out / "summary.csv", _summary_csv(results["rows"]))
+                        checkpoint()
     except KeyboardInterrupt:
         print(f"\ninterrupted: {len(results['rows'])} finished runs are saved in {results_path}", file=sys.stderr)
         return 130
@@ -272,7 +275,11 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     sub = {a.dest: a for a in parser._actions if isinstance(a, argparse._SubParsersAction)}["command"]
-    return args.func(sub.choices[args.command], args)
+    try:
+        return args.func(sub.choices[args.command], args)
+    except KeyboardInterrupt:
+        print(f"\nmarl-kstep {args.command}: interrupted (finished results are saved)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -195,3 +195,28 @@ def test_8_cli_unwritable_out_and_damaged_results(tmp_path, capsys):
                 cli.main(argv)
             err = capsys.readouterr().err
             assert exc.value.code == 2 and "is unreadable or damaged" in err and "Traceback" not in err, (text, err)
+
+
+@pytest.mark.parametrize("delay", [2.5, 4.0, 6.0])
+def test_11_ctrl_c_stops_cleanly_and_keeps_finished_runs(tmp_path, delay):
+    """SIGINT at an arbitrary moment of a long run (import, planning, compiled passes, saving):
+    exit 130, one line on stderr, no traceback (no CPUDispatcher SystemError), finished runs kept."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    base = [sys.executable, "-m", "marl_kstep.cli", "run", "two_state", "--method", "pgd", "--out", str(out),
+            "--quiet"]
+    subprocess.run(base + ["--k", "1", "--iters", "5"], check=True, capture_output=True)
+    proc = subprocess.Popen(base + ["--k", "1", "2", "--iters", "10000000", "--tol", "0", "--resume"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (stdout, stderr)
+    assert "Traceback" not in stderr and "SystemError" not in stderr, stderr
+    assert "interrupted" in stderr and len([ln for ln in stderr.splitlines() if ln.strip()]) == 1, stderr
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [(r["k"], r["iterations"] <= 5) for r in rows] == [(1, True)]  # the quick run, and only it

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..estimators import ExactKStep
+from ..interrupt import checkpoint, deferred_interrupts
 from ..model import JointMDP
 from ..policy import Policy
 from ..validation import check_bool, check_int, check_positive
@@ -169,25 +170,27 @@ def train(
     hist_k, hist_1, hist_se = [], [], []
     converged = False
     it = 0
-    while True:
-        e = est.estimate(policy)
-        if reference is not None:
-            J_1 = reference.value(policy)
-        elif mdp is not None:
-            J_1 = e.J_k
-        else:
-            J_1 = float("nan")
-        hist_k.append(e.J_k)
-        hist_1.append(J_1)
-        hist_se.append(e.J_k_se)
-        if callback is not None and callback(it, policy, e.J_k, J_1) is False:
-            break
-        if converged or it >= iters:
-            break
-        new = Policy([update(t, g, eta) for t, g in zip(policy.theta, e.grad, strict=True)])
-        converged = new.max_abs_diff(policy) < tol
-        policy = new
-        it += 1
+    with deferred_interrupts():  # Ctrl-C stops between iterations, never inside compiled code
+        while True:
+            e = est.estimate(policy)
+            if reference is not None:
+                J_1 = reference.value(policy)
+            elif mdp is not None:
+                J_1 = e.J_k
+            else:
+                J_1 = float("nan")
+            hist_k.append(e.J_k)
+            hist_1.append(J_1)
+            hist_se.append(e.J_k_se)
+            if callback is not None and callback(it, policy, e.J_k, J_1) is False:
+                break
+            if converged or it >= iters:
+                break
+            new = Policy([update(t, g, eta) for t, g in zip(policy.theta, e.grad, strict=True)])
+            converged = new.max_abs_diff(policy) < tol
+            policy = new
+            it += 1
+            checkpoint()
     return TrainResult(
         policy=policy,
         history_J_k=np.asarray(hist_k),
