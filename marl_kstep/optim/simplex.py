@@ -86,8 +86,12 @@ def mirror_step(theta: np.ndarray, grad: np.ndarray, eta: float) -> np.ndarray:
     theta, grad, eta = _step_args(theta, grad, eta)
     if np.any(theta < 0):
         raise ValueError(f"theta must be non-negative for a mirror step; got {float(theta.min())!r}")
-    with np.errstate(divide="ignore"):
+    if theta.size and not np.all(theta.max(axis=-1) > 0):
+        raise ValueError("theta has a row of zeros: a mirror step needs a positive entry in every row")
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         z = np.log(theta) + eta * grad
+    if not np.all(np.isfinite(z[theta > 0])):
+        raise ValueError(f"eta * grad overflows: eta={eta!r} is too large for this gradient")
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
