@@ -231,3 +231,80 @@ def test_the_harness_catches_a_wrong_exception():
         check(lambda: 1 + "a", ["x"])
     with pytest.raises(AssertionError, match="does not name"):
         check(lambda: mk.value(MDP, POLICY, k=0), ["policy"])
+
+
+def _shipped_texts():
+    import gzip
+
+    from marl_kstep.experiments.benchtable import DEFAULT_DATA_DIR
+
+    out = []
+    for name in ("dectiger.dpomdp", "GridSmall.dpomdp", "recycling.dpomdp", "broadcastChannel.dpomdp"):
+        path = DEFAULT_DATA_DIR / name
+        if path.exists():
+            raw = path.read_bytes()
+            out.append((name, (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode()))
+    from test_dpomdp import TINY
+
+    return out + [("tiny", TINY)]
+
+
+TEXTS = _shipped_texts()
+TOKENS = st.one_of(st.sampled_from(["*", ":", "-1", "1e999", "nan", "uniform", "identity", "0.5", "999999999",
+                                    "T:", "O:", "R:", "start:", "agents:", "states:", "", "\t", "x-y"]),
+                   st.text(alphabet="abc019.:*-# \t", max_size=6))
+
+
+@FUZZ
+@given(which=st.integers(0, len(TEXTS) - 1), data=st.data())
+def test_fuzz_dpomdp_loader(which, data):
+    """Mutated copies of shipped files: a line deleted, duplicated, or a token replaced."""
+    from marl_kstep.model.dpomdp import augment, parse_dpomdp
+
+    name, text = TEXTS[which]
+    lines = text.splitlines()
+    for _ in range(data.draw(st.integers(1, 3))):
+        i = data.draw(st.integers(0, len(lines) - 1))
+        how = data.draw(st.sampled_from(["delete", "duplicate", "token"]))
+        if how == "delete":
+            del lines[i]
+        elif how == "duplicate":
+            lines.insert(i, lines[i])
+        else:
+            toks = lines[i].split(" ")
+            toks[data.draw(st.integers(0, len(toks) - 1))] = data.draw(TOKENS)
+            lines[i] = " ".join(toks)
+        if not lines:
+            lines = [""]
+    check(lambda: augment(parse_dpomdp("\n".join(lines), name), 0.9), [name])
+
+
+CLI_OPTIONS = {"--k": ["0", "-1", "x", "1.5", "2"], "--step": ["0", "-1", "nan", "inf", "x", "0.1"],
+               "--tol": ["-1", "nan", "x", "0"], "--iters": ["-1", "x", "2.5", "3"], "--seeds": ["-1", "x", "1"],
+               "--method": ["adam", "pgd"], "--set": ["gamma=2", "n_agents=0", "nope=1", "x", "gamma=0.5",
+                                                      "move_cost=inf", "n_numbers=None"]}
+
+
+@FUZZ
+@given(option=st.sampled_from(list(CLI_OPTIONS)), data=st.data())
+def test_fuzz_cli_run(option, data, tmp_path_factory):
+    """``marl-kstep run`` with one malformed option: exit 0, or exit 2 with one line naming it."""
+    import contextlib
+    import io
+
+    from marl_kstep import cli
+
+    value = data.draw(st.sampled_from(CLI_OPTIONS[option]))
+    out = tmp_path_factory.mktemp("cli")
+    argv = ["run", "number_matching", "--k", "1", "--method", "pgd", "--iters", "3", "--out", str(out), "--quiet",
+            option, value]
+    err = io.StringIO()
+    with time_limit(SECONDS_PER_CASE), contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = cli.main(argv)
+        except SystemExit as exc:
+            code = exc.code
+    lines = [ln for ln in err.getvalue().splitlines() if ln.strip()]
+    assert code in (0, 2), (argv, err.getvalue())
+    if code == 2:
+        assert len(lines) == 1 and (option.lstrip("-") in lines[0] or "--set" in lines[0]), (argv, lines)
