@@ -220,3 +220,47 @@ def test_11_ctrl_c_stops_cleanly_and_keeps_finished_runs(tmp_path, delay):
     assert "interrupted" in stderr and len([ln for ln in stderr.splitlines() if ln.strip()]) == 1, stderr
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert [(r["k"], r["iterations"] <= 5) for r in rows] == [(1, True)]  # the quick run, and only it
+
+
+@pytest.mark.parametrize("call,msg", [
+    (lambda: mk.JointMDP.from_dense(None, np.zeros((2, 2)), [np.zeros(2, int)], [2], [1, 0], 0.9),
+     "P must hold real numbers"),
+    (lambda: mk.JointMDP.from_dense(np.full((2, 2, 2), 0.5), np.zeros((2, 2)), [np.zeros(2, int)], [2], [1, 0],
+                                    "abc"), "gamma must be a number in"),
+    (lambda: mk.JointMDP.from_dense(np.full((2, 2, 2), 0.5), [["abc", 0], [0, 0]], [np.zeros(2, int)], [2], [1, 0],
+                                    0.9), "R must hold real numbers"),
+    (lambda: mk.JointMDP.from_dense(np.full((2, 2, 2), 0.5), np.zeros((2, 2)), None, [2], [1, 0], 0.9),
+     "obs must be a list"),
+    (lambda: mk.value(number_matching_mdp(), None, 1), "policy must be a marl_kstep.Policy"),
+    (lambda: mk.value(number_matching_mdp(), mk.Policy.uniform(number_matching_mdp()), float("inf")),
+     "k must be an integer"),
+    (lambda: mk.train(number_matching_mdp(), k=1, step=float("inf")), "step must be a positive number"),
+    (lambda: mk.train(number_matching_mdp(), k=1, iters="10"), "iters must be a non-negative integer"),
+    (lambda: mk.Policy.random(number_matching_mdp(), seed="abc"), "seed must be a non-negative integer"),
+    (lambda: mk.Policy.uniform(None), "mdp must be a JointMDP or an estimator"),
+    (lambda: mk.best_response(number_matching_mdp(), mk.Policy.uniform(number_matching_mdp()), None),
+     "agent must be a non-negative integer"),
+    (lambda: mk.project_simplex("abc"), "v must hold real numbers"),
+    (lambda: mk.pgd_step(np.ones((1, 2)) / 2, np.ones((1, 2)), None), "eta must be a finite number"),
+    (lambda: grid_coordination.parallel_env(n_agents=None), "n_agents must be an integer"),
+    (lambda: grid_coordination.parallel_env(move_cost=float("inf")), "move_cost must be a finite number"),
+    (lambda: two_state.parallel_env(small_reward="abc"), "small_reward must be a finite number"),
+    (lambda: two_state.parallel_env(max_cycles=10**30 * 1.0), "max_cycles must be an integer"),
+])
+def test_10_wrong_types_get_value_errors_naming_the_parameter(call, msg):
+    with pytest.raises(ValueError, match=msg) as exc:
+        call()
+    assert "could not convert" not in str(exc.value)
+
+
+def number_matching_mdp():
+    from marl_kstep.envs import number_matching
+
+    return number_matching.build_mdp()
+
+
+def test_10_number_matching_move_cost_inf_is_named():
+    from marl_kstep.envs import number_matching
+
+    with pytest.raises(ValueError, match=r"move_cost must be a finite number >= 0; got move_cost=inf"):
+        number_matching.parallel_env(move_cost=float("inf"))
