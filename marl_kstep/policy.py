@@ -95,7 +95,7 @@ class Policy:
             if tab.shape != (mdp.n_obs[i],):
                 raise ValueError(f"tables[{i}] must have shape ({mdp.n_obs[i]},); got {tab.shape}")
             for o, a in enumerate(tab):
-                if not 0 <= int(a) < mdp.n_actions[i] or a != int(a):
+                if not (np.isfinite(a) and 0 <= a < mdp.n_actions[i] and a == int(a)):
                     raise ValueError(
                         f"tables[{i}][{o}] = {a.item()!r} is not an action of agent {i} "
                         f"(0..{mdp.n_actions[i] - 1})"

@@ -341,7 +341,8 @@ def _obs_arrays(obs, N: int, n_agents: int) -> list[np.ndarray]:
     """The observation maps as int64 arrays of shape ``(N,)`` (new arrays), or a ValueError."""
     obs = check_sequence("obs", obs)
     if len(obs) != n_agents:
-        raise ValueError(f"obs must hold one observation map per agent ({n_agents}); got {len(obs)}")
+        raise ValueError(f"obs must hold one observation map per agent ({n_agents}); got {len(obs)} "
+                         f"(the agents are counted by n_actions)")
     out = []
     for i, o in enumerate(obs):
         o = real_array(f"obs[{i}]", o)
