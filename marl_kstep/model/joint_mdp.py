@@ -23,6 +23,7 @@ stale results.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
@@ -307,6 +308,10 @@ class JointMDP:
         if R.ndim != 2:
             raise ValueError(f"R must have shape (N, J); got shape {R.shape}")
         N, J = R.shape
+        if J != math.prod(n_actions):
+            raise ValueError(
+                f"R has {J} joint actions per state but n_actions={n_actions} gives {math.prod(n_actions)}"
+            )
         indptr = real_array("indptr", indptr, dtype=None)
         indices = real_array("indices", indices, dtype=None)
         probs = real_array("probs", probs)
@@ -347,7 +352,7 @@ def _obs_arrays(obs, N: int, n_agents: int) -> list[np.ndarray]:
     for i, o in enumerate(obs):
         o = real_array(f"obs[{i}]", o)
         if o.shape != (N,):
-            raise ValueError(f"obs[{i}] must have shape ({N},); got shape {o.shape}")
+            raise ValueError(f"obs[{i}] must have shape ({N},) (N states, from R); got shape {o.shape}")
         if not np.all(np.isfinite(o)) or not np.all(np.equal(np.mod(o, 1), 0)) or np.any(np.abs(o) > 2**62):
             raise ValueError(f"obs[{i}] must hold integer observation ids")
         out.append(o.astype(np.int64))
