@@ -172,7 +172,8 @@ def make_plan(mdp: JointMDP, k: int, *, lump_model: bool, max_path_steps: int, s
     serial = steps < threshold or count_steps(k, sm, ones, toff, threshold) < threshold
     R = _boolean_power(C, k)
     fused = serial and work.n_states <= settings.fused_max_states
-    n_chunks = max(1, min(work.n_states, 8 * numba.get_num_threads()))
+    # (asking numba for its thread count starts the thread pool: only parallel plans do)
+    n_chunks = 1 if serial else max(1, min(work.n_states, 8 * numba.get_num_threads()))
     return Plan(model=work, k=k, lumping=lumping, block=block, sm=sm, toff=toff,
                 m_ptr=R.indptr.astype(np.int64), m_idx=R.indices.astype(np.int64), path_steps=steps,
                 serial=serial, fused=fused, n_chunks=n_chunks, settings=settings)
