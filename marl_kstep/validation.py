@@ -85,7 +85,7 @@ def real_array(name: str, x, dtype=np.float64) -> np.ndarray:
         a = np.asarray(x)
     except (ValueError, TypeError) as exc:  # ragged nested sequences
         raise ValueError(f"{name} must be an array of real numbers; {exc}") from None
-    if a.dtype.kind not in "biuf" and (a.size or a.dtype.kind in "cOUS"):
+    if a.dtype.kind not in "biuf":  # bool, integers, floats
         raise ValueError(f"{name} must hold real numbers; got an array of dtype {a.dtype}")
     return np.array(a, dtype=dtype)  # dtype None: keep the array's own (integer or float)
 

@@ -28,7 +28,7 @@ from ..model import JointMDP, Lumping, lump
 from ..settings import Settings
 from ._walk import count_steps, static_arrays
 
-__all__ = ["Plan", "make_plan", "edge_counts", "path_step_bound", "theta_offsets"]
+__all__ = ["Plan", "make_plan", "edge_counts", "kernel_args", "path_step_bound", "path_steps", "theta_offsets"]
 
 #: Above this k the path bound (k sparse products) is skipped for the exact, capped count.
 _BOUND_MAX_K = 64
@@ -80,6 +80,35 @@ def _boolean_power(A: sparse.csr_matrix, k: int) -> sparse.csr_matrix:
     return R
 
 
+def kernel_args(mdp: JointMDP) -> tuple[tuple, np.ndarray, np.ndarray]:
+    """``(sm, toff, ones)``: the kernel arrays, the per-agent offsets and a parameter vector of
+    ones (the paths, hence their count, do not depend on the parameter values)."""
+    n_params = int(sum(o * a for o, a in zip(mdp.n_obs, mdp.n_actions, strict=True)))
+    return static_arrays(mdp), theta_offsets(mdp.n_obs, mdp.n_actions), np.ones(n_params)
+
+
+def path_steps(mdp: JointMDP, k: int, budget: int, *, C=None, args=None) -> int:
+    r"""Path steps of one pass for window ``k``: the bound :math:`\sum_t \mathbf 1^\top C^t \mathbf 1`
+    when it is within ``budget``, else the exact count (stopped just above the budget).
+
+    Refuses windows whose walk stack alone would be too large, and answers ``N k`` (a floor:
+    every start state has a path of depth ``k``) without walking when that is over the budget.
+    Long windows skip the bound (``k`` sparse products) for the capped count."""
+    stack_bytes = (k + 1) * 8 * (4 * mdp.n_agents + 12)
+    if stack_bytes > _MAX_STACK_BYTES:
+        raise ValueError(f"k={k} needs a {stack_bytes / 2**20:,.0f} MiB walk stack (more than "
+                         f"{_MAX_STACK_BYTES / 2**20:,.0f} MiB); windows this long are beyond exact enumeration")
+    floor = mdp.n_states * k
+    if floor > budget:
+        return floor
+    if k <= _BOUND_MAX_K:
+        bound = path_step_bound(edge_counts(mdp) if C is None else C, k, budget)
+        if bound <= budget:
+            return int(bound)
+    sm, toff, ones = kernel_args(mdp) if args is None else args
+    return int(count_steps(k, sm, ones, toff, budget))
+
+
 @dataclass(frozen=True, eq=False)
 class Plan:
     """What an exact estimator decided once for one model and window length.
@@ -123,10 +152,6 @@ class Plan:
     n_chunks: int
     settings: Settings
 
-    @property
-    def n_params(self) -> int:
-        return int(sum(o * a for o, a in zip(self.model.n_obs, self.model.n_actions, strict=True)))
-
 
 def make_plan(mdp: JointMDP, k: int, *, lump_model: bool, max_path_steps: int, settings: Settings,
               lumping: Lumping | None = None) -> Plan:
@@ -141,25 +166,10 @@ def make_plan(mdp: JointMDP, k: int, *, lump_model: bool, max_path_steps: int, s
             work, block = lumping.quotient, lumping.block
     else:
         lumping = None
-    sm = static_arrays(work)
-    toff = theta_offsets(work.n_obs, work.n_actions)
-    n_params = int(sum(o * a for o, a in zip(work.n_obs, work.n_actions, strict=True)))
-    ones = np.ones(n_params)
+    sm, toff, ones = kernel_args(work)
     C = edge_counts(work)
     budget = int(max_path_steps)
-    # every start state has at least one path of depth k: a pass walks at least N k steps
-    floor = work.n_states * k
-    stack_bytes = (k + 1) * 8 * (4 * work.n_agents + 12)
-    if stack_bytes > _MAX_STACK_BYTES:
-        raise ValueError(f"k={k} needs a {stack_bytes / 2**20:,.0f} MiB walk stack (more than "
-                         f"{_MAX_STACK_BYTES / 2**20:,.0f} MiB); windows this long are beyond exact enumeration")
-    if floor > budget:
-        steps = floor
-    elif k <= _BOUND_MAX_K:
-        bound = path_step_bound(C, k, budget)
-        steps = int(bound) if bound <= budget else int(count_steps(k, sm, ones, toff, budget))
-    else:  # long windows: the exact count (stops at the budget) costs less than k sparse products
-        steps = int(count_steps(k, sm, ones, toff, budget))
+    steps = path_steps(work, k, budget, C=C, args=(sm, toff, ones))
     if steps > budget:
         lumped = "" if block is None else f" (lumped from {mdp.n_states})"
         raise ValueError(

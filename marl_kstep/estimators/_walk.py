@@ -27,10 +27,9 @@ import numpy as np
 from numba import njit, prange
 
 __all__ = ["static_arrays", "walk_values", "walk_grad", "count_steps", "walk_values_parallel",
-           "walk_grad_parallel", "MODE_VALUES", "MODE_GRAD", "MODE_COUNT"]
+           "walk_grad_parallel"]
 
-MODE_VALUES, MODE_GRAD, MODE_COUNT = 0, 1, 2
-_MODE_VALUES, _MODE_GRAD, _MODE_COUNT = MODE_VALUES, MODE_GRAD, MODE_COUNT
+_MODE_VALUES, _MODE_GRAD, _MODE_COUNT = 0, 1, 2  # the three passes (compile-time constants of _walk)
 
 
 def static_arrays(mdp) -> tuple:

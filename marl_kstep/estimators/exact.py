@@ -47,8 +47,8 @@ from ..settings import current
 from ..validation import check_int, check_k
 from ._fused import fused_small
 from ._linalg import SingularSystemError, Solver, singular_message
-from ._plan import Plan, edge_counts, make_plan, path_step_bound, theta_offsets
-from ._walk import count_steps, static_arrays, walk_grad, walk_grad_parallel, walk_values, walk_values_parallel
+from ._plan import Plan, kernel_args, make_plan, path_steps
+from ._walk import count_steps, walk_grad, walk_grad_parallel, walk_values, walk_values_parallel
 from .base import Estimate
 
 __all__ = ["ExactKStep", "value", "value_vector", "value_and_grad", "values_and_grad", "estimate_path_steps",
@@ -275,10 +275,7 @@ def estimate_path_steps(mdp: JointMDP, k: int, *, max_path_steps: int | None = N
     was stopped above the budget."""
     k = check_k(k)
     _, budget, _ = _options(mdp, False, max_path_steps)
-    bound = path_step_bound(edge_counts(mdp), k, budget)
-    if bound <= budget:
-        return int(bound)
-    return count_path_steps(mdp, k, budget)
+    return path_steps(mdp, k, budget)
 
 
 def count_path_steps(mdp: JointMDP, k: int, cap: int = 10**12) -> int:
@@ -287,7 +284,5 @@ def count_path_steps(mdp: JointMDP, k: int, cap: int = 10**12) -> int:
     if not isinstance(mdp, JointMDP):
         raise ValueError(f"mdp must be a JointMDP; got {type(mdp).__name__}")
     cap = check_int("cap", cap, minimum=0)
-    toff = theta_offsets(mdp.n_obs, mdp.n_actions)
-    n_params = int(sum(o * a for o, a in zip(mdp.n_obs, mdp.n_actions, strict=True)))
-    steps = int(count_steps(k, static_arrays(mdp), np.ones(n_params), toff, cap))
-    return min(steps, cap + 1)
+    sm, toff, ones = kernel_args(mdp)
+    return min(int(count_steps(k, sm, ones, toff, cap)), cap + 1)

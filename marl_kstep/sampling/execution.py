@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from ..policy import Policy
-from ..validation import check_gamma, check_int, check_k, check_seed
+from ..validation import check_gamma, check_int, check_k
 
 __all__ = ["KCoupledAgent", "Episode", "k_coupled_episode", "rollout"]
 
@@ -136,7 +136,7 @@ def rollout(env, policy, k: int, episodes: int, horizon: int | None = None, seed
     horizon : int, optional
         Steps per episode (default, and maximum, the env's ``max_cycles`` when it has one);
         choose it with :math:`\gamma^H` small so truncation bias is negligible.
-    seed : int, optional
+    seed : int or numpy.random.SeedSequence, optional
         Seeds the environment (``reset(seed=...)``) and the agents' draws.
     gamma : float, optional
         Discount; default the scenario model's ``gamma`` (required for other envs).
@@ -163,9 +163,9 @@ def rollout(env, policy, k: int, episodes: int, horizon: int | None = None, seed
         horizon = max_cycles
     horizon = check_int("horizon", horizon, minimum=1, maximum=max_cycles)
     _check_policy_fits(base, policy)
-    seeds = np.random.SeedSequence(check_seed("seed", seed)) if not isinstance(seed, np.random.SeedSequence) \
-        else seed
-    env_seed, agent_seed = seeds.spawn(2)
+    if not isinstance(seed, np.random.SeedSequence):
+        seed = np.random.SeedSequence(None if seed is None else check_int("seed", seed, minimum=0))
+    env_seed, agent_seed = seed.spawn(2)
     agents = [KCoupledAgent(t, k, rng) for t, rng in
               zip(policy.theta, np.random.default_rng(agent_seed).spawn(len(policy.theta)), strict=True)]
     first = int(env_seed.generate_state(1)[0])
