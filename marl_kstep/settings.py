@@ -21,7 +21,7 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-__all__ = ["Settings", "current", "configure", "ENV_MAX_PATH_STEPS"]
+__all__ = ["Settings", "current", "configure", "model_bytes_limit", "physical_memory", "ENV_MAX_PATH_STEPS"]
 
 #: Environment variable overriding :attr:`Settings.max_path_steps` (read at call time).
 ENV_MAX_PATH_STEPS = "MARL_KSTEP_MAX_PATH_STEPS"
@@ -59,8 +59,10 @@ class Settings:
         Tolerance on transition rows and initial distributions summing to one.
     simplex_tol : float
         Tolerance for policy rows to count as on the simplex.
-    max_states : int
-        Scenario compilation refuses models estimated to have more joint states.
+    max_model_bytes : int
+        Building a model (scenario compilation, enumerating start states) refuses when its
+        estimated peak memory is larger; 0 (the default) means half of this machine's
+        physical memory (:func:`model_bytes_limit`).
     max_policies : int
         Exhaustive searches refuse more deterministic joint tables than this.
     dense_search_max_states : int
@@ -84,7 +86,7 @@ class Settings:
     singular_rtol: float = 1e-10
     row_sum_tol: float = 1e-9
     simplex_tol: float = 1e-9
-    max_states: int = 200_000
+    max_model_bytes: int = 0
     max_policies: int = 10**6
     dense_search_max_states: int = 600
     search_batch_bytes: int = 64 * 2**20
@@ -138,3 +140,18 @@ def configure(**changes):
         yield current()
     finally:
         _OVERRIDES.reset(token)
+
+
+def physical_memory() -> int:
+    """This machine's physical memory in bytes (``os.sysconf``; 8 GiB where it is unknown)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2**30
+
+
+def model_bytes_limit(settings: Settings | None = None) -> int:
+    """The memory a model build may take: ``Settings.max_model_bytes``, or half of
+    :func:`physical_memory` when that is 0."""
+    s = current() if settings is None else settings
+    return s.max_model_bytes if s.max_model_bytes > 0 else physical_memory() // 2

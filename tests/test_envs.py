@@ -5,7 +5,7 @@ import pytest
 from pettingzoo.test import api_test, parallel_api_test
 
 import marl_kstep as mk
-from marl_kstep.envs import aggregated_chain, compile_env, grid_coordination, number_matching, two_state
+from marl_kstep.envs import aggregated_chain, compile_env, compile_model, grid_coordination, number_matching, two_state
 from marl_kstep.sampling import rollout
 
 SMALL_ROOM = """
@@ -113,8 +113,16 @@ def test_compilation_refuses_large_state_spaces():
     big = "\n".join(["#" * 12] + ["#" + "." * 10 + "#"] * 9 + ["#" * 12])
     big = big[:14] + "G" + big[15:]
     env = grid_coordination.parallel_env(layout=big, n_agents=3)
-    with pytest.raises(ValueError, match=r"up to 729,000 joint states, more than max_states=200,000"):
+    # the array build of 729,000 states x 125 joint actions: about 5.8 GiB by the estimate
+    with mk.configure(max_model_bytes=2**30), pytest.raises(
+            ValueError, match=r"compiling this scenario \(729,000 joint states, 125 joint actions\) would take about "
+                              r"5\.\d\d GiB, more than the limit of 1\.00 GiB \(Settings\.max_model_bytes\)"):
         compile_env(env)
+    # the per-state build of the same model: about 304 bytes per pair, 26 GiB, over half of any test machine
+    with mk.configure(max_model_bytes=8 * 2**30), pytest.raises(ValueError, match=r"state by state .* about 2\d\.\d\d GiB"):
+        compile_model(env.model, vectorised=False)
+    with pytest.raises(ValueError, match=r"up to 729,000 joint states, more than max_states=1,000"):
+        compile_env(env, max_states=1000)
     with pytest.raises(ValueError, match="compile_env needs a marl_kstep scenario environment"):
         compile_env(object())
 

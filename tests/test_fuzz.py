@@ -216,7 +216,7 @@ def test_fuzz_rollout_and_step(key, value):
 
 
 @FUZZ
-@given(key=st.sampled_from(["max_path_steps", "lump", "row_sum_tol", "simplex_tol", "max_states", "nope"]),
+@given(key=st.sampled_from(["max_path_steps", "lump", "row_sum_tol", "simplex_tol", "max_model_bytes", "nope"]),
        value=BAD)
 def test_fuzz_configure(key, value):
     def run():

@@ -34,12 +34,13 @@ from ..policy import Policy
 from ..validation import check_gamma, check_int, check_real
 from .base import COLORS, ScenarioModel, agent_color, compile_model
 from .pz import ModelParallelEnv
+from .vectorised import VectorisedModel
 
 __all__ = ["AggregatedChainModel", "parallel_env", "env", "raw_env", "build_mdp", "trap_start"]
 
 
-class AggregatedChainModel(ScenarioModel):
-    """Model of the aggregated chain; states are the integers ``0..length-1``."""
+class AggregatedChainModel(ScenarioModel, VectorisedModel):
+    """Model of the aggregated chain; states are the integers ``0..length-1`` (also their codes)."""
 
     def __init__(self, length: int = 4, small_reward: float = 0.3, gamma: float = 0.95):
         self.length = check_int("length", length, minimum=2, maximum=2**62)
@@ -66,6 +67,32 @@ class AggregatedChainModel(ScenarioModel):
 
     def estimate_states(self):
         return self.length
+
+    # ------------------------------------------------------------ array protocol
+    def code_space(self):
+        return self.length
+
+    def outcomes(self):
+        return 1
+
+    def encode(self, state):
+        return int(state)
+
+    def decode(self, code):
+        return int(code)
+
+    def initial_codes(self):
+        return np.zeros(1, np.int64), np.ones(1)
+
+    def step_arrays(self, codes, joint):
+        s = np.asarray(codes, np.int64)
+        right = np.asarray(joint, np.int64) == 1
+        succ = np.where(right, np.minimum(s + 1, self.length - 1), np.maximum(s - 1, 0))
+        rewards = np.where((s == 0) & ~right, self.small_reward, np.where((s == self.length - 1) & right, 1.0, 0.0))
+        return succ[:, None], np.ones((s.size, 1)), rewards
+
+    def observe_arrays(self, codes):
+        return np.zeros((1, np.size(codes)), np.int64)
 
     def action_names(self):
         return (("L", "R"),)

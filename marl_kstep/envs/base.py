@@ -17,15 +17,17 @@ sees in the environment is exactly :math:`\phi_i(s)` of the compiled MDP.
 from __future__ import annotations
 
 import itertools
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Sequence
 
 import numpy as np
 
 from ..model import JointMDP
-from ..settings import current
+from ..validation import check_int
+from .vectorised import VectorisedModel, check_model_bytes, compile_arrays
 
-__all__ = ["ScenarioModel", "compile_model", "COLORS", "agent_color"]
+__all__ = ["ScenarioModel", "compile_model", "per_state_build_bytes", "COLORS", "agent_color"]
 
 
 class ScenarioModel(ABC):
@@ -65,17 +67,14 @@ class ScenarioModel(ABC):
     def sample_initial(self, rng: np.random.Generator):
         """One start state drawn from the initial distribution (used by the environments).
 
-        The default enumerates :meth:`initial_distribution` once, after checking
-        :meth:`estimate_states` against ``Settings.max_states``; scenarios whose start sets
-        are large override it to sample directly."""
+        The default enumerates :meth:`initial_distribution` once, after checking that up to
+        :meth:`estimate_states` start states fit in ``Settings.max_model_bytes``; scenarios
+        whose start sets are large override it to sample directly."""
         cached = getattr(self, "_initial_cache", None)
         if cached is None:
-            limit = current().max_states
             est = int(self.estimate_states())
-            if est > limit:
-                raise ValueError(f"this scenario has up to {est:,} joint states, more than Settings.max_states="
-                                 f"{limit:,}, and no direct sampler of its start states; make it smaller or raise "
-                                 "the limit with mk.configure(max_states=...)")
+            check_model_bytes(est * (PER_STATE_PAIR_BYTES + 8), f"listing this scenario's start states (up to "
+                              f"{est:,})", "give the model a direct sampler (override sample_initial)")
             states, p = zip(*self.initial_distribution(), strict=True)
             cached = (states, np.asarray(p, dtype=float))
             self._initial_cache = cached
@@ -122,27 +121,60 @@ def agent_color(i: int) -> tuple[int, int, int]:
     return COLORS["agents"][i % len(COLORS["agents"])]
 
 
-def compile_model(model: ScenarioModel, *, max_states: int | None = None) -> tuple[JointMDP, list]:
+#: Python memory per (state, joint action) pair of the per-state build (lists of successors,
+#: probabilities and rewards, the state index), measured at 150-200 bytes; rounded up.
+PER_STATE_PAIR_BYTES = 256
+
+
+def per_state_build_bytes(n_states: int, n_joint: int, n_agents: int) -> int:
+    """Estimated peak bytes of the per-state build of a model with at most ``n_states`` states."""
+    return n_states * n_joint * (PER_STATE_PAIR_BYTES + 48) + n_states * (200 + 8 * n_agents)
+
+
+def compile_model(model: ScenarioModel, *, max_states: int | None = None,
+                  vectorised: bool | None = None) -> tuple[JointMDP, Sequence]:
     """Enumerate the reachable joint states of ``model`` and build the exact joint MDP.
+
+    States are numbered breadth first from the initial distribution: in queue order, each
+    state's joint actions in index order, each pair's successors in the order
+    ``transitions`` lists them (repeated successors are summed in that order).
 
     Parameters
     ----------
     model : ScenarioModel
-    max_states : int
-        Refuse with ``ValueError`` when ``model.estimate_states()`` exceeds it.
+    max_states : int, optional
+        Also refuse with ``ValueError`` when ``model.estimate_states()`` exceeds it.
+    vectorised : bool, optional
+        Build through the array protocol (:mod:`marl_kstep.envs.vectorised`, no Python work
+        per state); default: whenever ``model`` implements it. ``False`` forces the
+        per-state protocol.
+
+    Both builds estimate their peak memory first and refuse, with the estimate, to pass
+    ``Settings.max_model_bytes`` (default: half of this machine's memory).
 
     Returns
     -------
     (JointMDP, states)
         ``states[s]`` is the model state with joint index ``s``.
     """
-    max_states = current().max_states if max_states is None else max_states
+    if max_states is not None:
+        max_states = check_int("max_states", max_states, minimum=1)
+    if vectorised is None:
+        vectorised = isinstance(model, VectorisedModel)
+    elif vectorised and not isinstance(model, VectorisedModel):
+        raise ValueError(f"vectorised=True needs a model implementing VectorisedModel; "
+                         f"{type(model).__name__} does not")
+    if vectorised:
+        return compile_arrays(model, max_states=max_states)
     est = int(model.estimate_states())
-    if est > max_states:
+    if max_states is not None and est > max_states:
         raise ValueError(
             f"this scenario has up to {est:,} joint states, more than max_states={max_states:,}; "
             f"make it smaller (fewer agents, smaller grid) or pass a larger max_states"
         )
+    check_model_bytes(per_state_build_bytes(est, math.prod(model.n_actions), model.n_agents),
+                      f"compiling this scenario state by state ({est:,} joint states)",
+                      "make it smaller, or give the model the array protocol (VectorisedModel)")
     init = model.initial_distribution()
     index: dict = {}
     states: list = []
@@ -164,17 +196,17 @@ def compile_model(model: ScenarioModel, *, max_states: int | None = None) -> tup
         row_r = []
         for acts in joint:
             row_r.append(model.reward(s, acts))
+            acc: dict = {}
             for t, p in model.transitions(s, acts):
                 if p > 0:
-                    succ.append(add(t))
-                    prob.append(p)
+                    t = add(t)
+                    acc[t] = acc.get(t, 0.0) + p
+            succ.extend(acc)
+            prob.extend(acc.values())
             indptr.append(len(succ))
         rewards.append(row_r)
-        if len(states) > max_states:
-            raise ValueError(
-                f"more than max_states={max_states:,} reachable joint states; "
-                f"make the scenario smaller or pass a larger max_states"
-            )
+        if len(states) > est:
+            raise ValueError(f"{type(model).__name__} reaches more than estimate_states()={est:,} states")
     N = len(states)
     mu = np.zeros(N)
     for s, p in init:

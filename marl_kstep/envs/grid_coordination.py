@@ -48,6 +48,7 @@ is 2, and a larger window is not always better from a fixed start.
 from __future__ import annotations
 
 import itertools
+import math
 import numbers
 
 import networkx as nx
@@ -59,6 +60,7 @@ from ..policy import Policy
 from ..validation import check_choice, check_gamma, check_int, check_probability, check_real
 from .base import COLORS, ScenarioModel, agent_color, compile_model
 from .pz import ModelParallelEnv
+from .vectorised import VectorisedModel
 
 __all__ = [
     "GridCoordinationModel",
@@ -118,8 +120,12 @@ def _parse_layout(layout: str):
     return lines
 
 
-class GridCoordinationModel(ScenarioModel):
-    """Model of grid coordination; states are tuples of flat cell indices ``row * W + col``."""
+class GridCoordinationModel(ScenarioModel, VectorisedModel):
+    r"""Model of grid coordination; states are tuples of flat cell indices ``row * W + col``.
+
+    State code (array protocol): the agents' floor-cell indices ``f_i`` (position of the cell
+    in :attr:`floor`) as a mixed-radix number, :math:`\sum_i f_i F^{n-1-i}` with ``F`` floor
+    cells (agent 0 most significant)."""
 
     def __init__(self, layout: str = DEFAULT_LAYOUT, n_agents: int = 2, observation: str = "walls",
                  gamma: float = 0.95, goal=None, decoys=None, starts=None, goal_reward: float = 1.0,
@@ -253,7 +259,7 @@ class GridCoordinationModel(ScenarioModel):
         per_agent = [[(b, (1 - self.slip) * (b == a) + self.slip / 5) for b in range(5)] for a in actions]
         out: dict = {}
         for combo in itertools.product(*per_agent):
-            p = float(np.prod([q for _, q in combo]))
+            p = math.prod(q for _, q in combo)
             if p > 0:
                 t = self._resolve(state, tuple(b for b, _ in combo))
                 out[t] = out.get(t, 0.0) + p
@@ -270,6 +276,102 @@ class GridCoordinationModel(ScenarioModel):
 
     def estimate_states(self):
         return len(self.floor) ** self.n
+
+    # ------------------------------------------------------------ array protocol
+    def code_space(self):
+        return len(self.floor) ** self.n
+
+    def outcomes(self):
+        return 1 if self.slip == 0.0 else 5**self.n
+
+    def _radix(self):
+        return len(self.floor) ** np.arange(self.n - 1, -1, -1, dtype=np.int64)
+
+    def encode(self, state):
+        return int(sum(self.floor_index[c] * int(r) for c, r in zip(state, self._radix(), strict=True)))
+
+    def decode(self, code):
+        F = len(self.floor)
+        return tuple(self.floor[(int(code) // int(r)) % F] for r in self._radix())
+
+    def _tables(self):
+        """Floor-index tables: ``move[f, a]`` (the cell after action ``a``), goal, decoy, obs."""
+        cached = getattr(self, "_array_tables", None)
+        if cached is None:
+            F = len(self.floor)
+            move = np.array([[self.floor_index[self._move(c, a)] for a in range(5)] for c in self.floor], np.int64)
+            decoy = np.array([c in self.decoys for c in self.floor])
+            obs = np.array([self.observe((c,) * self.n, 0) for c in self.floor], np.int64)
+            cached = (move, self.floor_index[self.goal], decoy, obs, F)
+            self._array_tables = cached
+        return cached
+
+    def _floor_indices(self, codes):
+        F = len(self.floor)
+        return (np.asarray(codes, np.int64)[None, :] // self._radix()[:, None]) % F
+
+    def initial_codes(self):
+        F = len(self.floor)
+        goal = self.floor_index[self.goal]
+        options = [np.array([self.floor_index[s]]) if s is not None else np.delete(np.arange(F), goal)
+                   for s in self.starts]
+        grids = np.meshgrid(*options, indexing="ij")
+        f = np.stack([g.ravel() for g in grids]).astype(np.int64)
+        if self.collisions == "blocked":
+            distinct = np.ones(f.shape[1], bool)
+            for i, j in itertools.combinations(range(self.n), 2):
+                distinct &= f[i] != f[j]
+            f = f[:, distinct]
+        if f.shape[1] == 0:
+            raise ValueError("no start configuration is possible: agents' start cells collide")
+        return self._radix() @ f, np.full(f.shape[1], 1.0 / f.shape[1])
+
+    def _resolve_arrays(self, f, target):
+        """Vectorised :meth:`_resolve` on floor indices (``f``, ``target`` of shape ``(n, B)``)."""
+        if self.collisions == "allowed":
+            return target
+        goal = self._tables()[1]
+        target = target.copy()
+        while True:
+            stuck = np.zeros(target.shape, bool)
+            for i, j in itertools.combinations(range(self.n), 2):
+                same = (target[i] == target[j]) & (target[i] != goal)
+                swap = (target[i] == f[j]) & (target[j] == f[i]) & (target[i] != target[j])
+                clash = same | swap
+                stuck[i] |= clash & (target[i] != f[i])
+                stuck[j] |= clash & (target[j] != f[j])
+            if not stuck.any():
+                return target
+            target[stuck] = f[stuck]
+
+    def step_arrays(self, codes, joint):
+        move, goal, decoy, _, _ = self._tables()
+        f = self._floor_indices(codes)
+        a = (np.asarray(joint, np.int64)[None, :] // (5 ** np.arange(self.n - 1, -1, -1))[:, None]) % 5
+        rewards = np.where(np.all(f == goal, axis=0), self.goal_reward, 0.0)
+        rewards = rewards + self.decoy_reward * decoy[f].sum(axis=0)
+        rewards = rewards - self.move_cost * (a != 0).sum(axis=0)
+        radix = self._radix()
+        if self.slip == 0.0:
+            t = self._resolve_arrays(f, move[f, a])
+            return (radix @ t)[:, None], np.ones((t.shape[1], 1)), rewards
+        K = 5**self.n
+        B = f.shape[1]
+        b = (np.arange(K)[None, :] // (5 ** np.arange(self.n - 1, -1, -1))[:, None]) % 5  # (n, K) combos
+        succ = np.empty((B, K), np.int64)
+        prob = np.empty((B, K))
+        stay_p, other_p = (1 - self.slip) * 1 + self.slip / 5, (1 - self.slip) * 0 + self.slip / 5
+        for c in range(K):
+            t = self._resolve_arrays(f, move[f, b[:, c:c + 1]])
+            succ[:, c] = radix @ t
+            p = np.ones(B)
+            for i in range(self.n):
+                p = p * np.where(a[i] == b[i, c], stay_p, other_p)
+            prob[:, c] = p
+        return succ, prob, rewards
+
+    def observe_arrays(self, codes):
+        return self._tables()[3][self._floor_indices(codes)]
 
     # ------------------------------------------------------------ names and pictures
     def state_name(self, state):

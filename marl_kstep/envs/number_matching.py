@@ -31,6 +31,7 @@ from ..policy import Policy
 from ..validation import check_choice, check_gamma, check_int, check_real
 from .base import COLORS, ScenarioModel, agent_color, compile_model
 from .pz import ModelParallelEnv
+from .vectorised import VectorisedModel
 
 __all__ = ["NumberMatchingModel", "parallel_env", "env", "raw_env", "build_mdp", "trap_start", "OBSERVATIONS", "STARTS"]
 
@@ -40,8 +41,10 @@ MAX_AGENTS = 62
 STARTS = ("uniform", "far")
 
 
-class NumberMatchingModel(ScenarioModel):
-    """Model of number matching; states are tuples ``(x_0, ..., x_{n-1})``."""
+class NumberMatchingModel(ScenarioModel, VectorisedModel):
+    r"""Model of number matching; states are tuples ``(x_0, ..., x_{n-1})``.
+
+    State code (array protocol): :math:`\sum_i x_i m^{n-1-i}` (agent 0 most significant)."""
 
     def __init__(self, n_agents: int = 2, n_numbers: int = 6, move_cost: float = 0.3,
                  gamma: float = 0.9, observation: str = "match", start: str = "uniform"):
@@ -85,6 +88,47 @@ class NumberMatchingModel(ScenarioModel):
 
     def estimate_states(self):
         return self.m**self.n
+
+    # ------------------------------------------------------------ array protocol
+    def code_space(self):
+        return self.m**self.n
+
+    def outcomes(self):
+        return 1
+
+    def _radix(self):
+        return self.m ** np.arange(self.n - 1, -1, -1, dtype=np.int64)
+
+    def encode(self, state):
+        return int(np.dot(np.asarray(state, np.int64), self._radix()))
+
+    def decode(self, code):
+        return tuple(int(x) for x in (int(code) // self._radix()) % self.m)
+
+    def _digits(self, codes):
+        return (np.asarray(codes, np.int64)[None, :] // self._radix()[:, None]) % self.m
+
+    def initial_codes(self):
+        if self.start == "uniform":
+            codes = np.arange(self.m**self.n, dtype=np.int64)
+        else:
+            x0 = np.arange(self.m, dtype=np.int64)
+            codes = ((x0[None, :] + np.arange(self.n)[:, None] * (self.m // 2)) % self.m).T @ self._radix()
+        return codes, np.full(codes.size, 1.0 / codes.size)
+
+    def step_arrays(self, codes, joint):
+        x = self._digits(codes)
+        a = (np.asarray(joint, np.int64)[None, :] >> np.arange(self.n - 1, -1, -1)[:, None]) & 1
+        succ = ((x + a) % self.m).T @ self._radix()
+        same = np.all(x == x[:1], axis=0)
+        rewards = same.astype(np.float64) - self.move_cost * a.sum(axis=0)
+        return succ[:, None], np.ones((succ.size, 1)), rewards
+
+    def observe_arrays(self, codes):
+        x = self._digits(codes)
+        if self.observation == "own":
+            return x
+        return (x == np.roll(x, -1, axis=0)).astype(np.int64)
 
     def action_names(self):
         return (("keep", "inc"),) * self.n
