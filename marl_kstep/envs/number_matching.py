@@ -117,11 +117,22 @@ class NumberMatchingModel(ScenarioModel, VectorisedModel):
         return codes, np.full(codes.size, 1.0 / codes.size)
 
     def step_arrays(self, codes, joint):
-        x = self._digits(codes)
-        a = (np.asarray(joint, np.int64)[None, :] >> np.arange(self.n - 1, -1, -1)[:, None]) & 1
-        succ = ((x + a) % self.m).T @ self._radix()
-        same = np.all(x == x[:1], axis=0)
-        rewards = same.astype(np.float64) - self.move_cost * a.sum(axis=0)
+        codes = np.asarray(codes, np.int64)
+        joint = np.asarray(joint, np.int64)
+        succ = codes.copy()
+        moves = np.zeros(codes.size, np.int64)
+        same = np.ones(codes.size, bool)
+        x0 = None
+        for i, r in enumerate(self._radix().tolist()):  # one agent at a time: 1-d integer work only
+            x = (codes // r) % self.m
+            a = (joint >> (self.n - 1 - i)) & 1
+            succ += a * r - (x + a == self.m) * (self.m * r)  # x + a, wrapped modulo m
+            moves += a
+            if x0 is None:
+                x0 = x
+            else:
+                same &= x == x0
+        rewards = same.astype(np.float64) - self.move_cost * moves
         return succ[:, None], np.ones((succ.size, 1)), rewards
 
     def observe_arrays(self, codes):

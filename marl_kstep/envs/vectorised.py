@@ -186,9 +186,23 @@ def compile_arrays(model, *, max_states: int | None = None, state_names: bool | 
         B = hi - pos
         codes = np.repeat(queue[pos:hi], J)
         succ, prob, rew = model.step_arrays(codes, np.tile(joint_all, B))
-        succ = np.asarray(succ, np.int64).reshape(B * J, K)
-        prob = np.asarray(prob, np.float64).reshape(B * J, K)
-        chunks_rew.append(np.asarray(rew, np.float64).reshape(B, J))
+        succ, prob, rew = np.asarray(succ), np.asarray(prob, np.float64), np.asarray(rew, np.float64)
+        for name, arr, shape in (("successors", succ, (B * J, K)), ("probabilities", prob, (B * J, K)),
+                                 ("rewards", rew, (B * J,))):
+            if arr.shape != shape:
+                raise ValueError(f"{type(model).__name__}.step_arrays gave {name} of shape {arr.shape} for a batch of "
+                                 f"{B * J} pairs; expected {shape} (outcomes() = {K})")
+        if not np.issubdtype(succ.dtype, np.integer):
+            raise ValueError(f"{type(model).__name__}.step_arrays gave successor codes of dtype {succ.dtype}; "
+                             "expected integers")
+        succ = succ.astype(np.int64, copy=False)
+        chunks_rew.append(rew.reshape(B, J))
+        bad = np.flatnonzero(~(prob >= 0) | ~np.isfinite(prob))
+        if bad.size:
+            r, o = divmod(int(bad[0]), K)
+            raise ValueError(f"{type(model).__name__}.step_arrays gave probability {float(prob.flat[bad[0]])!r} "
+                             f"for outcome {o} of (state {model.decode(int(queue[pos + r // J]))!r}, joint action "
+                             f"{r % J}); probabilities must be finite and >= 0")
         keep = prob > 0
         row = np.repeat(np.arange(pos * J, hi * J, dtype=np.int64), keep.sum(axis=1))
         succ, prob = succ[keep], prob[keep]  # row-major: pairs in order, outcomes in list order

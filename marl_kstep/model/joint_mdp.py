@@ -27,6 +27,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
+import numba
 import numpy as np
 
 from ..settings import current
@@ -141,28 +142,25 @@ class JointMDP:
             raise ValueError(f"indptr must have shape ({N * J + 1},) = (N*J + 1,); got {indptr.shape}")
         if indptr[0] != 0 or indptr[-1] != indices.size or np.any(np.diff(indptr) < 0) or probs.shape != indices.shape:
             raise ValueError("indptr must start at 0, be non-decreasing and end at len(indices) == len(probs)")
-        row_of = _row_of(indptr)
-        bad = np.flatnonzero((indices < 0) | (indices >= N))
-        if bad.size:
-            r = int(row_of[bad[0]])
-            raise ValueError(f"successor index {int(indices[bad[0]])} of (s={r // J}, j={r % J}) "
+        first = _csr_faults(indptr, indices, probs, N, tol)
+        if first[0] >= 0:
+            e = int(first[0])
+            r = int(np.searchsorted(indptr, e, side="right")) - 1
+            raise ValueError(f"successor index {int(indices[e])} of (s={r // J}, j={r % J}) "
                              f"is out of range 0..{N - 1}")
-        bad = np.flatnonzero(~(probs > 0) | ~np.isfinite(probs))
-        if bad.size:
-            r, t = int(row_of[bad[0]]), int(indices[bad[0]])
-            raise ValueError(f"P[{r // J}, {r % J}, {t}] = {float(probs[bad[0]])!r} is not a positive probability "
-                             "(JointMDP stores positive entries only; use from_sparse or from_dense)")
-        same_row = row_of[1:] == row_of[:-1]
-        bad = np.flatnonzero(same_row & (indices[1:] <= indices[:-1]))
-        if bad.size:
-            r = int(row_of[bad[0]])
+        if first[1] >= 0:
+            e = int(first[1])
+            r = int(np.searchsorted(indptr, e, side="right")) - 1
+            raise ValueError(f"P[{r // J}, {r % J}, {int(indices[e])}] = {float(probs[e])!r} is not a positive "
+                             "probability (JointMDP stores positive entries only; use from_sparse or from_dense)")
+        if first[2] >= 0:
+            r = int(first[2])
             raise ValueError(f"successors of (s={r // J}, j={r % J}) must be increasing and distinct "
                              "(use from_sparse, which sorts and merges them)")
-        sums = np.bincount(row_of, weights=probs, minlength=N * J)
-        bad = np.flatnonzero(np.abs(sums - 1.0) > tol)
-        if bad.size:
-            r = int(bad[0])
-            raise ValueError(f"transition row P[{r // J}, {r % J}, :] sums to {float(sums[r])!r}; "
+        if first[3] >= 0:
+            r = int(first[3])
+            total = float(np.sum(probs[indptr[r]:indptr[r + 1]]))
+            raise ValueError(f"transition row P[{r // J}, {r % J}, :] sums to {total!r}; "
                              f"every row must sum to 1 (within {tol:g})")
         put(self, "indptr", _readonly(indptr))
         put(self, "indices", _readonly(indices))
@@ -340,6 +338,30 @@ class JointMDP:
             n_obs = tuple(int(o.max()) + 1 if o.size and o.max() >= 0 else 1 for o in obs)
         return cls(n_actions=n_actions, n_obs=n_obs, obs=tuple(obs), indptr=indptr, indices=indices, probs=probs,
                    rewards=R, mu=mu, gamma=gamma, **_name_fields(names))
+
+
+@numba.njit(cache=True)
+def _csr_faults(indptr, indices, probs, N, tol):
+    """One pass over the CSR rows: the first entry with a successor outside ``0..N-1``, the
+    first entry that is not a positive finite probability, the first row whose successors are
+    not increasing, the first row not summing to 1 within ``tol`` (-1 where there is none).
+    Row sums are taken in stored order."""
+    first = np.full(4, -1, np.int64)
+    for r in range(indptr.size - 1):
+        total = 0.0
+        for e in range(indptr[r], indptr[r + 1]):
+            t = indices[e]
+            p = probs[e]
+            if first[0] < 0 and (t < 0 or t >= N):
+                first[0] = e
+            if first[1] < 0 and not (p > 0.0 and p < np.inf):
+                first[1] = e
+            if first[2] < 0 and e > indptr[r] and t <= indices[e - 1]:
+                first[2] = r
+            total += p
+        if first[3] < 0 and not abs(total - 1.0) <= tol:
+            first[3] = r
+    return first
 
 
 def _obs_arrays(obs, N: int, n_agents: int) -> list[np.ndarray]:

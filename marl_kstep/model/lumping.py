@@ -81,13 +81,20 @@ def _row_ids(rows: np.ndarray) -> np.ndarray:
     return np.unique(void, return_inverse=True)[1].ravel()
 
 
-def _block_rows(mdp: JointMDP, label: np.ndarray):
-    """Aggregate every transition row onto blocks: (row, block, probability) triples,
-    sorted by row then block, probabilities summed in sorted order."""
-    row_of = np.repeat(np.arange(mdp.indptr.size - 1), np.diff(mdp.indptr))
-    b = label[mdp.indices]
-    order = np.lexsort((mdp.probs, b, row_of))
-    r_s, b_s, p_s = row_of[order], b[order], mdp.probs[order]
+def _quotient_rows(mdp: JointMDP, label: np.ndarray, rep: np.ndarray):
+    """The quotient's transition rows: row ``b * J + j`` aggregates the row ``(rep[b], j)``
+    onto blocks. Returns ``(row, block, probability)`` sorted by row then block, with the
+    probabilities of one block summed in sorted order (equal multisets, equal sums); only the
+    representatives' rows are read."""
+    J = mdp.n_joint_actions
+    rows = (rep[:, None] * J + np.arange(J)).ravel()
+    lo, hi = mdp.indptr[rows], mdp.indptr[rows + 1]
+    counts = hi - lo
+    q_row = np.repeat(np.arange(rows.size, dtype=np.int64), counts)
+    entry = np.arange(q_row.size, dtype=np.int64) + np.repeat(lo - np.cumsum(counts) + counts, counts)
+    b, p = label[mdp.indices[entry]], mdp.probs[entry]
+    order = np.lexsort((p, b, q_row))
+    r_s, b_s, p_s = q_row[order], b[order], p[order]
     if r_s.size == 0:
         return r_s, b_s, p_s
     start = np.flatnonzero(np.r_[True, (r_s[1:] != r_s[:-1]) | (b_s[1:] != b_s[:-1])])
@@ -131,12 +138,7 @@ def lump(mdp: JointMDP) -> Lumping:
                               f"Settings.lump_stable_tol={settings.lump_stable_tol:g}")
     rep = np.zeros(n_blocks, np.int64)
     rep[label[::-1]] = np.arange(N - 1, -1, -1)  # first state of every block
-    r, b, p = _block_rows(mdp, label)
-    keep = np.isin(r // J, rep)
-    r, b, p = r[keep], b[keep], p[keep]
-    q_row = label[r // J] * J + r % J
-    order = np.lexsort((b, q_row))
-    q_row, b, p = q_row[order], b[order], p[order]
+    q_row, b, p = _quotient_rows(mdp, label, rep)
     indptr = np.zeros(n_blocks * J + 1, np.int64)
     np.cumsum(np.bincount(q_row, minlength=n_blocks * J), out=indptr[1:])
     quotient = JointMDP(
