@@ -28,6 +28,7 @@ from .policy import Policy
 from .sampling import rollout
 from .search import alternating_best_response, best_deterministic, best_response
 from .settings import Settings, configure
+from .threads import thread_report  # sets OMP_WAIT_POLICY=passive unless the user set it (threads.py)
 
 __all__ = [
     "Estimate",
@@ -38,6 +39,7 @@ __all__ = [
     "LumpingSkippedWarning",
     "Policy",
     "Settings",
+    "thread_report",
     "SingularSystemError",
     "TrainResult",
     "__version__",

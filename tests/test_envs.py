@@ -118,8 +118,9 @@ def test_compilation_refuses_large_state_spaces():
             ValueError, match=r"compiling this scenario \(729,000 joint states, 125 joint actions\) would take about "
                               r"5\.\d\d GiB, more than the limit of 1\.00 GiB \(Settings\.max_model_bytes\)"):
         compile_env(env)
-    # the per-state build of the same model: about 304 bytes per pair, 26 GiB, over half of any test machine
-    with mk.configure(max_model_bytes=8 * 2**30), pytest.raises(ValueError, match=r"state by state .* about 2\d\.\d\d GiB"):
+    # the per-state build of the same model: about 304 bytes per pair, 26 GiB
+    with mk.configure(max_model_bytes=8 * 2**30), pytest.raises(ValueError,
+                                                                 match=r"state by state .* about 2\d\.\d\d GiB"):
         compile_model(env.model, vectorised=False)
     with pytest.raises(ValueError, match=r"up to 729,000 joint states, more than max_states=1,000"):
         compile_env(env, max_states=1000)

@@ -44,6 +44,7 @@ import numpy as np
 from ..model import JointMDP, lump
 from ..policy import Policy
 from ..settings import current
+from ..threads import parallel_section
 from ..validation import check_int, check_k
 from ._fused import fused_small
 from ._linalg import SingularSystemError, Solver, singular_message
@@ -135,23 +136,24 @@ class ExactKStep:
                 raise SingularSystemError(singular_message(ratio, s.singular_rtol))
             return Vk, (grad if want_grad else None)
         N = p.model.n_states
-        W = np.zeros(N)
-        m_data = np.zeros(p.m_idx.size)
-        if p.serial:
-            walk_values(0, N, p.k, p.sm, theta, p.toff, p.m_ptr, p.m_idx, W, m_data)
-        else:
-            walk_values_parallel(p.n_chunks, p.k, p.sm, theta, p.toff, p.m_ptr, p.m_idx, W, m_data)
-        solver = Solver(p.m_ptr, p.m_idx, m_data, direct_max_states=s.direct_solve_max_states,
-                        iter_rtol=s.iter_rtol, singular_rtol=s.singular_rtol)
-        Vk, nu = solver.solve(W, np.asarray(p.model.mu, dtype=np.float64) if want_grad else None)
-        if not want_grad:
-            return Vk, None
-        if p.serial:
-            grad = np.zeros(theta.size)
-            walk_grad(0, N, p.k, p.sm, theta, p.toff, Vk, nu, grad)
-        else:
-            grad = walk_grad_parallel(p.n_chunks, p.k, p.sm, theta, p.toff, Vk, nu, theta.size)
-        return Vk, grad
+        with parallel_section():  # dynamic chunks; one launch at a time under unsafe threading layers
+            W = np.zeros(N)
+            m_data = np.zeros(p.m_idx.size)
+            if p.serial:
+                walk_values(0, N, p.k, p.sm, theta, p.toff, p.m_ptr, p.m_idx, W, m_data)
+            else:
+                walk_values_parallel(p.n_chunks, p.k, p.sm, theta, p.toff, p.m_ptr, p.m_idx, W, m_data)
+            solver = Solver(p.m_ptr, p.m_idx, m_data, direct_max_states=s.direct_solve_max_states,
+                            iter_rtol=s.iter_rtol, singular_rtol=s.singular_rtol)
+            Vk, nu = solver.solve(W, np.asarray(p.model.mu, dtype=np.float64) if want_grad else None)
+            if not want_grad:
+                return Vk, None
+            if p.serial:
+                grad = np.zeros(theta.size)
+                walk_grad(0, N, p.k, p.sm, theta, p.toff, Vk, nu, grad)
+            else:
+                grad = walk_grad_parallel(p.n_chunks, p.k, p.sm, theta, p.toff, Vk, nu, theta.size)
+            return Vk, grad
 
     def _split(self, flat: np.ndarray) -> list[np.ndarray]:
         return [flat[o:o + n * a].reshape(n, a).copy()
