@@ -50,6 +50,9 @@ class Settings:
         Larger systems up to this size are solved with sparse LU; above it, a compiled BiCGSTAB.
     iter_rtol : float
         Relative residual BiCGSTAB must reach; a system that misses it falls back to sparse LU.
+    direct_fallback_max_states : int
+        Largest system that fallback may factor (a larger one is refused with a ValueError:
+        a sparse LU of a large system has no useful bound on its time or memory).
     serial_max_path_steps : int
         Enumerations with fewer path steps run on the calling thread.
     singular_rtol : float
@@ -82,6 +85,7 @@ class Settings:
     fused_max_states: int = 64
     direct_solve_max_states: int = 64
     iter_rtol: float = 1e-13
+    direct_fallback_max_states: int = 50_000
     serial_max_path_steps: int = 20_000
     singular_rtol: float = 1e-10
     row_sum_tol: float = 1e-9

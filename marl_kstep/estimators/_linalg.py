@@ -230,8 +230,26 @@ def _bicgstab_pair(ptr, idx, dat, b, c, both, rtol, maxit):
     return out, ok
 
 
+def iteration_cap(csr, rtol: float) -> int:
+    r"""Most BiCGSTAB iterations allowed for ``(I - M)``: with :math:`q = \|M\|_\infty`
+    (largest absolute row sum; :math:`\le \gamma^k` on the simplex) the Neumann series
+    reaches ``rtol`` after :math:`t = \lceil \log(\text{rtol}(1 - q)) / \log q \rceil`
+    terms; the cap is :math:`\max(100, 2t)`, and ``10 N`` when :math:`q \ge 1` (off the
+    simplex), never more than ``10 N``."""
+    m_ptr, _, m_data = csr
+    N = m_ptr.size - 1
+    if N == 0 or m_data.size == 0:
+        return 100
+    sums = np.add.reduceat(np.abs(m_data), m_ptr[:-1][np.diff(m_ptr) > 0])
+    q = float(sums.max())
+    if not q < 1.0:
+        return 10 * N
+    t = 1 if q == 0.0 else int(np.ceil(np.log(max(rtol, 1e-300) * (1.0 - q)) / np.log(q)))
+    return int(min(10 * N, max(100, 2 * t)))
+
+
 class Solver:
-    """Solves ``(I - M) x = b`` and ``(I - M)^T y = c``; ``M`` given by its CSR arrays.
+    r"""Solves ``(I - M) x = b`` and ``(I - M)^T y = c``; ``M`` given by its CSR arrays.
 
     Parameters
     ----------
@@ -243,12 +261,21 @@ class Solver:
         Relative residual BiCGSTAB must reach (else the system is solved by sparse LU).
     singular_rtol : float
         Pivot ratio below which the system is refused as singular.
+    fallback_max_states : int
+        Largest system the sparse LU fallback may factor; a larger system that BiCGSTAB does
+        not solve is refused with a ``ValueError`` instead of a factorisation of unbounded cost.
+
+    All work is bounded: BiCGSTAB stops after :func:`iteration_cap` iterations (from the
+    contraction :math:`q = \|M\|_\infty \le \gamma^k` on the simplex: the iterations Neumann's
+    series would need, twice, at least 100), the fallback after one factorisation.
     """
 
-    def __init__(self, m_ptr, m_idx, m_data, *, direct_max_states: int, iter_rtol: float, singular_rtol: float):
+    def __init__(self, m_ptr, m_idx, m_data, *, direct_max_states: int, iter_rtol: float, singular_rtol: float,
+                 fallback_max_states: int = 50_000):
         self.csr = (m_ptr, m_idx, m_data)
         self.iter_rtol = iter_rtol
         self.singular_rtol = singular_rtol
+        self.fallback_max_states = fallback_max_states
         self.lu = None
         if m_ptr.size - 1 <= direct_max_states:
             self._factor()
@@ -256,6 +283,12 @@ class Solver:
     def _factor(self):
         m_ptr, m_idx, m_data = self.csr
         N = m_ptr.size - 1
+        if N > self.fallback_max_states:
+            raise ValueError(f"the iterative solve of the {N:,}-state system I - M did not reach the relative residual "
+                             f"{self.iter_rtol:g} within {iteration_cap(self.csr, self.iter_rtol):,} iterations, and "
+                             f"the system is larger than Settings.direct_fallback_max_states="
+                             f"{self.fallback_max_states:,} for a sparse LU; on the simplex this should not happen "
+                             "(please report it); raise that setting to allow the factorisation")
         A = (sparse.identity(N, format="csr") - sparse.csr_matrix((m_data, m_idx, m_ptr), shape=(N, N))).tocsc()
         try:
             self.lu = splu(A)
@@ -278,7 +311,7 @@ class Solver:
             return self._direct(b, "N"), (None if c is None else self._direct(c, "T"))
         both = c is not None
         c = np.ascontiguousarray(b if c is None else c, dtype=np.float64)
-        out, ok = _bicgstab_pair(*self.csr, b, c, both, self.iter_rtol, 10 * b.size)
+        out, ok = _bicgstab_pair(*self.csr, b, c, both, self.iter_rtol, iteration_cap(self.csr, self.iter_rtol))
         # a converged answer far larger than the right-hand side can only come from a nearly
         # singular system (off the simplex): let the LU check decide
         for t, rhs in ((0, b), (1, c)):

@@ -144,7 +144,8 @@ class ExactKStep:
             else:
                 walk_values_parallel(p.n_chunks, p.k, p.sm, theta, p.toff, p.m_ptr, p.m_idx, W, m_data)
             solver = Solver(p.m_ptr, p.m_idx, m_data, direct_max_states=s.direct_solve_max_states,
-                            iter_rtol=s.iter_rtol, singular_rtol=s.singular_rtol)
+                            iter_rtol=s.iter_rtol, singular_rtol=s.singular_rtol,
+                            fallback_max_states=s.direct_fallback_max_states)
             Vk, nu = solver.solve(W, np.asarray(p.model.mu, dtype=np.float64) if want_grad else None)
             if not want_grad:
                 return Vk, None
