@@ -3,6 +3,7 @@ estimators, immutable models, singular systems, lumping cost."""
 
 import dataclasses
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -230,6 +231,13 @@ def test_skipped_lumping_warns_and_the_plan_says_why():
     with mk.configure(lump_max_transitions=10), pytest.warns(mk.LumpingSkippedWarning, match="lump_max_transitions"):
         est = mk.ExactKStep(mdp, 2)
     assert est.plan.block is None and "more than Settings.lump_max_transitions=10" in est.plan.lumping.skipped
+    need = mk.model.lumping.refine_bytes(mdp)
+    with mk.configure(max_model_bytes=need - 1), pytest.warns(
+            mk.LumpingSkippedWarning, match=rf"refinement would take about {need / 2**30:.2f} GiB, more than"):
+        assert mk.ExactKStep(mdp, 2).plan.block is None
+    with mk.configure(max_model_bytes=need), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert mk.ExactKStep(mdp, 2).plan.model.n_states == 16
     lumped = mk.ExactKStep(mdp, 2)
     assert lumped.plan.model.n_states == 16 and lumped.plan.lumping.skipped is None
     J0, g0 = est.value_and_grad(pol)

@@ -17,8 +17,10 @@ with probabilities compared bitwise (sums taken in sorted order, so equal multis
 equal sums). Pieces whose block probabilities are derived by subtraction are exact only up
 to rounding, so the result is checked: every state's block rows must match its block
 representative's within ``Settings.lump_stable_tol``, else the model is left unlumped (with
-a warning). Models with more than ``Settings.lump_max_transitions`` transitions are not
-lumped either (with a warning); :attr:`Lumping.skipped` says why.
+a warning). Models with more than ``Settings.lump_max_transitions`` transitions, or whose
+refinement would need more memory than ``Settings.max_model_bytes`` allows
+(:func:`refine_bytes`), are not lumped either (with a warning); :attr:`Lumping.skipped` says
+why. Lumping is never off without a :class:`LumpingSkippedWarning`.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._refine import check_stable, refine_lumping
-from ..settings import current
+from ..settings import current, model_bytes_limit
 from .joint_mdp import JointMDP
 
 __all__ = ["Lumping", "lump", "LumpingSkippedWarning"]
@@ -101,6 +103,13 @@ def _quotient_rows(mdp: JointMDP, label: np.ndarray, rep: np.ndarray):
     return r_s[start], b_s[start], np.add.reduceat(p_s, start)
 
 
+def refine_bytes(mdp: JointMDP) -> int:
+    """Estimated peak bytes of :func:`lump` on ``mdp``: the refinement keeps eight 8-byte
+    arrays per stored transition (the reversed model, sort buffers, gathered contributions)
+    and about twenty per state; the quotient is built from the representatives' rows."""
+    return 72 * int(mdp.probs.size) + 8 * 24 * mdp.n_states + 8 * mdp.indptr.size
+
+
 def _unlumped(mdp: JointMDP, reason: str | None) -> Lumping:
     if reason is not None:
         warnings.warn(f"lumping skipped: {reason}; the model is walked unlumped", LumpingSkippedWarning,
@@ -124,6 +133,10 @@ def lump(mdp: JointMDP) -> Lumping:
     if mdp.probs.size > settings.lump_max_transitions:
         return _unlumped(mdp, f"{mdp.probs.size:,} transitions, more than Settings.lump_max_transitions="
                               f"{settings.lump_max_transitions:,}")
+    need = refine_bytes(mdp)
+    if need > model_bytes_limit(settings):
+        return _unlumped(mdp, f"the refinement would take about {need / 2**30:,.2f} GiB, more than the limit of "
+                              f"{model_bytes_limit(settings) / 2**30:,.2f} GiB (Settings.max_model_bytes)")
     first = np.concatenate([np.stack(mdp.obs, axis=1), mdp.rewards.view(np.int64)], axis=1)
     init, n_init = _relabel(_row_ids(first))
     if n_init == N:
