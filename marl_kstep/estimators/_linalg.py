@@ -121,8 +121,39 @@ def _i_minus_m(ptr, idx, dat, x, y, w):
 
 
 @njit(cache=True)
-def _bicgstab(ptr, idx, dat, b, rtol, maxit):
-    """BiCGSTAB (van der Vorst 1992) for ``(I - M) x = b``, started at ``x = b``.
+def _i_minus_mt(ptr, idx, dat, x, y, w):
+    """``y = (I - M^T) x`` from the CSR of ``M`` (rows scattered into ``y``, no transposed
+    copy); returns ``(w . y, y . y, y . x)``."""
+    n = ptr.shape[0] - 1
+    for r in range(n):
+        y[r] = x[r]
+    for r in range(n):
+        xr = x[r]
+        if xr != 0.0:
+            for p in range(ptr[r], ptr[r + 1]):
+                y[idx[p]] -= dat[p] * xr
+    wy = 0.0
+    yy = 0.0
+    yx = 0.0
+    for r in range(n):
+        acc = y[r]
+        wy += w[r] * acc
+        yy += acc * acc
+        yx += acc * x[r]
+    return wy, yy, yx
+
+
+@njit(cache=True)
+def _matvec(trans, ptr, idx, dat, x, y, w):
+    if trans:
+        return _i_minus_mt(ptr, idx, dat, x, y, w)
+    return _i_minus_m(ptr, idx, dat, x, y, w)
+
+
+@njit(cache=True)
+def _bicgstab(ptr, idx, dat, b, rtol, maxit, trans=False):
+    """BiCGSTAB (van der Vorst 1992) for ``(I - M) x = b`` (``(I - M^T) x = b`` if ``trans``),
+    started at ``x = b``.
 
     Stops when the true residual satisfies ``||b - (I - M) x|| <= rtol ||b||``; restarts
     from the true residual on a breakdown or when the recursive residual drifts. The
@@ -141,7 +172,7 @@ def _bicgstab(ptr, idx, dat, b, rtol, maxit):
     t = np.empty(n)
     it = 0
     while it < maxit:
-        _i_minus_m(ptr, idx, dat, x, t, t)  # (re)start from the true residual
+        _matvec(trans, ptr, idx, dat, x, t, t)  # (re)start from the true residual
         rr = 0.0
         for i in range(n):
             r[i] = b[i] - t[i]
@@ -160,13 +191,13 @@ def _bicgstab(ptr, idx, dat, b, rtol, maxit):
             beta = (rho1 / rho) * (alpha / om)
             for i in range(n):
                 p[i] = r[i] + beta * (p[i] - om * v[i])
-            d = _i_minus_m(ptr, idx, dat, p, v, rh)[0]
+            d = _matvec(trans, ptr, idx, dat, p, v, rh)[0]
             if d == 0.0:
                 break
             alpha = rho1 / d
             for i in range(n):
                 s[i] = r[i] - alpha * v[i]
-            _, tt, ts = _i_minus_m(ptr, idx, dat, s, t, s)
+            _, tt, ts = _matvec(trans, ptr, idx, dat, s, t, s)
             om = ts / tt if tt > 0.0 else 0.0
             rho = rho1
             rr = 0.0
@@ -179,44 +210,22 @@ def _bicgstab(ptr, idx, dat, b, rtol, maxit):
                 rho1 += rh[i] * ri
             if rr <= tol2:
                 break
-    _i_minus_m(ptr, idx, dat, x, t, t)
+    _matvec(trans, ptr, idx, dat, x, t, t)
     res = 0.0
     for i in range(n):
         res += (b[i] - t[i]) ** 2
     return x, res <= tol2
 
 
-@njit(cache=True)
-def _csr_transpose(ptr, idx, dat, n):
-    """CSR of ``M^T`` (counting sort; columns come out sorted)."""
-    tptr = np.zeros(n + 1, np.int64)
-    for p in range(idx.shape[0]):
-        tptr[idx[p] + 1] += 1
-    for c in range(n):
-        tptr[c + 1] += tptr[c]
-    fill = tptr[:-1].copy()
-    tidx = np.empty(idx.shape[0], np.int64)
-    tdat = np.empty(idx.shape[0])
-    for r in range(n):
-        for p in range(ptr[r], ptr[r + 1]):
-            q = fill[idx[p]]
-            tidx[q] = r
-            tdat[q] = dat[p]
-            fill[idx[p]] = q + 1
-    return tptr, tidx, tdat
-
-
 @njit(parallel=True, cache=True)
 def _bicgstab_pair(ptr, idx, dat, b, c, both, rtol, maxit):
-    """Solve ``(I - M) x = b`` and, if ``both``, ``(I - M)^T y = c``, one system per thread.
+    """Solve ``(I - M) x = b`` and, if ``both``, ``(I - M)^T y = c``, one system per thread
+    (both read the same CSR of ``M``: the transposed products scatter its rows, so no
+    transposed copy is made).
 
     Returns ``(out, ok)``: ``out[0] = x``, ``out[1] = y``; ``ok[t]`` whether system ``t``
     reached the tolerance."""
     n = b.shape[0]
-    if both:
-        tptr, tidx, tdat = _csr_transpose(ptr, idx, dat, n)
-    else:
-        tptr, tidx, tdat = ptr, idx, dat
     out = np.zeros((2, n))
     ok = np.ones(2, np.bool_)
     n_tasks = 2 if both else 1
@@ -224,7 +233,7 @@ def _bicgstab_pair(ptr, idx, dat, b, c, both, rtol, maxit):
         if task == 0:
             xs, conv = _bicgstab(ptr, idx, dat, b, rtol, maxit)
         else:
-            xs, conv = _bicgstab(tptr, tidx, tdat, c, rtol, maxit)
+            xs, conv = _bicgstab(ptr, idx, dat, c, rtol, maxit, True)
         out[task, :] = xs
         ok[task] = conv
     return out, ok
