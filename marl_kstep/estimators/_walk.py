@@ -5,6 +5,8 @@ tuple ``sm = (gamma, strides, n_act, obs, indptr, indices, probs, rewards)`` (se
 :func:`static_arrays`), the flat parameter vector ``theta`` with the per-agent offsets
 ``toff``, and writes into caller-allocated outputs; no kernel re-checks its inputs.
 
+* :func:`_k1_rows`, :func:`_k2_rows` -- the passes for ``k = 1`` and ``k = 2`` as fixed
+  nested loops (the common windows; about 4x the general walk's speed at k = 2);
 * :func:`walk_values` -- pass 1: :math:`W(s)` and the sparse :math:`M(s, \cdot)` on a
   given pattern;
 * :func:`walk_grad` -- pass 2: :math:`\partial J_k / \partial \theta_i[o, a]` given
@@ -157,6 +159,160 @@ def _k1_rows(lo, hi, mode, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, gra
 
 
 @njit(cache=True)
+def _k2_rows(lo, hi, mode, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad):
+    r"""The passes for ``k = 2`` (modes 0 and 1 of :func:`_walk`), as fixed nested loops.
+
+    Depth 0: every agent draws (odometer over the joint actions ``j0``, agent ``n-1``
+    fastest). Depth 1, in successor ``s1``: agent ``i`` repeats its depth-0 action when
+    :math:`\phi_i(s_1) = \phi_i(s_0)` and draws again otherwise (odometer over the agents that
+    draw). Mode 1 credits each factor once, with leave-one-out products: a depth-1 factor
+    gets :math:`\nu(s_0) f_0 p_1 \prod_{\text{other new}} \theta \cdot H_1`, a depth-0 factor
+    :math:`\nu(s_0) \prod_{l \ne i} \theta_l \cdot H_0`, where :math:`H` are the subtree sums.
+    Same values as the general walk; no stack, no memo search, no per-node calls. Returns
+    the path steps."""
+    numba.literally(mode)
+    gamma, strides, n_act, obs, indptr, indices, probs, rewards = sm
+    n = strides.shape[0]
+    J = rewards.shape[1]
+    N = rewards.shape[0]
+    g2 = gamma * gamma
+    a0 = np.empty(n, np.int64)
+    base0 = np.empty(n, np.int64)
+    v0 = np.empty(n)
+    pre = np.empty(n + 1)
+    suf = np.empty(n + 1)
+    free = np.empty(n, np.int64)
+    base1 = np.empty(n, np.int64)
+    b = np.empty(n, np.int64)
+    v1 = np.empty(n)
+    cj = np.empty(J if mode == _MODE_VALUES else 0, np.int64)  # depth-1 choice table (pass 1)
+    cf = np.empty(J if mode == _MODE_VALUES else 0)
+    pos = np.full(N if mode == _MODE_VALUES else 0, -1, np.int64)
+    steps = 0
+    for s0 in range(lo, hi):
+        if mode == _MODE_GRAD and nu[s0] == 0.0:
+            continue
+        if mode == _MODE_VALUES:
+            for p in range(m_ptr[s0], m_ptr[s0 + 1]):
+                pos[m_idx[p]] = p
+        for i in range(n):
+            a0[i] = 0
+            base0[i] = toff[i] + obs[i, s0] * n_act[i]
+        wacc = 0.0
+        for j0 in range(J):
+            f0 = 1.0
+            for i in range(n):
+                v0[i] = theta[base0[i] + a0[i]]
+                f0 *= v0[i]
+            r0 = rewards[s0, j0]
+            row0 = s0 * J + j0
+            h0 = 0.0
+            for e in range(indptr[row0], indptr[row0 + 1]):
+                s1 = indices[e]
+                p1 = probs[e]
+                steps += 1
+                nf = 0
+                jfix = 0
+                for i in range(n):
+                    o = obs[i, s1]
+                    if o == obs[i, s0]:
+                        jfix += a0[i] * strides[i]
+                    else:
+                        free[nf] = i
+                        base1[nf] = toff[i] + o * n_act[i]
+                        b[nf] = 0
+                        nf += 1
+                w1 = f0 * p1
+                h1 = 0.0
+                if mode == _MODE_VALUES:
+                    # the depth-1 choices as a table (joint action, product of new factors),
+                    # built by expanding one drawing agent at a time (the last one fastest)
+                    nc = 1
+                    cj[0] = jfix
+                    cf[0] = 1.0
+                    for f in range(nf):
+                        i = free[f]
+                        A = n_act[i]
+                        st = strides[i]
+                        bs = base1[f]
+                        for c in range(nc - 1, -1, -1):
+                            jc = cj[c]
+                            fc = cf[c]
+                            for a in range(A - 1, -1, -1):
+                                cj[c * A + a] = jc + a * st
+                                cf[c * A + a] = fc * theta[bs + a]
+                        nc *= A
+                    for c in range(nc):
+                        j1 = cj[c]
+                        ret = r0 + gamma * rewards[s1, j1]
+                        row1 = s1 * J + j1
+                        steps += indptr[row1 + 1] - indptr[row1]
+                        w = w1 * cf[c]
+                        for u in range(indptr[row1], indptr[row1 + 1]):
+                            wp = w * probs[u]
+                            wacc += wp * ret
+                            m_data[pos[indices[u]]] += g2 * wp
+                    continue
+                while True:
+                    j1 = jfix
+                    f1 = 1.0
+                    for f in range(nf):
+                        v1[f] = theta[base1[f] + b[f]]
+                        f1 *= v1[f]
+                        j1 += b[f] * strides[free[f]]
+                    ret = r0 + gamma * rewards[s1, j1]
+                    row1 = s1 * J + j1
+                    steps += indptr[row1 + 1] - indptr[row1]
+                    h = 0.0
+                    for u in range(indptr[row1], indptr[row1 + 1]):
+                        h += probs[u] * (ret + g2 * Vk[indices[u]])
+                    c = nu[s0] * w1 * h
+                    if nf == 1:
+                        grad[base1[0] + b[0]] += c
+                    elif nf == 2:
+                        grad[base1[0] + b[0]] += c * v1[1]
+                        grad[base1[1] + b[1]] += c * v1[0]
+                    elif nf > 2:
+                        pre[0] = 1.0
+                        for f in range(nf):
+                            pre[f + 1] = pre[f] * v1[f]
+                        suf[nf] = 1.0
+                        for f in range(nf - 1, -1, -1):
+                            suf[f] = suf[f + 1] * v1[f]
+                        for f in range(nf):
+                            grad[base1[f] + b[f]] += c * pre[f] * suf[f + 1]
+                    h1 += f1 * h
+                    f = nf - 1  # next choice of the agents that draw at depth 1
+                    while f >= 0:
+                        b[f] += 1
+                        if b[f] < n_act[free[f]]:
+                            break
+                        b[f] = 0
+                        f -= 1
+                    if f < 0:
+                        break
+                h0 += p1 * h1
+            if mode == _MODE_GRAD:
+                pre[0] = 1.0
+                for i in range(n):
+                    pre[i + 1] = pre[i] * v0[i]
+                suf[n] = 1.0
+                for i in range(n - 1, -1, -1):
+                    suf[i] = suf[i + 1] * v0[i]
+                c = nu[s0] * h0
+                for i in range(n):
+                    grad[base0[i] + a0[i]] += c * pre[i] * suf[i + 1]
+            for i in range(n - 1, -1, -1):  # next joint action at depth 0
+                a0[i] += 1
+                if a0[i] < n_act[i]:
+                    break
+                a0[i] = 0
+        if mode == _MODE_VALUES:
+            W[s0] += wacc
+    return steps
+
+
+@njit(cache=True)
 def _walk(lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap):
     """Enumerate the depth-k window paths of start states ``lo..hi-1``.
 
@@ -169,6 +325,8 @@ def _walk(lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, gra
     numba.literally(mode)
     if k == 1:
         return _k1_rows(lo, hi, mode, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap)
+    if k == 2 and mode != _MODE_COUNT:
+        return _k2_rows(lo, hi, mode, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad)
     gamma, strides, n_act, obs, indptr, indices, probs, rewards = sm
     n = strides.shape[0]
     J = rewards.shape[1]

@@ -1,0 +1,217 @@
+"""The general walk against its limit: a minimal hand-written loop for one fixed shape.
+
+    python benchmarks/walk_limit.py [--repeats 9] [--out results/walk_limit.json]
+
+The shape: 2 agents, k = 2. ``hand_values`` and ``hand_grad`` below do exactly what the
+library's pass 1 (``W`` and ``M`` on the plan's pattern) and pass 2 (the gradient from
+``V_k`` and ``nu_k``) do, for this shape only, written as plain nested loops: at depth 0
+both agents draw; at depth 1 an agent draws again only if its observation changed (else it
+repeats its action, the k-step coupling). The script checks both equal the library's
+results, then times each pass serially (one thread), hand loop and library alternating,
+and reports path steps per second and the ratio library / hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+from numba import njit
+
+import marl_kstep as mk
+from marl_kstep.envs import grid_coordination, number_matching
+from marl_kstep.estimators._walk import walk_grad, walk_values
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_kernel import open_grid  # noqa: E402
+
+
+@njit(cache=True)
+def hand_values(gamma, obs, indptr, indices, probs, rewards, A0, A1, th0, th1, m_ptr, m_idx, W, m_data):
+    """Pass 1 for 2 agents, k = 2 (``th0``/``th1``: the agents' tables, shape ``(O_i, A_i)``)."""
+    N = rewards.shape[0]
+    J = A0 * A1
+    g2 = gamma * gamma
+    pos = np.full(N, -1, np.int64)
+    for s0 in range(N):
+        for p in range(m_ptr[s0], m_ptr[s0 + 1]):
+            pos[m_idx[p]] = p
+        o0, o1 = obs[0, s0], obs[1, s0]
+        w_acc = 0.0
+        for a0 in range(A0):
+            for a1 in range(A1):
+                j0 = a0 * A1 + a1
+                f0 = th0[o0, a0] * th1[o1, a1]
+                r0 = rewards[s0, j0]
+                for e in range(indptr[s0 * J + j0], indptr[s0 * J + j0 + 1]):
+                    s1 = indices[e]
+                    w1 = f0 * probs[e]
+                    q0, q1 = obs[0, s1], obs[1, s1]
+                    lo0, hi0 = (a0, a0 + 1) if q0 == o0 else (0, A0)
+                    lo1, hi1 = (a1, a1 + 1) if q1 == o1 else (0, A1)
+                    for b0 in range(lo0, hi0):
+                        f10 = 1.0 if q0 == o0 else th0[q0, b0]
+                        for b1 in range(lo1, hi1):
+                            f1 = f10 * (1.0 if q1 == o1 else th1[q1, b1])
+                            j1 = b0 * A1 + b1
+                            ret = r0 + gamma * rewards[s1, j1]
+                            w = w1 * f1
+                            for u in range(indptr[s1 * J + j1], indptr[s1 * J + j1 + 1]):
+                                wp = w * probs[u]
+                                w_acc += wp * ret
+                                m_data[pos[indices[u]]] += g2 * wp
+        W[s0] += w_acc
+
+
+@njit(cache=True)
+def hand_grad(gamma, obs, indptr, indices, probs, rewards, A0, A1, th0, th1, Vk, nu, g0, g1):
+    """Pass 2 for 2 agents, k = 2: adds the partials to ``g0``/``g1`` (shapes of the tables)."""
+    N = rewards.shape[0]
+    J = A0 * A1
+    g2 = gamma * gamma
+    for s0 in range(N):
+        n0 = nu[s0]
+        if n0 == 0.0:
+            continue
+        o0, o1 = obs[0, s0], obs[1, s0]
+        for a0 in range(A0):
+            for a1 in range(A1):
+                j0 = a0 * A1 + a1
+                r0 = rewards[s0, j0]
+                h0 = 0.0  # sum over the subtree of (a0, a1), without the depth-0 factors
+                for e in range(indptr[s0 * J + j0], indptr[s0 * J + j0 + 1]):
+                    s1 = indices[e]
+                    p1 = probs[e]
+                    q0, q1 = obs[0, s1], obs[1, s1]
+                    free0, free1 = q0 != o0, q1 != o1
+                    lo0, hi0 = (0, A0) if free0 else (a0, a0 + 1)
+                    lo1, hi1 = (0, A1) if free1 else (a1, a1 + 1)
+                    h1 = 0.0
+                    for b0 in range(lo0, hi0):
+                        t0 = th0[q0, b0] if free0 else 1.0
+                        for b1 in range(lo1, hi1):
+                            t1 = th1[q1, b1] if free1 else 1.0
+                            j1 = b0 * A1 + b1
+                            ret = r0 + gamma * rewards[s1, j1]
+                            h = 0.0
+                            for u in range(indptr[s1 * J + j1], indptr[s1 * J + j1 + 1]):
+                                h += probs[u] * (ret + g2 * Vk[indices[u]])
+                            # depth-1 credits: weight above (nu, depth-0 factors, p1) times the other factor
+                            c = n0 * th0[o0, a0] * th1[o1, a1] * p1 * h
+                            if free0:
+                                g0[q0, b0] += c * t1
+                            if free1:
+                                g1[q1, b1] += c * t0
+                            h1 += t0 * t1 * h
+                    h0 += p1 * h1
+                g0[o0, a0] += n0 * th1[o1, a1] * h0
+                g1[o1, a1] += n0 * th0[o0, a0] * h0
+
+
+def models():
+    rng = np.random.default_rng(0)
+    N, A = 400, 3
+    P = np.zeros((N, A * A, N))
+    for s in range(N):
+        for j in range(A * A):
+            P[s, j, rng.choice(N, 3, replace=False)] = rng.dirichlet(np.ones(3))
+    obs = [rng.integers(0, 6, N), rng.integers(0, 6, N)]
+    rand = mk.JointMDP.from_dense(P, rng.normal(size=(N, A * A)), obs, (A, A), np.full(N, 1 / N), 0.9,
+                                  n_obs=(6, 6))
+    return [
+        ("grid 6x6, 2 agents, walls", grid_coordination.build_mdp(layout=open_grid(6), observation="walls",
+                                                                  starts=[None, None])),
+        ("grid 6x6, 2 agents, position", grid_coordination.build_mdp(layout=open_grid(6), observation="position",
+                                                                     starts=[None, None])),
+        ("number matching n=2, m=40, own", number_matching.build_mdp(n_agents=2, n_numbers=40, observation="own")),
+        ("random, 400 states, 3 actions each, 3 successors", rand),
+    ]
+
+
+def measure(name, mdp, repeats):
+    est = mk.ExactKStep(mdp, 2, lump=False)
+    p = est.plan
+    pol = mk.Policy.random(mdp, seed=1)
+    theta = pol.flat(mdp)
+    th0, th1 = (np.ascontiguousarray(t, dtype=np.float64) for t in pol.theta)
+    gamma, obs, indptr, indices, probs, rewards = mdp.gamma, mdp.obs_matrix, mdp.indptr, mdp.indices, mdp.probs, \
+        mdp.rewards
+    A0, A1 = mdp.n_actions
+    N = mdp.n_states
+    Vk, nu = np.random.default_rng(2).random(N), np.random.default_rng(3).random(N)
+
+    def lib1():
+        W, m = np.zeros(N), np.zeros(p.m_idx.size)
+        walk_values(0, N, 2, p.sm, theta, p.toff, p.m_ptr, p.m_idx, W, m)
+        return W, m
+
+    def hand1():
+        W, m = np.zeros(N), np.zeros(p.m_idx.size)
+        hand_values(gamma, obs, indptr, indices, probs, rewards, A0, A1, th0, th1, p.m_ptr, p.m_idx, W, m)
+        return W, m
+
+    def lib2():
+        g = np.zeros(theta.size)
+        walk_grad(0, N, 2, p.sm, theta, p.toff, Vk, nu, g)
+        return g
+
+    def hand2():
+        g0, g1 = np.zeros_like(th0), np.zeros_like(th1)
+        hand_grad(gamma, obs, indptr, indices, probs, rewards, A0, A1, th0, th1, Vk, nu, g0, g1)
+        return np.concatenate([g0.ravel(), g1.ravel()])
+
+    (W1, m1), (W2, m2) = lib1(), hand1()
+    g1, g2 = lib2(), hand2()
+    err = max(float(np.max(np.abs(W1 - W2)) / max(1e-300, np.max(np.abs(W2)))),
+              float(np.max(np.abs(m1 - m2)) / np.max(np.abs(m2))),
+              float(np.max(np.abs(g1 - g2)) / np.max(np.abs(g2))))
+    assert err < 1e-12, (name, err)
+    times = {key: [] for key in ("lib1", "hand1", "lib2", "hand2")}
+    fns = dict(lib1=lib1, hand1=hand1, lib2=lib2, hand2=hand2)
+    for _ in range(repeats):
+        for key, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - t)
+    med = {key: statistics.median(v) for key, v in times.items()}
+    steps = mk.count_path_steps(mdp, 2)
+    return dict(name=name, states=N, path_steps=steps, max_rel_diff=err, seconds=med,
+                msteps=dict((key, steps / v / 1e6) for key, v in med.items()),
+                ratio_pass1=med["hand1"] / med["lib1"], ratio_pass2=med["hand2"] / med["lib2"])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--out", default=str(ROOT / "results" / "walk_limit.json"))
+    args = ap.parse_args(argv)
+    numba.set_num_threads(1)
+    load0 = os.getloadavg()
+    rows = [measure(name, mdp, args.repeats) for name, mdp in models()]
+    load1 = os.getloadavg()
+    print(f"load average {load0[0]:.2f} -> {load1[0]:.2f}; one thread; medians of {args.repeats}")
+    print("| model | states | path steps / pass | pass 1: hand | library | library / hand | pass 2: hand | library "
+          "| library / hand |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        m = r["msteps"]
+        print(f"| {r['name']} | {r['states']:,} | {r['path_steps']:,} | {m['hand1']:.0f} M/s | {m['lib1']:.0f} M/s | "
+              f"{r['ratio_pass1']:.2f} | {m['hand2']:.0f} M/s | {m['lib2']:.0f} M/s | {r['ratio_pass2']:.2f} |")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(dict(rows=rows, load=[load0, load1]), indent=1))
+    tmp.replace(out)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
