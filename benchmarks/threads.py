@@ -45,6 +45,7 @@ work.append(("grid 6x6, 2 agents, k=2", grid6, 2, "call"))
 small = mk.load_dpomdp(DEFAULT_DATA_DIR / "GridSmall.dpomdp", gamma=0.9)
 work.append(("GridSmall k=2", small, 2, "call"))
 corners = mk.load_dpomdp(DEFAULT_DATA_DIR / "Grid3x3corners.dpomdp.gz", gamma=0.9)
+work.append(("Grid3x3corners k=1, train 100 iterations", corners, 1, "train"))
 work.append(("Grid3x3corners k=2, train 100 iterations", corners, 2, "train"))
 if not quick:
     grid5 = grid_coordination.build_mdp(layout=open_grid(5), n_agents=3, observation="walls", starts=[None] * 3)

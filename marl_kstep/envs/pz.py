@@ -130,9 +130,11 @@ class ModelParallelEnv(ParallelEnv):
 def compile_env(env, *, max_states: int | None = None) -> JointMDP:
     """The exact joint MDP of a scenario environment (parallel or AEC).
 
-    Enumerates the joint states reachable from the initial distribution; refuses with a
-    ``ValueError`` when the scenario's state count estimate exceeds ``max_states``
-    (default ``Settings.max_states``).
+    Enumerates the joint states reachable from the initial distribution (through the array
+    protocol when the scenario has it, see :func:`~marl_kstep.envs.base.compile_model`);
+    refuses with a ``ValueError`` giving the estimate when the build would need more memory
+    than ``Settings.max_model_bytes`` allows, or when an explicit ``max_states`` is below the
+    scenario's state count estimate.
     ``mdp.state_names[s]`` is ``str`` of the environment state with index ``s``.
     """
     model = getattr(getattr(env, "unwrapped", env), "model", None)
