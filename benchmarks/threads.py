@@ -3,9 +3,10 @@
     python benchmarks/threads.py [--repeats 7] [--busy 2] [--out results/threads.json]
 
 "before" is the kernel as it was: GNU OpenMP's default waiting (workers spin 300,000 times
-after each region; set here as ``GOMP_SPINCOUNT=300000``, which marl_kstep leaves alone) and
-numba's static split of the chunks. "after" is marl_kstep's default: ``OMP_WAIT_POLICY=passive``
-(set on import) and dynamic chunks (``marl_kstep.threads``). Every configuration runs in a
+after each region; set here as ``GOMP_SPINCOUNT=300000``, which marl_kstep leaves alone),
+numba's static split of the chunks and parallel passes from 20,000 path steps. "after" is
+marl_kstep's default: ``OMP_WAIT_POLICY=passive`` (set on import), dynamic chunks
+(``marl_kstep.threads``) and parallel passes (and solves) from 10^6 path steps. Every configuration runs in a
 fresh process (the OpenMP runtime reads its environment once), with the machine idle and
 with ``--busy`` processes spinning on the cores. Within a process the 1- and 2-thread calls
 alternate, so their ratio is measured side by side. Results go to JSON; docs/performance.md
@@ -34,7 +35,8 @@ import marl_kstep.threads as th
 from bench_kernel import open_grid
 from marl_kstep.envs import grid_coordination, number_matching
 from marl_kstep.experiments.benchtable import DEFAULT_DATA_DIR
-if os.environ.get("BENCH_STATIC") == "1":
+before = os.environ.get("BENCH_STATIC") == "1"
+if before:  # the old kernel: static split, parallel from 20,000 path steps
     th._CHUNKSIZE = 0
 repeats = int(sys.argv[1])
 quick = sys.argv[2] == "1"
@@ -54,7 +56,8 @@ if not quick:
     work.append(("number matching n=5 m=10, k=2 (10^5 states, 10^4 lumped)", nm, 2, "call"))
 out = []
 for name, mdp, k, what in work:
-    est = mk.ExactKStep(mdp, k)
+    with mk.configure(**(dict(serial_max_path_steps=20_000) if before else {})):
+        est = mk.ExactKStep(mdp, k)
     pol = mk.Policy.uniform(mdp)
     def run():
         if what == "call":

@@ -8,6 +8,7 @@ The module map and the direction of imports are in ``docs/architecture.md``; not
 the package imports this file.
 """
 
+from . import _jitcache  # noqa: F401  (first: drops numba cache files older than the source)
 from ._version import __version__
 from .envs import compile_env
 from .estimators import (

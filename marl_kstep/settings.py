@@ -54,7 +54,10 @@ class Settings:
         Largest system that fallback may factor (a larger one is refused with a ValueError:
         a sparse LU of a large system has no useful bound on its time or memory).
     serial_max_path_steps : int
-        Enumerations with fewer path steps run on the calling thread.
+        Enumerations with fewer path steps (and their solves) run on the calling thread: a
+        parallel region needs every worker to wake and reach its end, which on a busy machine
+        can take a time slice (about 1-2 ms measured); below about 5 ms of work that costs more
+        than the second core saves (benchmarks/threads.py).
     singular_rtol : float
         ``I - M`` counts as (nearly) singular when its smallest LU pivot is below this times
         its largest (possible only off the simplex: on it, cond <= (1 + g^k)/(1 - g^k)).
@@ -86,7 +89,7 @@ class Settings:
     direct_solve_max_states: int = 64
     iter_rtol: float = 1e-13
     direct_fallback_max_states: int = 50_000
-    serial_max_path_steps: int = 20_000
+    serial_max_path_steps: int = 1_000_000
     singular_rtol: float = 1e-10
     row_sum_tol: float = 1e-9
     simplex_tol: float = 1e-9

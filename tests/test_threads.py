@@ -21,7 +21,8 @@ from marl_kstep.envs import grid_coordination
 
 layout = "########\n#......#\n#......#\n#......#\n#......#\n#.....G#\n########"
 mdp = grid_coordination.build_mdp(layout=layout, observation="position", starts=[None, None])
-est = mk.ExactKStep(mdp, 2)
+with mk.configure(serial_max_path_steps=0):
+    est = mk.ExactKStep(mdp, 2)
 assert not est.plan.serial, "the test needs a parallel plan"
 rng = np.random.default_rng(0)
 policies = [mk.Policy.random(mdp, rng) for _ in range(4)]
@@ -67,3 +68,20 @@ def test_wait_policy_is_passive_unless_the_user_chose():
     assert run(code).stdout.split() == ["passive", "True"]
     assert run(code, OMP_WAIT_POLICY="active").stdout.split() == ["active", "False"]
     assert run(code, GOMP_SPINCOUNT="1000").stdout.split() == ["None", "False"]
+
+
+def test_stale_numba_cache_files_are_dropped_when_the_source_changes():
+    import marl_kstep._jitcache as jc
+
+    assert jc.check_cache() is False  # consistent after import
+    fake = jc._PACKAGE / "estimators" / "__pycache__" / "zz_stale_test.nbi"
+    fake.parent.mkdir(exist_ok=True)
+    fake.write_bytes(b"x")
+    assert jc.check_cache() is False and fake.exists()  # same source: cache files are kept
+    good = jc._STAMP.read_text()
+    jc._STAMP.write_text("0" * 64)  # as after an edit of any source file
+    try:
+        assert jc.check_cache() is True
+        assert not fake.exists() and jc._STAMP.read_text() == good
+    finally:
+        fake.unlink(missing_ok=True)

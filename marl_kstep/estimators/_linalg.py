@@ -257,6 +257,19 @@ def iteration_cap(csr, rtol: float) -> int:
     return int(min(10 * N, max(100, 2 * t)))
 
 
+@njit(cache=True)
+def _bicgstab_pair_serial(ptr, idx, dat, b, c, both, rtol, maxit):
+    """:func:`_bicgstab_pair` on the calling thread (no parallel region: for small systems a
+    region's wake-ups cost more than the second thread saves, most of all on a busy machine)."""
+    n = b.shape[0]
+    out = np.zeros((2, n))
+    ok = np.ones(2, np.bool_)
+    out[0, :], ok[0] = _bicgstab(ptr, idx, dat, b, rtol, maxit)
+    if both:
+        out[1, :], ok[1] = _bicgstab(ptr, idx, dat, c, rtol, maxit, True)
+    return out, ok
+
+
 class Solver:
     r"""Solves ``(I - M) x = b`` and ``(I - M)^T y = c``; ``M`` given by its CSR arrays.
 
@@ -270,6 +283,8 @@ class Solver:
         Relative residual BiCGSTAB must reach (else the system is solved by sparse LU).
     singular_rtol : float
         Pivot ratio below which the system is refused as singular.
+    parallel : bool
+        Solve the two systems side by side on two threads (else one after the other).
     fallback_max_states : int
         Largest system the sparse LU fallback may factor; a larger system that BiCGSTAB does
         not solve is refused with a ``ValueError`` instead of a factorisation of unbounded cost.
@@ -280,8 +295,9 @@ class Solver:
     """
 
     def __init__(self, m_ptr, m_idx, m_data, *, direct_max_states: int, iter_rtol: float, singular_rtol: float,
-                 fallback_max_states: int = 50_000):
+                 fallback_max_states: int = 50_000, parallel: bool = True):
         self.csr = (m_ptr, m_idx, m_data)
+        self.parallel = parallel
         self.iter_rtol = iter_rtol
         self.singular_rtol = singular_rtol
         self.fallback_max_states = fallback_max_states
@@ -320,7 +336,8 @@ class Solver:
             return self._direct(b, "N"), (None if c is None else self._direct(c, "T"))
         both = c is not None
         c = np.ascontiguousarray(b if c is None else c, dtype=np.float64)
-        out, ok = _bicgstab_pair(*self.csr, b, c, both, self.iter_rtol, iteration_cap(self.csr, self.iter_rtol))
+        pair = _bicgstab_pair if self.parallel else _bicgstab_pair_serial
+        out, ok = pair(*self.csr, b, c, both, self.iter_rtol, iteration_cap(self.csr, self.iter_rtol))
         # a converged answer far larger than the right-hand side can only come from a nearly
         # singular system (off the simplex): let the LU check decide
         for t, rhs in ((0, b), (1, c)):

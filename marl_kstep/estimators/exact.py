@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from contextlib import nullcontext
 
 import numpy as np
 
@@ -136,7 +137,8 @@ class ExactKStep:
                 raise SingularSystemError(singular_message(ratio, s.singular_rtol))
             return Vk, (grad if want_grad else None)
         N = p.model.n_states
-        with parallel_section():  # dynamic chunks; one launch at a time under unsafe threading layers
+        # parallel plans: dynamic chunks, one launch at a time under unsafe threading layers
+        with (nullcontext() if p.serial else parallel_section()):
             W = np.zeros(N)
             m_data = np.zeros(p.m_idx.size)
             if p.serial:
@@ -145,7 +147,7 @@ class ExactKStep:
                 walk_values_parallel(p.n_chunks, p.k, p.sm, theta, p.toff, p.m_ptr, p.m_idx, W, m_data)
             solver = Solver(p.m_ptr, p.m_idx, m_data, direct_max_states=s.direct_solve_max_states,
                             iter_rtol=s.iter_rtol, singular_rtol=s.singular_rtol,
-                            fallback_max_states=s.direct_fallback_max_states)
+                            fallback_max_states=s.direct_fallback_max_states, parallel=not p.serial)
             Vk, nu = solver.solve(W, np.asarray(p.model.mu, dtype=np.float64) if want_grad else None)
             if not want_grad:
                 return Vk, None
