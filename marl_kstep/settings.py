@@ -56,8 +56,12 @@ class Settings:
     serial_max_path_steps : int
         Enumerations with fewer path steps (and their solves) run on the calling thread: a
         parallel region needs every worker to wake and reach its end, which on a busy machine
-        can take a time slice (about 1-2 ms measured); below about 5 ms of work that costs more
+        can take a time slice (about 1-2 ms measured); below a few ms of work that costs more
         than the second core saves (benchmarks/threads.py).
+    parallel_solve_min_nnz : int
+        The value and occupancy systems are solved side by side on two threads when the plan
+        is parallel or ``M`` has at least this many nonzeros (a solve costs about 100-200
+        mat-vecs, so a large ``M`` is worth the second thread even when the walk is short).
     singular_rtol : float
         ``I - M`` counts as (nearly) singular when its smallest LU pivot is below this times
         its largest (possible only off the simplex: on it, cond <= (1 + g^k)/(1 - g^k)).
@@ -89,7 +93,8 @@ class Settings:
     direct_solve_max_states: int = 64
     iter_rtol: float = 1e-13
     direct_fallback_max_states: int = 50_000
-    serial_max_path_steps: int = 1_000_000
+    serial_max_path_steps: int = 200_000
+    parallel_solve_min_nnz: int = 200_000
     singular_rtol: float = 1e-10
     row_sum_tol: float = 1e-9
     simplex_tol: float = 1e-9

@@ -132,6 +132,9 @@ class Plan:
         else the exact count.
     serial, fused : bool
         Passes on the calling thread; the whole computation in one compiled call.
+    parallel_solve : bool
+        The two linear systems solved side by side on two threads (parallel passes, or at
+        least ``Settings.parallel_solve_min_nnz`` nonzeros in ``M``).
     n_chunks : int
         Parallel chunks of start states.
     settings : Settings
@@ -150,6 +153,7 @@ class Plan:
     serial: bool
     fused: bool
     n_chunks: int
+    parallel_solve: bool
     settings: Settings
 
 
@@ -186,4 +190,6 @@ def make_plan(mdp: JointMDP, k: int, *, lump_model: bool, max_path_steps: int, s
     n_chunks = 1 if serial else max(1, min(work.n_states, 8 * numba.get_num_threads()))
     return Plan(model=work, k=k, lumping=lumping, block=block, sm=sm, toff=toff,
                 m_ptr=R.indptr.astype(np.int64), m_idx=R.indices.astype(np.int64), path_steps=steps,
-                serial=serial, fused=fused, n_chunks=n_chunks, settings=settings)
+                serial=serial, fused=fused, n_chunks=n_chunks,
+                parallel_solve=not fused and (not serial or R.indices.size >= settings.parallel_solve_min_nnz),
+                settings=settings)

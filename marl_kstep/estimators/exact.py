@@ -138,7 +138,7 @@ class ExactKStep:
             return Vk, (grad if want_grad else None)
         N = p.model.n_states
         # parallel plans: dynamic chunks, one launch at a time under unsafe threading layers
-        with (nullcontext() if p.serial else parallel_section()):
+        with (nullcontext() if p.serial and not p.parallel_solve else parallel_section()):
             W = np.zeros(N)
             m_data = np.zeros(p.m_idx.size)
             if p.serial:
@@ -147,7 +147,7 @@ class ExactKStep:
                 walk_values_parallel(p.n_chunks, p.k, p.sm, theta, p.toff, p.m_ptr, p.m_idx, W, m_data)
             solver = Solver(p.m_ptr, p.m_idx, m_data, direct_max_states=s.direct_solve_max_states,
                             iter_rtol=s.iter_rtol, singular_rtol=s.singular_rtol,
-                            fallback_max_states=s.direct_fallback_max_states, parallel=not p.serial)
+                            fallback_max_states=s.direct_fallback_max_states, parallel=p.parallel_solve)
             Vk, nu = solver.solve(W, np.asarray(p.model.mu, dtype=np.float64) if want_grad else None)
             if not want_grad:
                 return Vk, None
