@@ -26,7 +26,7 @@ from .estimators import (
 from .model import JointMDP, Lumping, LumpingSkippedWarning, load_dpomdp, lump
 from .optim import TrainResult, mirror_step, pgd_step, project_simplex, train
 from .policy import Policy
-from .sampling import rollout
+from .sampling import BoxDiscretiser, ObservationIndexer, SampledKStep, rollout
 from .search import alternating_best_response, best_deterministic, best_response
 from .settings import Settings, configure
 from .threads import thread_report  # sets OMP_WAIT_POLICY=passive unless the user set it (threads.py)
@@ -38,7 +38,10 @@ __all__ = [
     "JointMDP",
     "Lumping",
     "LumpingSkippedWarning",
+    "BoxDiscretiser",
+    "ObservationIndexer",
     "Policy",
+    "SampledKStep",
     "Settings",
     "thread_report",
     "SingularSystemError",

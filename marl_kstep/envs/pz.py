@@ -20,7 +20,7 @@ from ..model import JointMDP
 from ..validation import check_int
 from .base import ScenarioModel, compile_model
 
-__all__ = ["ModelParallelEnv", "compile_env"]
+__all__ = ["ModelParallelEnv", "JointMDPModel", "compile_env", "mdp_parallel_env"]
 
 
 class ModelParallelEnv(ParallelEnv):
@@ -125,6 +125,53 @@ class ModelParallelEnv(ParallelEnv):
 
     def close(self):
         pass
+
+
+class JointMDPModel(ScenarioModel):
+    """A compiled :class:`~marl_kstep.model.JointMDP` seen as a :class:`ScenarioModel`: states are
+    the indices ``0..N-1``, so :class:`ModelParallelEnv` can simulate any model (a .dpomdp file,
+    a compiled scenario) and the sampled estimator can run its environment path on it."""
+
+    def __init__(self, mdp: JointMDP):
+        if not isinstance(mdp, JointMDP):
+            raise ValueError(f"mdp must be a JointMDP; got {type(mdp).__name__}")
+        self.mdp = mdp
+        self.n_actions = tuple(mdp.n_actions)
+        self.n_obs = tuple(mdp.n_obs)
+        self.gamma = mdp.gamma
+        self._strides = mdp.action_strides
+
+    def initial_distribution(self):
+        return [(int(s), float(self.mdp.mu[s])) for s in np.flatnonzero(self.mdp.mu)]
+
+    def sample_initial(self, rng):
+        return int(rng.choice(self.mdp.n_states, p=self.mdp.mu))
+
+    def _row(self, state, actions):
+        return int(state) * self.mdp.n_joint_actions + int(np.dot(self._strides, actions))
+
+    def transitions(self, state, actions):
+        q = self._row(state, actions)
+        lo, hi = self.mdp.indptr[q], self.mdp.indptr[q + 1]
+        return [(int(s), float(p)) for s, p in zip(self.mdp.indices[lo:hi], self.mdp.probs[lo:hi], strict=True)]
+
+    def reward(self, state, actions):
+        return float(self.mdp.rewards[int(state), int(np.dot(self._strides, actions))])
+
+    def observe(self, state, agent):
+        return int(self.mdp.obs[agent][int(state)])
+
+    def estimate_states(self):
+        return self.mdp.n_states
+
+    def state_name(self, state):
+        names = self.mdp.state_names
+        return names[int(state)] if names is not None else str(state)
+
+
+def mdp_parallel_env(mdp: JointMDP, max_cycles: int = 200, render_mode: str | None = None) -> ModelParallelEnv:
+    """A PettingZoo ``ParallelEnv`` that simulates ``mdp`` (states are indices; team reward to every agent)."""
+    return ModelParallelEnv(JointMDPModel(mdp), "joint_mdp_v0", max_cycles=max_cycles, render_mode=render_mode)
 
 
 def compile_env(env, *, max_states: int | None = None) -> JointMDP:

@@ -1,5 +1,8 @@
-"""k-coupled execution in PettingZoo environments: one episode loop, rollouts."""
+"""Sampling: k-coupled execution in PettingZoo environments and the sampled k-step estimator (SPEC §8)."""
 
+from .encoders import BoxDiscretiser, ObservationIndexer, space_encoder
 from .execution import Episode, KCoupledAgent, k_coupled_episode, rollout
+from .sampled import SampledKStep, horizon_for
 
-__all__ = ["Episode", "KCoupledAgent", "k_coupled_episode", "rollout"]
+__all__ = ["BoxDiscretiser", "Episode", "KCoupledAgent", "ObservationIndexer", "SampledKStep", "horizon_for",
+           "k_coupled_episode", "rollout", "space_encoder"]

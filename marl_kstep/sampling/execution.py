@@ -27,45 +27,92 @@ __all__ = ["KCoupledAgent", "Episode", "k_coupled_episode", "rollout"]
 
 
 class KCoupledAgent:
-    r"""Agent-side k-coupled execution of one agent's table ``theta_i`` (SPEC §3).
+    r"""Agent-side k-coupled execution of one agent's table ``theta_i`` (SPEC §3, §8).
 
-    At steps ``0, k, 2k, ...`` it draws, independently for each observation ``o``, an
-    action :math:`d(o) \sim \theta_i[o, \cdot]`; :meth:`act` returns :math:`d(o)` for the
-    observation it is shown.
+    At steps ``0, k, 2k, ...`` the agent forgets its drawn table. At step ``t`` with
+    observation ``o`` it plays the action it drew for ``o`` in this window, or draws
+    :math:`a \sim \theta_i[o, \cdot]` now (a *first-visit draw*), keeps it until the window
+    ends, and records ``(t, o, a)`` in :attr:`draws`. An action of probability 0 is never drawn.
     """
 
     def __init__(self, theta: np.ndarray, k: int, rng: np.random.Generator):
-        self.cdf = np.cumsum(np.asarray(theta, dtype=float), axis=1)
-        self.cdf[:, -1] = 1.0
+        self.theta = np.asarray(theta, dtype=float)
+        self.cdf = np.cumsum(self.theta, axis=1)
+        # rounding: a draw u >= cdf[-1] falls to the last action of positive probability
+        last = self.theta.shape[1] - 1 - np.argmax(self.theta[:, ::-1] > 0, axis=1)
+        self.cdf[np.arange(self.theta.shape[0]), last] = np.inf
         self.k = int(k)
         self.rng = rng
-        self.t = 0
-        self.table = None
+        self.table = np.full(self.theta.shape[0], -1, dtype=np.int64)
+        self.window = -1
+        self.draws: list[tuple[int, int, int]] = []
 
     def reset(self) -> None:
-        self.t = 0
+        """Start an episode: forget the table and the recorded draws."""
+        self.window = -1
+        self.draws = []
 
-    def act(self, obs: int) -> int:
-        if self.t % self.k == 0:
-            u = self.rng.random(self.cdf.shape[0])
-            self.table = (u[:, None] >= self.cdf).sum(axis=1)
-        self.t += 1
-        return int(self.table[int(obs)])
+    def act(self, obs: int, t: int) -> int:
+        """The action at step ``t`` for observation id ``obs``."""
+        w = t // self.k
+        if w != self.window:
+            self.window = w
+            self.table[:] = -1
+        a = int(self.table[obs])
+        if a < 0:
+            a = int(np.searchsorted(self.cdf[obs], self.rng.random(), side="right"))
+            self.table[obs] = a
+            self.draws.append((t, obs, a))
+        return a
 
 
 @dataclass
 class Episode:
-    """One k-coupled episode: team rewards per step and, if asked, the env's states."""
+    """One k-coupled episode.
+
+    Attributes
+    ----------
+    rewards : ndarray
+        Team reward of every step.
+    states : list or None
+        ``env.unwrapped.state`` at the start and after every step, if asked for.
+    draws : list of list of (t, o, a)
+        ``draws[i]``: agent ``i``'s first-visit draws (SPEC §8).
+    """
 
     rewards: np.ndarray
     states: list | None = None
+    draws: list | None = None
 
     def discounted_return(self, gamma: float) -> float:
         return float(self.rewards @ gamma ** np.arange(self.rewards.size))
 
 
+def _team_reward(how):
+    if callable(how):
+        return how
+    if how == "mean":
+        return lambda rew: float(np.mean([rew[a] for a in rew])) if rew else 0.0
+    if how == "sum":
+        return lambda rew: float(np.sum([rew[a] for a in rew])) if rew else 0.0
+    raise ValueError(f"team_reward must be 'mean', 'sum' or a callable; got team_reward={how!r}")
+
+
+def _encoded(i, name, enc, raw, n_obs):
+    o = enc(raw)
+    try:
+        oi = int(o)
+    except (TypeError, ValueError):
+        raise ValueError(f"the observation of agent {i} ({name!r}) must encode to an integer id; got {o!r} "
+                         "(give an encoder for this observation space)") from None
+    if oi != o or not (0 <= oi < (n_obs[i] if n_obs is not None else oi + 1)):
+        raise ValueError(f"the observation of agent {i} ({name!r}) encodes to {o!r}, outside 0..{n_obs[i] - 1}")
+    return oi
+
+
 def k_coupled_episode(env, agents: Sequence[KCoupledAgent], *, horizon: int, reset_seed=None,
-                      encoders: Sequence[Callable] | None = None, record_states: bool = False) -> Episode:
+                      encoders: Sequence[Callable] | None = None, record_states: bool = False,
+                      team_reward="mean", n_obs: Sequence[int] | None = None) -> Episode:
     """Run one episode of k-coupled execution (see the module docstring).
 
     Parameters
@@ -81,24 +128,30 @@ def k_coupled_episode(env, agents: Sequence[KCoupledAgent], *, horizon: int, res
         ``encoders[i](raw_observation) -> 0..O_i-1``; default ``int(raw_observation)``.
     record_states : bool
         Keep ``env.unwrapped.state`` at the start and after every step.
+    team_reward : {"mean", "sum"} or callable
+        The team reward of a step from the env's reward dict (default: the mean, SPEC §8).
+    n_obs : sequence of int, optional
+        :math:`O_i`, to check the encoded observations (a ValueError names a bad one).
     """
     names = list(env.possible_agents)
     encode = encoders or [int] * len(names)
+    team = _team_reward(team_reward)
     obs, _ = env.reset(seed=reset_seed)
     for ag in agents:
         ag.reset()
     base = getattr(env, "unwrapped", env)
     states = [base.state] if record_states else None
     rewards = []
-    for _ in range(horizon):
-        actions = {a: agents[i].act(encode[i](obs[a])) for i, a in enumerate(names) if a in obs}
+    for t in range(horizon):
+        actions = {a: agents[i].act(_encoded(i, a, encode[i], obs[a], n_obs), t)
+                   for i, a in enumerate(names) if a in obs}
         obs, rew, term, trunc, _ = env.step(actions)
-        rewards.append(float(np.mean([rew[a] for a in rew])) if rew else 0.0)
+        rewards.append(team(rew))
         if record_states:
             states.append(base.state)
         if not env.agents or all(term.get(a, False) or trunc.get(a, False) for a in rew):
             break
-    return Episode(np.asarray(rewards, dtype=float), states)
+    return Episode(np.asarray(rewards, dtype=float), states, [ag.draws for ag in agents])
 
 
 def _check_policy_fits(env, policy) -> None:

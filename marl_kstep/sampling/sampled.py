@@ -1,0 +1,335 @@
+r"""The sampled k-step estimator ``SampledKStep`` (SPEC §8), for any PettingZoo env or model.
+
+Episodes of k-coupled execution (:mod:`marl_kstep.sampling.execution`) give
+
+* :math:`\hat J_k` = the mean of the returns :math:`G = \sum_{t<T} \gamma^t r_t`, with
+  standard error ``std / sqrt(n)``;
+* the gradient: each first-visit draw :math:`(t, i, o, a)` adds
+  :math:`(G_{\ge t} - b_t) / \theta_i[o, a]` to entry :math:`(i, o, a)` of its episode's
+  vector, :math:`G_{\ge t} = \sum_{t' \ge t} \gamma^{t'} r_{t'}`; each row of the episode
+  vector is centred (minus its mean over actions), and the estimate is the mean of the
+  centred vectors, ``grad_se`` their standard error. Its expectation is :math:`C \nabla J_k`
+  (``C`` centres each row) on the simplex's interior: rewards before a draw and the baseline
+  are fixed before the draw, so they add the same amount to every action of its row.
+
+The baseline :math:`b_t` is the mean of :math:`G_{\ge t}` over the earlier episodes of the
+same random stream (``baseline="mean"``, the default), or 0 (``baseline="none"``).
+
+Two paths compute the same estimator:
+
+* **env path** -- any PettingZoo ``ParallelEnv``: a Python loop over env steps
+  (:func:`~marl_kstep.sampling.k_coupled_episode`);
+* **fast path** -- a :class:`~marl_kstep.model.JointMDP` (a compiled scenario, a .dpomdp file):
+  one compiled pass simulates all episodes in fixed chunks with their own streams and
+  accumulates the estimator (:mod:`marl_kstep.sampling._kernels`); threads never change the
+  result.
+
+Every call of :meth:`SampledKStep.estimate` draws from its own stream, the ``c``-th call of an
+estimator made with ``seed`` uses ``SeedSequence(seed, spawn_key=(c,))`` (or pass ``seed=``),
+so a training run is reproducible from its seed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from ..estimators.base import Estimate
+from ..model import JointMDP
+from ..policy import Policy
+from ..threads import parallel_section
+from ..validation import check_choice, check_gamma, check_int, check_k, check_positive, check_seed
+from . import _kernels
+from .encoders import space_encoder
+from .execution import KCoupledAgent, k_coupled_episode
+
+__all__ = ["SampledKStep", "horizon_for"]
+
+#: Chunks of the fast path (each with its own stream); fixed, so results do not depend on threads.
+N_CHUNKS = 16
+#: Below this many simulated steps per call the fast path runs on the calling thread.
+PARALLEL_MIN_STEPS = 200_000
+
+
+def horizon_for(gamma: float, tail: float) -> int:
+    r"""The smallest ``H`` with :math:`\gamma^H \le` ``tail`` (at least 1).
+
+    Truncating a JointMDP's episodes at ``H`` changes :math:`J_k` by at most
+    :math:`\gamma^H \max|r| / (1-\gamma)` (SPEC §8).
+    """
+    gamma = check_gamma(gamma)
+    tail = check_positive("tail", tail)
+    if gamma == 0.0 or tail >= 1.0:
+        return 1
+    return max(1, math.ceil(math.log(tail) / math.log(gamma) - 1e-12))
+
+
+def _is_parallel_env(x) -> bool:
+    base = getattr(x, "unwrapped", x)
+    return hasattr(base, "possible_agents") and callable(getattr(base, "step", None)) \
+        and callable(getattr(base, "reset", None))
+
+
+class SampledKStep:
+    r"""Sampled :math:`J_k` and row-centred :math:`\nabla J_k` from k-coupled episodes (SPEC §8).
+
+    Parameters
+    ----------
+    target : JointMDP or pettingzoo.ParallelEnv
+        A model (fast path, or the env path with ``path="env"``) or any ParallelEnv whose agents
+        have Discrete action spaces and Discrete observations or an encoder.
+    k : int
+        Window length (1 = ordinary REINFORCE).
+    gamma : float, optional
+        Discount. Required for an env (unless it carries a marl_kstep model); for a JointMDP it
+        is the model's and must not be given otherwise.
+    episodes : int
+        Episodes per :meth:`estimate` call.
+    horizon : int, optional
+        Steps per episode. JointMDP: default :func:`horizon_for` ``(gamma, tail)``. Env: default
+        the env's ``max_cycles``; one of the two is required.
+    tail : float
+        For the default horizon on a JointMDP: :math:`\gamma^H \le` ``tail`` (default 1e-4).
+    baseline : {"mean", "none"}
+        Per-time running-mean baseline (default) or none.
+    seed : int, optional
+        Base seed; ``None`` draws one (kept in :attr:`seed`, so runs can be repeated).
+    encoders : sequence of callables, optional
+        Env path: ``encoders[i](raw) -> 0..O_i-1`` with an attribute ``n`` (see
+        :mod:`marl_kstep.sampling.encoders`); default the exact encoder of Discrete /
+        MultiDiscrete spaces.
+    team_reward : {"mean", "sum"} or callable
+        Env path: the team reward of a step from the env's reward dict.
+    path : {"auto", "fast", "env"}
+        ``auto``: the fast path for a JointMDP, the env path for an env.
+    floor : float
+        Smallest probability that training keeps in every entry (:func:`marl_kstep.train` reads
+        it): the estimator cannot see the partial of an entry at 0 (it is never drawn), so
+        ``pgd`` projects onto :math:`\{\theta \ge \text{floor}\}` and ``mirror`` mixes in
+        ``floor`` per entry. Default 0.01; 0 turns it off.
+    """
+
+    def __init__(self, target, k: int, *, gamma: float | None = None, episodes: int = 1000,
+                 horizon: int | None = None, tail: float = 1e-4, baseline: str = "mean", seed=None,
+                 encoders: Sequence[Callable] | None = None, team_reward="mean", path: str = "auto",
+                 floor: float = 0.01):
+        self.k = check_k(k)
+        self.episodes = check_int("episodes", episodes, minimum=1)
+        self.baseline = check_choice("baseline", baseline, ("mean", "none"))
+        self.path = check_choice("path", path, ("auto", "fast", "env"))
+        self.floor = check_positive("floor", floor, allow_zero=True)
+        s = check_seed("seed", seed)
+        self.seed = int(np.random.SeedSequence().entropy % (2**63)) if s is None else int(s)
+        self._calls = 0
+        self.team_reward = team_reward
+        if isinstance(target, JointMDP):
+            if gamma is not None:
+                raise ValueError(f"gamma is the model's ({target.gamma}) for a JointMDP; got gamma={gamma!r}")
+            if encoders is not None:
+                raise ValueError("encoders apply to an environment, not to a JointMDP")
+            self._mdp = target
+            self.gamma = target.gamma
+            self.horizon = (horizon_for(self.gamma, tail) if horizon is None
+                            else check_int("horizon", horizon, minimum=1))
+            self.path = "fast" if self.path == "auto" else self.path
+            self._n_obs, self._n_actions = tuple(target.n_obs), tuple(target.n_actions)
+            self.env = None
+            if self.path == "env":
+                from ..envs.pz import mdp_parallel_env
+
+                self.env = mdp_parallel_env(target, max_cycles=self.horizon)
+                self.encoders = [int] * target.n_agents
+            else:
+                self._arrays = _mdp_arrays(target)
+        elif _is_parallel_env(target):
+            if self.path == "fast":
+                raise ValueError("path='fast' needs a JointMDP; an environment runs on the env path")
+            self.path = "env"
+            self._mdp = None
+            self.env = target
+            base = getattr(target, "unwrapped", target)
+            model = getattr(base, "model", None)
+            if gamma is None:
+                if model is None or not hasattr(model, "gamma"):
+                    raise ValueError("gamma is required for an environment (SampledKStep(env, k, gamma=...))")
+                gamma = model.gamma
+            self.gamma = check_gamma(gamma)
+            max_cycles = getattr(base, "max_cycles", None)
+            if horizon is None:
+                if max_cycles is None:
+                    raise ValueError("horizon is required for an environment without max_cycles")
+                horizon = max_cycles
+            self.horizon = check_int("horizon", horizon, minimum=1)
+            names = list(base.possible_agents)
+            n_act = []
+            for i, a in enumerate(names):
+                sp = target.action_space(a)
+                if not hasattr(sp, "n") or getattr(sp, "start", 0) != 0:
+                    raise ValueError(f"the action space of agent {i} ({a!r}) must be Discrete(n) starting at 0; "
+                                     f"got {sp}")
+                n_act.append(int(sp.n))
+            if encoders is None:
+                encoders = []
+                for i, a in enumerate(names):
+                    try:
+                        encoders.append(space_encoder(target.observation_space(a)))
+                    except ValueError as err:
+                        raise ValueError(f"encoders: agent {i} ({a!r}) has observation space "
+                                         f"{target.observation_space(a)}; give encoders[{i}] (e.g. "
+                                         "BoxDiscretiser or ObservationIndexer)") from err
+            else:
+                if not isinstance(encoders, Sequence) or len(encoders) != len(names):
+                    raise ValueError(f"encoders must be a sequence of {len(names)} callables (one per agent)")
+                for i, e in enumerate(encoders):
+                    if not callable(e) or not isinstance(getattr(e, "n", None), int | np.integer) or e.n < 1:
+                        raise ValueError(f"encoders[{i}] must be callable with an integer attribute n >= 1 "
+                                         f"(the number of observation ids); got {e!r}")
+            self.encoders = list(encoders)
+            self._n_obs = tuple(int(e.n) for e in self.encoders)
+            self._n_actions = tuple(n_act)
+        else:
+            raise ValueError(f"target must be a JointMDP or a PettingZoo ParallelEnv; got {type(target).__name__}")
+        self._layout = _layout(self._n_obs, self._n_actions)
+
+    # ------------------------------------------------------------------ protocol
+    @property
+    def mdp(self):
+        """The model, or ``None`` for an environment."""
+        return self._mdp
+
+    @property
+    def n_agents(self) -> int:
+        return len(self._n_actions)
+
+    @property
+    def n_obs(self) -> tuple[int, ...]:
+        return self._n_obs
+
+    @property
+    def n_actions(self) -> tuple[int, ...]:
+        return self._n_actions
+
+    @property
+    def truncation_bound(self) -> float | None:
+        r""":math:`\gamma^H \max|r| / (1-\gamma)`, the most truncation can move :math:`J_k` (models only)."""
+        if self._mdp is None:
+            return None
+        return float(self.gamma ** self.horizon * np.abs(self._mdp.rewards).max() / (1.0 - self.gamma))
+
+    def __repr__(self) -> str:
+        return (f"SampledKStep(k={self.k}, path={self.path!r}, episodes={self.episodes}, horizon={self.horizon}, "
+                f"gamma={self.gamma}, seed={self.seed})")
+
+    def estimate(self, policy: Policy, *, seed=None) -> Estimate:
+        r"""Sampled :math:`J_k` and row-centred gradient at ``policy``, with standard errors.
+
+        ``seed`` overrides the estimator's stream for this call (the call counter still advances).
+        """
+        if not isinstance(policy, Policy):
+            raise ValueError(f"policy must be a marl_kstep.Policy; got {type(policy).__name__}")
+        if policy.free_entries:
+            raise ValueError("policy must lie on the simplex to be sampled (it was built with check_simplex=False)")
+        policy.check_compatible(self)
+        ss = (np.random.SeedSequence(self.seed, spawn_key=(self._calls,)) if seed is None
+              else np.random.SeedSequence(check_int("seed", seed, minimum=0)))
+        self._calls += 1
+        theta = np.concatenate([t.ravel() for t in policy.theta]).astype(float)
+        P = theta.size
+        if self.path == "fast":
+            chunks = min(N_CHUNKS, self.episodes)
+            per = np.full(chunks, self.episodes // chunks, dtype=np.int64)
+            per[: self.episodes % chunks] += 1
+            seeds = ss.generate_state(chunks, dtype=np.uint64)
+            acc_sum = np.zeros((chunks, P))
+            acc_sq = np.zeros((chunks, P))
+            jstats = np.zeros((chunks, 3))
+            parallel = self.episodes * self.horizon >= PARALLEL_MIN_STEPS
+            with parallel_section() if parallel else contextlib.nullcontext():
+                _kernels.simulate_chunks(parallel, per, seeds, self.baseline == "mean", self.k, self.horizon,
+                                         self.gamma, theta, self._layout, self._arrays, acc_sum, acc_sq, jstats)
+            tot_sum, tot_sq, js = acc_sum.sum(axis=0), acc_sq.sum(axis=0), jstats.sum(axis=0)
+        else:
+            tot_sum, tot_sq, js = self._env_episodes(policy, theta, ss)
+        n = js[2]
+        J = js[0] / n
+        var_J = max(js[1] / n - J * J, 0.0) * n / max(n - 1, 1)
+        g = tot_sum / n
+        var_g = np.maximum(tot_sq / n - g * g, 0.0) * n / max(n - 1, 1)
+        grad, grad_se, off = [], [], 0
+        for o, a in zip(self._n_obs, self._n_actions, strict=True):
+            grad.append(g[off:off + o * a].reshape(o, a).copy())
+            grad_se.append(np.sqrt(var_g[off:off + o * a] / n).reshape(o, a))
+            off += o * a
+        return Estimate(J_k=float(J), grad=grad, J_k_se=float(math.sqrt(var_J / n)), grad_se=grad_se)
+
+    # ------------------------------------------------------------------ env path
+    def _env_episodes(self, policy, theta, ss):
+        env_seed, agent_seed = ss.spawn(2)
+        rngs = np.random.default_rng(agent_seed).spawn(self.n_agents)
+        agents = [KCoupledAgent(t, self.k, r) for t, r in zip(policy.theta, rngs, strict=True)]
+        row_offset, row_first, row_len, entry_row = self._layout
+        H, P = self.horizon, theta.size
+        scratch = _Scratch(H, P, row_first.size, self.n_agents)
+        first = int(env_seed.generate_state(1)[0])
+        disc = self.gamma ** np.arange(H)
+        base = getattr(self.env, "unwrapped", self.env)
+        for e in range(self.episodes):
+            ep = k_coupled_episode(base, agents, horizon=H, reset_seed=(first + e) % (2**31),
+                                   encoders=self.encoders, team_reward=self.team_reward, n_obs=self._n_obs)
+            T = ep.rewards.size
+            scratch.rd[:T] = ep.rewards * disc[:T]
+            D = 0
+            for i, draws in enumerate(ep.draws):
+                for t, o, a in draws:
+                    ent = row_first[row_offset[i] + o] + a
+                    scratch.d_t[D], scratch.d_entry[D], scratch.d_prob[D] = t, ent, theta[ent]
+                    D += 1
+            self._finish(scratch, T, D, row_first, row_len, entry_row)
+        return scratch.acc_sum[0], scratch.acc_sq[0], scratch.jstats[0]
+
+    def _finish(self, sc, T, D, row_first, row_len, entry_row):
+        if self.baseline == "none":
+            sc.bcount[0] = 0
+        _kernels.finish_episode(T, sc.rd, sc.d_t, sc.d_entry, sc.d_prob, D, entry_row, row_first, row_len,
+                                sc.bsum, sc.bcount, sc.G, sc.v, sc.rows, sc.row_mark, sc.acc_sum[0], sc.acc_sq[0],
+                                sc.jstats[0])
+
+
+class _Scratch:
+    def __init__(self, H, P, n_rows, n_agents):
+        self.rd = np.zeros(H + 1)
+        self.G = np.zeros(H + 1)
+        self.bsum = np.zeros(H + 1)
+        self.bcount = np.zeros(1, dtype=np.int64)
+        m = H * n_agents
+        self.d_t = np.empty(m, dtype=np.int64)
+        self.d_entry = np.empty(m, dtype=np.int64)
+        self.d_prob = np.empty(m)
+        self.v = np.zeros(P)
+        self.rows = np.empty(max(1, min(m, n_rows)), dtype=np.int64)
+        self.row_mark = np.zeros(n_rows, dtype=np.bool_)
+        self.acc_sum = np.zeros((1, P))
+        self.acc_sq = np.zeros((1, P))
+        self.jstats = np.zeros((1, 3))
+
+
+def _layout(n_obs, n_actions):
+    """Flattened entries: ``row_offset[i]``, ``row_first[row]``, ``row_len[row]``, ``entry_row[entry]``."""
+    row_offset = np.concatenate([[0], np.cumsum(n_obs)[:-1]]).astype(np.int64)
+    row_len = np.concatenate([np.full(o, a) for o, a in zip(n_obs, n_actions, strict=True)]).astype(np.int64)
+    row_first = np.concatenate([[0], np.cumsum(row_len)[:-1]]).astype(np.int64)
+    entry_row = np.repeat(np.arange(row_len.size), row_len).astype(np.int64)
+    return row_offset, row_first, row_len, entry_row
+
+
+def _mdp_arrays(mdp: JointMDP):
+    mu_cdf = np.cumsum(mdp.mu)
+    mu_cdf[-1] = np.inf  # rounding: u >= the last partial sum falls to the last state
+    # the last state with positive probability gets the tail of [0, 1)
+    last = int(np.flatnonzero(mdp.mu > 0)[-1])
+    mu_cdf[last:] = np.inf
+    return (mdp.obs_matrix, np.asarray(mdp.n_actions, dtype=np.int64), mu_cdf, mdp.indptr.astype(np.int64),
+            mdp.indices.astype(np.int64), mdp.probs.astype(float), np.ascontiguousarray(mdp.rewards, dtype=float))
