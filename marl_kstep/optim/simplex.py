@@ -10,6 +10,12 @@ Each agent updates and projects only its own rows:
 
 Both ignore a constant added to a row of ``g``, so a row-centred gradient estimate (SPEC §8)
 gives the same step as the full gradient.
+
+With a ``floor`` :math:`\epsilon > 0` (used with sampled gradients, which cannot see the partial
+of an entry at 0) every entry stays :math:`\ge \epsilon`: ``pgd`` projects onto
+:math:`\{x \ge \epsilon, \sum x = 1\}`, which is
+:math:`\epsilon + c\,\Pi_\Delta((v - \epsilon)/c)` with :math:`c = 1 - A\epsilon`;
+``mirror`` mixes the result with the uniform row, :math:`(1 - A\epsilon)\,x + \epsilon`.
 """
 
 from __future__ import annotations
@@ -71,13 +77,25 @@ def _step_args(theta, grad, eta):
     return theta, grad, check_real("eta", eta)
 
 
-def pgd_step(theta: np.ndarray, grad: np.ndarray, eta: float) -> np.ndarray:
-    r"""One projected ascent step on one agent's table: :math:`\Pi_\Delta(\theta + \eta g)`."""
+def _check_floor(floor, A: int) -> float:
+    floor = check_real("floor", floor, minimum=0.0)
+    if floor * A >= 1.0:
+        raise ValueError(f"floor must be below 1/A = {1.0 / A!r} for rows of {A} actions; got floor={floor!r}")
+    return floor
+
+
+def pgd_step(theta: np.ndarray, grad: np.ndarray, eta: float, floor: float = 0.0) -> np.ndarray:
+    r"""One projected ascent step on one agent's table: :math:`\Pi_\Delta(\theta + \eta g)`
+    (onto the entries :math:`\ge` ``floor`` when ``floor > 0``, see the module docstring)."""
     theta, grad, eta = _step_args(theta, grad, eta)
-    return project_simplex(theta + eta * grad)
+    floor = _check_floor(floor, theta.shape[-1])
+    if floor == 0.0:
+        return project_simplex(theta + eta * grad)
+    c = 1.0 - theta.shape[-1] * floor
+    return floor + c * project_simplex((theta + eta * grad - floor) / c)
 
 
-def mirror_step(theta: np.ndarray, grad: np.ndarray, eta: float) -> np.ndarray:
+def mirror_step(theta: np.ndarray, grad: np.ndarray, eta: float, floor: float = 0.0) -> np.ndarray:
     r"""One mirror (exponentiated-gradient) ascent step on one agent's table.
 
     :math:`\theta[o] \propto \theta[o] \exp(\eta g[o])`, evaluated as
@@ -94,7 +112,9 @@ def mirror_step(theta: np.ndarray, grad: np.ndarray, eta: float) -> np.ndarray:
         raise ValueError(f"eta * grad overflows: eta={eta!r} is too large for this gradient")
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+    x = e / e.sum(axis=-1, keepdims=True)
+    floor = _check_floor(floor, theta.shape[-1])
+    return x if floor == 0.0 else (1.0 - theta.shape[-1] * floor) * x + floor
 
 
 #: Update rules by name.

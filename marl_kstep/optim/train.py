@@ -50,6 +50,11 @@ class TrainResult:
         The settings used (``step`` is the effective eta after normalisation).
     history_J_k_se : ndarray or None
         Standard errors of ``history_J_k`` for sampled estimators (``None`` for exact ones).
+    history_J_k_exact : ndarray or None
+        For a sampled estimator on a model: the exact :math:`J_k` of every iterate (``None``
+        otherwise, where ``history_J_k`` is already exact or no model exists).
+    floor : float
+        The smallest entry the updates kept (0 for exact estimators by default).
     """
 
     policy: Policy
@@ -62,6 +67,8 @@ class TrainResult:
     method: str = "pgd"
     step: float = 0.0
     history_J_k_se: np.ndarray | None = None
+    history_J_k_exact: np.ndarray | None = None
+    floor: float = 0.0
     extra: dict = field(default_factory=dict)
 
     @property
@@ -100,6 +107,7 @@ def train(
     *,
     normalize_step: bool = False,
     max_path_steps: int | None = None,
+    floor: float | None = None,
 ) -> TrainResult:
     r"""Per-agent ascent on the k-step objective :math:`J_k` (SPEC §4).
 
@@ -132,6 +140,11 @@ def train(
         to stop early.
     max_path_steps : int, optional
         Path budget of the exact estimator built for a model target.
+    floor : float, optional
+        Keep every entry :math:`\ge` ``floor`` (``pgd``: projection onto the floored simplex;
+        ``mirror``: mixing with the uniform row, see :mod:`marl_kstep.optim.simplex`). Default:
+        the estimator's ``floor`` attribute (:class:`~marl_kstep.SampledKStep`: 0.01, because a
+        sampled gradient cannot see the partial of an entry at 0), else 0.
 
     Returns
     -------
@@ -152,6 +165,10 @@ def train(
     else:
         eta = step
     update = STEPS[method]
+    floor = getattr(est, "floor", 0.0) if floor is None else check_positive("floor", floor, allow_zero=True)
+    for i, A in enumerate(est.n_actions):
+        if floor * A >= 1.0:
+            raise ValueError(f"floor must be below 1/A_i; agent {i} has {A} actions and floor={floor!r}")
     if init is None:
         policy = Policy.random(est, seed) if seed is not None else Policy.uniform(est)
     else:
@@ -165,9 +182,13 @@ def train(
     reference = None
     if mdp is not None and not (isinstance(est, ExactKStep) and est.k == 1):
         reference = ExactKStep(mdp, 1)
+    # a sampled estimator on a model: the exact J_k alongside
+    exact_k = None
+    if mdp is not None and not isinstance(est, ExactKStep):
+        exact_k = reference if est.k == 1 else ExactKStep(mdp, est.k)
 
     t0 = time.perf_counter()
-    hist_k, hist_1, hist_se = [], [], []
+    hist_k, hist_1, hist_se, hist_exact = [], [], [], []
     converged = False
     it = 0
     with deferred_interrupts():  # Ctrl-C stops between iterations, never inside compiled code
@@ -182,11 +203,13 @@ def train(
             hist_k.append(e.J_k)
             hist_1.append(J_1)
             hist_se.append(e.J_k_se)
+            if exact_k is not None:
+                hist_exact.append(exact_k.value(policy))
             if callback is not None and callback(it, policy, e.J_k, J_1) is False:
                 break
             if converged or it >= iters:
                 break
-            new = Policy([update(t, g, eta) for t, g in zip(policy.theta, e.grad, strict=True)])
+            new = Policy([update(t, g, eta, floor) for t, g in zip(policy.theta, e.grad, strict=True)])
             converged = new.max_abs_diff(policy) < tol
             policy = new
             it += 1
@@ -202,4 +225,6 @@ def train(
         method=method,
         step=eta,
         history_J_k_se=None if all(s is None for s in hist_se) else np.asarray(hist_se, dtype=float),
+        history_J_k_exact=np.asarray(hist_exact) if exact_k is not None else None,
+        floor=floor,
     )
