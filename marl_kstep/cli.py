@@ -2,6 +2,8 @@
 
     marl-kstep run SCENARIO [--k 1 2 3] [--method pgd mirror] [--iters N] [--step ETA]
                             [--seeds S ...] [--set key=value ...] [--out DIR] [--resume] [--quiet]
+                            [--estimator exact|sampled] [--episodes N]
+    marl-kstep run --env MODULE:FACTORY --gamma G [--horizon H] [--episodes N] ...
     marl-kstep plot DIR
     marl-kstep benchmarks [--iters N] [--budget STEPS] [--seeds S] [--files NAME ...]
     marl-kstep demo [--out DIR]
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import ast
 import csv
+import importlib
 import io
 import json
 import math
@@ -42,6 +45,7 @@ from .figures import make_figures
 from .interrupt import checkpoint, deferred_interrupts
 from .optim import train
 from .policy import Policy
+from .sampling import SampledKStep
 
 __all__ = ["main", "SCENARIOS"]
 
@@ -126,15 +130,59 @@ def _summary_csv(rows) -> str:
     return buf.getvalue()
 
 
-def cmd_run(parser, args) -> int:
-
-    module, defaults, default_start = SCENARIOS[args.scenario]
-    config = {**defaults, **_parse_sets(parser, args.scenario, args.set)}
+def _load_env(parser, spec: str):
+    """``module:factory`` -> ``factory()``, a user's PettingZoo ParallelEnv."""
+    if spec.count(":") != 1 or not all(spec.split(":")):
+        parser.error(f"--env expects MODULE:FACTORY (e.g. mypkg.envs:make_env); got {spec!r}")
+    mod_name, fn_name = spec.split(":")
     try:
-        env = module.parallel_env(**config)
-        mdp = compile_env(env)
-    except (ValueError, TypeError) as exc:
-        parser.error(f"bad --set value for {args.scenario}: {exc}")
+        factory = getattr(importlib.import_module(mod_name), fn_name)
+    except ImportError as exc:
+        parser.error(f"--env: cannot import {mod_name!r} ({exc})")
+    except AttributeError:
+        parser.error(f"--env: module {mod_name!r} has no {fn_name!r}")
+    try:
+        env = factory()
+    except Exception as exc:  # the user's factory failed: say so in one line
+        parser.error(f"--env: {spec}() raised {type(exc).__name__}: {exc}")
+    return env
+
+
+def cmd_run(parser, args) -> int:
+    if args.env is not None:
+        if args.scenario is not None or args.set:
+            parser.error("give either a SCENARIO (with --set) or --env MODULE:FACTORY, not both")
+        if args.estimator == "exact":
+            parser.error("--env runs on the sampled estimator (--estimator sampled); an environment has no model")
+        if args.gamma is None:
+            parser.error("--env needs --gamma (the discount of the sampled objective)")
+        env = _load_env(parser, args.env)
+        name, config, mdp, default_start = args.env, {"env": args.env}, None, None
+    else:
+        if args.scenario is None:
+            parser.error("give a SCENARIO (one of " + ", ".join(sorted(SCENARIOS)) + ") or --env MODULE:FACTORY")
+        if args.gamma is not None:
+            parser.error("--gamma is for --env; set a scenario's discount with --set gamma=...")
+        module, defaults, default_start = SCENARIOS[args.scenario]
+        config = {**defaults, **_parse_sets(parser, args.scenario, args.set)}
+        try:
+            env = module.parallel_env(**config)
+            mdp = compile_env(env)
+        except (ValueError, TypeError) as exc:
+            parser.error(f"bad --set value for {args.scenario}: {exc}")
+        name = args.scenario
+
+    def estimator(k, seed):
+        if args.estimator == "exact":
+            return None
+        target = mdp if mdp is not None else env
+        return SampledKStep(target, k, gamma=None if mdp is not None else args.gamma, episodes=args.episodes,
+                            horizon=args.horizon, seed=0 if seed is None else seed)
+
+    try:
+        probe = estimator(1, None)
+    except ValueError as exc:
+        parser.error(f"--env {args.env}: {exc}")
     out = Path(args.out)
     _check_writable(parser, out)
     results_path = out / "results.json"
@@ -142,11 +190,13 @@ def cmd_run(parser, args) -> int:
     results = None
     if args.resume and results_path.exists():
         results = _read_results(parser, results_path)
-        if results.get("scenario") != args.scenario or results.get("config") != config_json:
+        if results.get("scenario") != name or results.get("config") != config_json:
             parser.error(f"{results_path} holds a different scenario or config; use another --out")
     if results is None:
-        results = results_file(args.scenario, config_json, mdp, optimum_or_none(mdp), [])
-    done = {(r["k"], r["method"], r.get("seed")) for r in results["rows"]}
+        j_star = optimum_or_none(mdp) if mdp is not None else None
+        results = results_file(name, config_json, mdp, j_star, [], **({} if mdp is not None else
+                                                                      {"gamma": probe.gamma}))
+    done = {(r["k"], r["method"], r.get("seed"), r.get("estimator", "exact")) for r in results["rows"]}
     quiet = args.quiet or not sys.stderr.isatty()
     seeds = args.seeds if args.seeds else [None]
     try:
@@ -154,23 +204,34 @@ def cmd_run(parser, args) -> int:
             for method in args.method:
                 for k in args.k:
                     for seed in seeds:
-                        if (k, method, seed) in done:
+                        if (k, method, seed, args.estimator) in done:
                             if not args.quiet:
                                 print(f"skipping k={k} {method} seed={seed}: already in {results_path}")
                             continue
-                        init = default_start(mdp) if seed is None else Policy.random(mdp, seed)
+                        est = estimator(k, seed)
+                        space = mdp if mdp is not None else est
+                        if seed is not None:
+                            init = Policy.random(space, seed)
+                        else:
+                            init = default_start(mdp) if default_start is not None else Policy.uniform(space)
                         bar = tqdm(total=args.iters, desc=f"k={k} {method} seed={seed}", disable=quiet, leave=False)
 
                         def tick(it, policy, J_k, J, bar=bar):
                             bar.n = it
-                            bar.set_postfix(J=f"{J:.4f}", refresh=False)
+                            bar.set_postfix(J=f"{J:.4f}", J_k=f"{J_k:.4f}", refresh=False)
                             bar.refresh()
 
-                        res = train(mdp, k=k, method=method, step=args.step, iters=args.iters, tol=args.tol,
-                                    init=init, callback=tick)
+                        res = train(mdp if est is None else est, k=k if est is None else None, method=method,
+                                    step=args.step, iters=args.iters, tol=args.tol, init=init, callback=tick)
                         bar.close()
-                        results["rows"].append(run_record(res, scenario=args.scenario, seed=seed,
-                                                          j_star=results["J_star"]))
+                        record = run_record(res, scenario=name, seed=seed, j_star=results["J_star"])
+                        record.update(estimator=args.estimator)
+                        if est is not None:
+                            record.update(episodes=est.episodes, horizon=est.horizon,
+                                          history_J_k_se=res.history_J_k_se.tolist(), floor=res.floor)
+                            if res.history_J_k_exact is not None:
+                                record.update(history_J_k_exact=res.history_J_k_exact.tolist())
+                        results["rows"].append(record)
                         write_json_atomic(results_path, results)
                         write_text_atomic(out / "summary.csv", _summary_csv(results["rows"]))
                         checkpoint()
@@ -230,7 +291,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="train every (k, method, seed) on a scenario and save the results",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    r.add_argument("scenario", choices=sorted(SCENARIOS), help="scenario to train on")
+    r.add_argument("scenario", nargs="?", choices=sorted(SCENARIOS), default=None,
+                   help="scenario to train on (or --env)")
+    r.add_argument("--estimator", choices=["exact", "sampled"], default="exact",
+                   help="exact k-step gradients (scenarios) or sampled ones from k-coupled episodes (SPEC §8)")
+    r.add_argument("--episodes", type=_POS_INT, default=1000, help="episodes per sampled estimate")
+    r.add_argument("--horizon", type=_POS_INT, default=None,
+                   help="steps per sampled episode (default: from gamma for a scenario, max_cycles for --env)")
+    r.add_argument("--env", default=None, metavar="MODULE:FACTORY",
+                   help="your own PettingZoo ParallelEnv: FACTORY() from MODULE (sampled estimator; needs --gamma)")
+    r.add_argument("--gamma", type=_NONNEG_FLOAT, default=None, help="discount for --env")
     r.add_argument("--k", type=_POS_INT, nargs="+", default=[1, 2, 3], help="window lengths")
     r.add_argument("--method", nargs="+", choices=["pgd", "mirror"], default=["pgd", "mirror"], help="update rules")
     r.add_argument("--iters", type=_NONNEG_INT, default=500, help="iteration cap per run")

@@ -201,3 +201,88 @@ def test_plotting_leaves_the_users_backend_alone(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "svg"
     assert (tmp_path / "lc.png").read_bytes()[:4] == b"\x89PNG"
+
+
+USER_ENV_MODULE = '''
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+
+
+class Coin(ParallelEnv):
+    """Two agents see a coin (Discrete(2)); reward 1 when both name it, for 10 steps."""
+    metadata = {"name": "coin_v0"}
+
+    def __init__(self):
+        self.possible_agents = ["a", "b"]
+        self.max_cycles = 10
+
+    def observation_space(self, agent):
+        return spaces.Discrete(2)
+
+    def action_space(self, agent):
+        return spaces.Discrete(2)
+
+    def reset(self, seed=None, options=None):
+        self.rng = np.random.default_rng(seed)
+        self.agents, self.t = list(self.possible_agents), 0
+        self.coin = int(self.rng.integers(2))
+        return {a: self.coin for a in self.agents}, {a: {} for a in self.agents}
+
+    def step(self, actions):
+        r = float(actions["a"] == self.coin and actions["b"] == self.coin)
+        self.t += 1
+        self.coin = int(self.rng.integers(2))
+        done = self.t >= self.max_cycles
+        agents = list(self.agents)
+        if done:
+            self.agents = []
+        return ({a: self.coin for a in agents}, {a: r for a in agents}, {a: False for a in agents},
+                {a: done for a in agents}, {a: {} for a in agents})
+
+
+def make():
+    return Coin()
+'''
+
+
+def test_run_trains_a_users_env_with_the_sampled_estimator(tmp_path, monkeypatch):
+    (tmp_path / "user_coin_env.py").write_text(USER_ENV_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "out"
+    assert cli.main(["run", "--env", "user_coin_env:make", "--estimator", "sampled", "--gamma", "0.9", "--k", "1",
+                     "2", "--method", "mirror", "--iters", "40", "--step", "0.5", "--episodes", "100",
+                     "--out", str(out), "--quiet"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["scenario"] == "user_coin_env:make" and res["gamma"] == 0.9 and res["J_star"] is None
+    for row in res["rows"]:
+        assert row["estimator"] == "sampled" and row["episodes"] == 100 and len(row["history_J_k_se"]) == 41
+        # naming the coin is learnt: J_k goes from 1/4 of the best (sum 0.9^t, t < 10) to most of it
+        best = sum(0.9 ** t for t in range(10))
+        assert row["history_J_k"][0] < 0.4 * best < 0.8 * best < row["final_J_k"]
+
+
+def test_run_with_sampled_estimator_on_a_scenario_records_exact_values(tmp_path):
+    out = tmp_path / "nm"
+    assert cli.main(["run", "two_state", "--estimator", "sampled", "--k", "2", "--method", "pgd", "--iters", "30",
+                     "--episodes", "300", "--out", str(out), "--quiet"]) == 0
+    row = json.loads((out / "results.json").read_text())["rows"][0]
+    assert row["estimator"] == "sampled"
+    assert len(row["history_J_k_exact"]) == len(row["history_J_k"]) == row["iterations"] + 1
+    assert abs(row["history_J_k"][0] - row["history_J_k_exact"][0]) < 4.5 * row["history_J_k_se"][0]
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["run", "--env", "nomodule_xyz:make", "--estimator", "sampled", "--gamma", "0.9"], "cannot import"),
+    (["run", "--env", "os:getcwd", "--estimator", "sampled"], "--gamma"),
+    (["run", "--env", "os:getcwd", "--gamma", "0.9"], "--estimator sampled"),
+    (["run", "--env", "json", "--estimator", "sampled", "--gamma", "0.9"], "MODULE:FACTORY"),
+    (["run", "two_state", "--gamma", "0.9"], "--set gamma"),
+    (["run"], "SCENARIO"),
+])
+def test_env_option_errors_are_one_line(argv, msg, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        cli.main([*argv, "--out", str(tmp_path / "o")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert msg in err and len(err.splitlines()) == 1

@@ -46,17 +46,24 @@ def results_file(scenario: str, config: dict, mdp: JointMDP, j_star: float | Non
                  **extra) -> dict:
     """The results of one scenario and config: keys scenario, config, gamma, n_states, J_star,
     versions, rows (run records), and any ``extra``."""
-    return dict(scenario=scenario, config=config, gamma=mdp.gamma, n_states=mdp.n_states, J_star=j_star,
-                versions=versions(), rows=rows, **extra)
+    base = dict(scenario=scenario, config=config, gamma=None if mdp is None else mdp.gamma,
+                n_states=None if mdp is None else mdp.n_states, J_star=j_star, versions=versions(), rows=rows)
+    base.update(extra)
+    return base
 
 
 def format_table(rows: list[dict]) -> str:
-    """Plain-text table: scenario, k, method, final J, J*, gap, iterations, seconds."""
-    head = f"{'scenario':<22} {'k':>2} {'method':<7} {'final J':>11} {'J*':>11} {'gap':>10} {'iters':>6} {'seconds':>8}"
+    """Plain-text table: scenario, k, method, estimator, final J, final J_k, J*, gap, iterations, seconds.
+
+    ``final J`` is the exact ordinary value (— without a model); ``final J_k`` the estimator's."""
+    head = (f"{'scenario':<22} {'k':>2} {'method':<7} {'estimator':<9} {'final J':>11} {'final J_k':>11} {'J*':>11} "
+            f"{'gap':>10} {'iters':>6} {'seconds':>8}")
     lines = [head, "-" * len(head)]
     for r in rows:
         js = "—" if r.get("J_star") is None else f"{r['J_star']:.6f}"
         gap = "—" if r.get("gap") is None else f"{r['gap']:.2e}"
-        lines.append(f"{r.get('scenario', ''):<22} {r['k']:>2} {r['method']:<7} {r['final_J']:>11.6f} {js:>11} "
-                     f"{gap:>10} {r['iterations']:>6} {r['seconds']:>8.3f}")
+        fj = "—" if r["final_J"] is None or r["final_J"] != r["final_J"] else f"{r['final_J']:.6f}"
+        fk = "—" if r.get("final_J_k") is None else f"{r['final_J_k']:.6f}"
+        lines.append(f"{r.get('scenario', ''):<22} {r['k']:>2} {r['method']:<7} {r.get('estimator', 'exact'):<9} "
+                     f"{fj:>11} {fk:>11} {js:>11} {gap:>10} {r['iterations']:>6} {r['seconds']:>8.3f}")
     return "\n".join(lines)

@@ -3,13 +3,13 @@ r"""k-coupled execution in a PettingZoo ``ParallelEnv``: the one episode loop (S
 At times :math:`t = 0, k, 2k, \dots` every agent forgets its drawn table; at time
 :math:`t` agent :math:`i` with observation :math:`o` plays the action it drew for slot
 :math:`(i, o)` in this window, or draws :math:`a \sim \theta_i[o, \cdot]` now and keeps it
-until the window ends. (Drawing every slot at the window start, as :class:`KCoupledAgent`
-does, gives the same joint distribution of played actions.) The team reward of a step is
-the mean of the agents' rewards.
+until the window ends (a *first-visit draw*, recorded with its time for the sampled gradient).
+The team reward of a step is the mean of the agents' rewards unless the caller says otherwise.
 
 :func:`k_coupled_episode` is the only episode loop of the package: :func:`rollout` and the
 figures both run it. It needs Discrete action spaces and observations that are integer ids
-(Discrete observation spaces, or a per-agent ``encoder``).
+(Discrete / MultiDiscrete observation spaces, or a per-agent ``encoder``, see
+:mod:`marl_kstep.sampling.encoders`).
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ import numpy as np
 
 from ..policy import Policy
 from ..validation import check_gamma, check_int, check_k
+from .encoders import space_encoder
 
-__all__ = ["KCoupledAgent", "Episode", "k_coupled_episode", "rollout"]
+__all__ = ["KCoupledAgent", "Episode", "env_spaces", "k_coupled_episode", "rollout"]
 
 
 class KCoupledAgent:
@@ -154,27 +155,48 @@ def k_coupled_episode(env, agents: Sequence[KCoupledAgent], *, horizon: int, res
     return Episode(np.asarray(rewards, dtype=float), states, [ag.draws for ag in agents])
 
 
-def _check_policy_fits(env, policy) -> None:
+def env_spaces(env, encoders=None):
+    """``(encoders, n_obs, n_actions)`` of a ParallelEnv: Discrete actions from 0, observations
+    encoded by ``encoders[i]`` (callables with an attribute ``n``) or, by default, the exact
+    encoder of Discrete / MultiDiscrete spaces. ValueErrors name the agent and its space."""
+    names = list(env.possible_agents)
+    n_act = []
+    for i, a in enumerate(names):
+        sp = env.action_space(a)
+        if not hasattr(sp, "n") or getattr(sp, "start", 0) != 0:
+            raise ValueError(f"the action space of agent {i} ({a!r}) must be Discrete(n) starting at 0; got {sp}")
+        n_act.append(int(sp.n))
+    if encoders is None:
+        encoders = []
+        for i, a in enumerate(names):
+            try:
+                encoders.append(space_encoder(env.observation_space(a)))
+            except ValueError as err:
+                raise ValueError(f"encoders: agent {i} ({a!r}) has observation space {env.observation_space(a)}; "
+                                 f"give encoders[{i}] (e.g. BoxDiscretiser or ObservationIndexer)") from err
+    else:
+        if not isinstance(encoders, Sequence) or len(encoders) != len(names):
+            raise ValueError(f"encoders must be a sequence of {len(names)} callables (one per agent)")
+        for i, e in enumerate(encoders):
+            if not callable(e) or not isinstance(getattr(e, "n", None), int | np.integer) or e.n < 1:
+                raise ValueError(f"encoders[{i}] must be callable with an integer attribute n >= 1 "
+                                 f"(the number of observation ids); got {e!r}")
+    return list(encoders), tuple(int(e.n) for e in encoders), tuple(n_act)
+
+
+def _check_policy_fits(policy, n_obs, n_act) -> None:
     if not isinstance(policy, Policy):
         raise ValueError(f"policy must be a marl_kstep.Policy; got {type(policy).__name__}")
-    names = list(env.possible_agents)
-    if len(policy.theta) != len(names):
-        raise ValueError(f"policy has {len(policy.theta)} agents; the environment has {len(names)}")
-    n_obs, n_act = [], []
-    for i, a in enumerate(names):
-        na = getattr(env.action_space(a), "n", None)
-        no = getattr(env.observation_space(a), "n", None)
-        if na is None:
-            raise ValueError(f"the action space of {a!r} must be Discrete; got {env.action_space(a)}")
-        n_act.append(int(na))
-        n_obs.append(policy.theta[i].shape[0] if no is None else int(no))
+    if len(policy.theta) != len(n_act):
+        raise ValueError(f"policy has {len(policy.theta)} agents; the environment has {len(n_act)}")
     if getattr(policy, "free_entries", False):
         raise ValueError("policy must lie on the simplex to be executed (it was built with check_simplex=False)")
-    policy.flat(SimpleNamespace(n_agents=len(names), n_obs=tuple(n_obs), n_actions=tuple(n_act)))
+    policy.flat(SimpleNamespace(n_agents=len(n_act), n_obs=tuple(n_obs), n_actions=tuple(n_act)))
 
 
 def rollout(env, policy, k: int, episodes: int, horizon: int | None = None, seed=None, *,
-            gamma: float | None = None) -> np.ndarray:
+            gamma: float | None = None, encoders: Sequence[Callable] | None = None,
+            team_reward="mean") -> np.ndarray:
     r"""Discounted returns :math:`\sum_{t<H} \gamma^t r_t` of k-coupled execution in ``env``.
 
     Parameters
@@ -193,6 +215,11 @@ def rollout(env, policy, k: int, episodes: int, horizon: int | None = None, seed
         Seeds the environment (``reset(seed=...)``) and the agents' draws.
     gamma : float, optional
         Discount; default the scenario model's ``gamma`` (required for other envs).
+    encoders : sequence of callables, optional
+        Observation encoders (see :mod:`marl_kstep.sampling.encoders`); default the exact
+        encoders of Discrete / MultiDiscrete observation spaces.
+    team_reward : {"mean", "sum"} or callable
+        The team reward of a step (default the mean of the agents' rewards).
 
     Returns
     -------
@@ -215,7 +242,8 @@ def rollout(env, policy, k: int, episodes: int, horizon: int | None = None, seed
             raise ValueError("horizon is required for an environment without max_cycles")
         horizon = max_cycles
     horizon = check_int("horizon", horizon, minimum=1, maximum=max_cycles)
-    _check_policy_fits(base, policy)
+    encoders, n_obs, n_act = env_spaces(base, encoders)
+    _check_policy_fits(policy, n_obs, n_act)
     if not isinstance(seed, np.random.SeedSequence):
         seed = np.random.SeedSequence(None if seed is None else check_int("seed", seed, minimum=0))
     env_seed, agent_seed = seed.spawn(2)
@@ -224,5 +252,7 @@ def rollout(env, policy, k: int, episodes: int, horizon: int | None = None, seed
     first = int(env_seed.generate_state(1)[0])
     returns = np.empty(episodes)
     for e in range(episodes):
-        returns[e] = k_coupled_episode(base, agents, horizon=horizon, reset_seed=first + e).discounted_return(gamma)
+        returns[e] = k_coupled_episode(base, agents, horizon=horizon, reset_seed=(first + e) % (2**31),
+                                       encoders=encoders, team_reward=team_reward,
+                                       n_obs=n_obs).discounted_return(gamma)
     return returns

@@ -43,8 +43,7 @@ from ..policy import Policy
 from ..threads import parallel_section
 from ..validation import check_choice, check_gamma, check_int, check_k, check_positive, check_seed
 from . import _kernels
-from .encoders import space_encoder
-from .execution import KCoupledAgent, k_coupled_episode
+from .execution import KCoupledAgent, env_spaces, k_coupled_episode
 
 __all__ = ["SampledKStep", "horizon_for"]
 
@@ -163,33 +162,7 @@ class SampledKStep:
                     raise ValueError("horizon is required for an environment without max_cycles")
                 horizon = max_cycles
             self.horizon = check_int("horizon", horizon, minimum=1)
-            names = list(base.possible_agents)
-            n_act = []
-            for i, a in enumerate(names):
-                sp = target.action_space(a)
-                if not hasattr(sp, "n") or getattr(sp, "start", 0) != 0:
-                    raise ValueError(f"the action space of agent {i} ({a!r}) must be Discrete(n) starting at 0; "
-                                     f"got {sp}")
-                n_act.append(int(sp.n))
-            if encoders is None:
-                encoders = []
-                for i, a in enumerate(names):
-                    try:
-                        encoders.append(space_encoder(target.observation_space(a)))
-                    except ValueError as err:
-                        raise ValueError(f"encoders: agent {i} ({a!r}) has observation space "
-                                         f"{target.observation_space(a)}; give encoders[{i}] (e.g. "
-                                         "BoxDiscretiser or ObservationIndexer)") from err
-            else:
-                if not isinstance(encoders, Sequence) or len(encoders) != len(names):
-                    raise ValueError(f"encoders must be a sequence of {len(names)} callables (one per agent)")
-                for i, e in enumerate(encoders):
-                    if not callable(e) or not isinstance(getattr(e, "n", None), int | np.integer) or e.n < 1:
-                        raise ValueError(f"encoders[{i}] must be callable with an integer attribute n >= 1 "
-                                         f"(the number of observation ids); got {e!r}")
-            self.encoders = list(encoders)
-            self._n_obs = tuple(int(e.n) for e in self.encoders)
-            self._n_actions = tuple(n_act)
+            self.encoders, self._n_obs, self._n_actions = env_spaces(target, encoders)
         else:
             raise ValueError(f"target must be a JointMDP or a PettingZoo ParallelEnv; got {type(target).__name__}")
         self._layout = _layout(self._n_obs, self._n_actions)
