@@ -25,6 +25,9 @@ from .simplex import STEPS
 
 __all__ = ["TrainResult", "train"]
 
+#: Above this many joint states, train records exact values alongside only when asked.
+EXACT_ALONGSIDE_MAX_STATES = 100_000
+
 
 @dataclass
 class TrainResult:
@@ -108,6 +111,7 @@ def train(
     normalize_step: bool = False,
     max_path_steps: int | None = None,
     floor: float | None = None,
+    exact_alongside: bool | None = None,
 ) -> TrainResult:
     r"""Per-agent ascent on the k-step objective :math:`J_k` (SPEC §4).
 
@@ -145,6 +149,11 @@ def train(
         ``mirror``: mixing with the uniform row, see :mod:`marl_kstep.optim.simplex`). Default:
         the estimator's ``floor`` attribute (:class:`~marl_kstep.SampledKStep`: 0.01, because a
         sampled gradient cannot see the partial of an entry at 0), else 0.
+    exact_alongside : bool, optional
+        Record the exact ordinary :math:`J` (and, for a sampled estimator, the exact
+        :math:`J_k`) of every iterate when the estimator has a model. Default: yes up to
+        ``EXACT_ALONGSIDE_MAX_STATES`` (10^5) joint states, where it costs little; beyond, the
+        histories hold NaN (set it to True to pay for them).
 
     Returns
     -------
@@ -179,12 +188,15 @@ def train(
         init.check_compatible(est)
         policy = init.copy()
     # the exact ordinary value alongside, whenever there is a model
+    if exact_alongside is None:
+        exact_alongside = mdp is not None and mdp.n_states <= EXACT_ALONGSIDE_MAX_STATES
+    exact_alongside = check_bool("exact_alongside", exact_alongside)
     reference = None
-    if mdp is not None and not (isinstance(est, ExactKStep) and est.k == 1):
+    if exact_alongside and mdp is not None and not (isinstance(est, ExactKStep) and est.k == 1):
         reference = ExactKStep(mdp, 1)
     # a sampled estimator on a model: the exact J_k alongside
     exact_k = None
-    if mdp is not None and not isinstance(est, ExactKStep):
+    if exact_alongside and mdp is not None and not isinstance(est, ExactKStep):
         exact_k = reference if est.k == 1 else ExactKStep(mdp, est.k)
 
     t0 = time.perf_counter()
@@ -196,7 +208,7 @@ def train(
             e = est.estimate(policy)
             if reference is not None:
                 J_1 = reference.value(policy)
-            elif mdp is not None:
+            elif isinstance(est, ExactKStep) and est.k == 1:
                 J_1 = e.J_k
             else:
                 J_1 = float("nan")

@@ -242,7 +242,7 @@ def rollout(env, policy, k: int, episodes: int, horizon: int | None = None, seed
             raise ValueError("horizon is required for an environment without max_cycles")
         horizon = max_cycles
     horizon = check_int("horizon", horizon, minimum=1, maximum=max_cycles)
-    encoders, n_obs, n_act = env_spaces(base, encoders)
+    encoders, n_obs, n_act = env_spaces(env, encoders)
     _check_policy_fits(policy, n_obs, n_act)
     if not isinstance(seed, np.random.SeedSequence):
         seed = np.random.SeedSequence(None if seed is None else check_int("seed", seed, minimum=0))
@@ -252,7 +252,7 @@ def rollout(env, policy, k: int, episodes: int, horizon: int | None = None, seed
     first = int(env_seed.generate_state(1)[0])
     returns = np.empty(episodes)
     for e in range(episodes):
-        returns[e] = k_coupled_episode(base, agents, horizon=horizon, reset_seed=(first + e) % (2**31),
+        returns[e] = k_coupled_episode(env, agents, horizon=horizon, reset_seed=(first + e) % (2**31),
                                        encoders=encoders, team_reward=team_reward,
                                        n_obs=n_obs).discounted_return(gamma)
     return returns

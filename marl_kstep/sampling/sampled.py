@@ -248,9 +248,8 @@ class SampledKStep:
         scratch = _Scratch(H, P, row_first.size, self.n_agents)
         first = int(env_seed.generate_state(1)[0])
         disc = self.gamma ** np.arange(H)
-        base = getattr(self.env, "unwrapped", self.env)
         for e in range(self.episodes):
-            ep = k_coupled_episode(base, agents, horizon=H, reset_seed=(first + e) % (2**31),
+            ep = k_coupled_episode(self.env, agents, horizon=H, reset_seed=(first + e) % (2**31),
                                    encoders=self.encoders, team_reward=self.team_reward, n_obs=self._n_obs)
             T = ep.rewards.size
             scratch.rd[:T] = ep.rewards * disc[:T]
