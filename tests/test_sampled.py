@@ -77,8 +77,19 @@ def test_env_path_matches_exact(name, factory, config, k):
     env = factory(**config, max_cycles=H)
     mdp = mk.compile_env(env)
     pol = interior_policy(mdp, 20 + k)
-    est = mk.SampledKStep(env, k, episodes=600, seed=k)
+    est = mk.SampledKStep(env, k, episodes=600, seed=k, path="env")
     assert est.path == "env" and est.horizon == H and est.gamma == 0.8
+    check(est.estimate(pol), mk.ExactKStep(mdp, k).estimate(pol))
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+@pytest.mark.parametrize("name,factory,config", SCENARIOS, ids=[s[0] for s in SCENARIOS])
+def test_batched_path_matches_exact(name, factory, config, k):
+    env = factory(**config)
+    mdp = mk.compile_env(env)
+    pol = interior_policy(mdp, 30 + k)
+    est = mk.SampledKStep(env, k, episodes=6000, seed=k)  # a scenario env: its model, in batches
+    assert est.path == "batched" and est.mdp is None and est.gamma == mdp.gamma
     check(est.estimate(pol), mk.ExactKStep(mdp, k).estimate(pol))
 
 
@@ -292,6 +303,8 @@ def test_bad_input_is_named():
         (lambda: mk.SampledKStep(env, 2), "gamma is required"),
         (lambda: mk.SampledKStep(mdp, 2, gamma=0.5), "gamma"),
         (lambda: mk.SampledKStep(env, 2, gamma=0.9, path="fast"), "path='fast'"),
+        (lambda: mk.SampledKStep(two_state.parallel_env().unwrapped.model, 2, path="fast"), "batched"),
+        (lambda: mk.SampledKStep(two_state.parallel_env(), 2, gamma=0.5), "gamma"),
         (lambda: mk.SampledKStep(env, 2, gamma=0.9, encoders=[int]), "encoders"),
         (lambda: mk.SampledKStep(mdp, 0), "k"),
         (lambda: mk.SampledKStep(mdp, 1, episodes=0), "episodes"),

@@ -206,3 +206,14 @@ def simulate_chunks(parallel, per_chunk, seeds, use_baseline, k, H, gamma, theta
     fn = _parallel if parallel else _serial
     fn(per_chunk, seeds, use_baseline, k, H, gamma, theta, row_offset, row_first, row_len, entry_row, obs, n_act,
        mu_cdf, indptr, indices, probs, rewards, acc_sum, acc_sq, jstats)
+
+
+@numba.njit(cache=True)
+def finish_batch(B, H, rd, d_t, d_entry, d_prob, D, use_baseline, entry_row, row_first, row_len,
+                 bsum, bcount, G, v, rows, row_mark, acc_sum, acc_sq, jstats):
+    """:func:`finish_episode` for the ``B`` episodes of a batch (rows of ``rd``, ``d_*``), in order."""
+    for b in range(B):
+        finish_episode(H, rd[b], d_t[b], d_entry[b], d_prob[b], D[b], entry_row, row_first, row_len,
+                       bsum, bcount, G, v, rows, row_mark, acc_sum, acc_sq, jstats)
+        if not use_baseline:
+            bcount[0] = 0

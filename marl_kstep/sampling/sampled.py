@@ -15,10 +15,14 @@ Episodes of k-coupled execution (:mod:`marl_kstep.sampling.execution`) give
 The baseline :math:`b_t` is the mean of :math:`G_{\ge t}` over the earlier episodes of the
 same random stream (``baseline="mean"``, the default), or 0 (``baseline="none"``).
 
-Two paths compute the same estimator:
+Three paths compute the same estimator:
 
 * **env path** -- any PettingZoo ``ParallelEnv``: a Python loop over env steps
   (:func:`~marl_kstep.sampling.k_coupled_episode`);
+* **batched path** -- a scenario with the array protocol
+  (:class:`~marl_kstep.envs.vectorised.VectorisedModel`, e.g. every built-in scenario's env):
+  thousands of episodes advance together through ``observe_arrays`` / ``step_arrays``, with no
+  enumeration, so models of 10^8 joint states and more are sampled directly;
 * **fast path** -- a :class:`~marl_kstep.model.JointMDP` (a compiled scenario, a .dpomdp file):
   one compiled pass simulates all episodes in fixed chunks with their own streams and
   accumulates the estimator (:mod:`marl_kstep.sampling._kernels`); threads never change the
@@ -37,6 +41,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from ..envs.vectorised import VectorisedModel
 from ..estimators.base import Estimate
 from ..model import JointMDP
 from ..policy import Policy
@@ -49,6 +54,8 @@ __all__ = ["SampledKStep", "horizon_for"]
 
 #: Chunks of the fast path (each with its own stream); fixed, so results do not depend on threads.
 N_CHUNKS = 16
+#: Episodes advanced together on the batched path.
+BATCH = 4096
 #: Below this many simulated steps per call the fast path runs on the calling thread.
 PARALLEL_MIN_STEPS = 200_000
 
@@ -77,9 +84,11 @@ class SampledKStep:
 
     Parameters
     ----------
-    target : JointMDP or pettingzoo.ParallelEnv
-        A model (fast path, or the env path with ``path="env"``) or any ParallelEnv whose agents
-        have Discrete action spaces and Discrete observations or an encoder.
+    target : JointMDP, VectorisedModel or pettingzoo.ParallelEnv
+        A model (fast path, or the env path with ``path="env"``), a scenario model with the array
+        protocol (batched path), or any ParallelEnv whose agents have Discrete action spaces and
+        Discrete observations or an encoder (env path; a built-in scenario's env runs on the
+        batched path unless ``path="env"``).
     k : int
         Window length (1 = ordinary REINFORCE).
     gamma : float, optional
@@ -102,8 +111,9 @@ class SampledKStep:
         MultiDiscrete spaces.
     team_reward : {"mean", "sum"} or callable
         Env path: the team reward of a step from the env's reward dict.
-    path : {"auto", "fast", "env"}
-        ``auto``: the fast path for a JointMDP, the env path for an env.
+    path : {"auto", "fast", "batched", "env"}
+        ``auto``: the fast path for a JointMDP, the batched path for a VectorisedModel (or an env
+        that simulates one), the env path for other envs.
     floor : float
         Smallest probability that training keeps in every entry (:func:`marl_kstep.train` reads
         it): the estimator cannot see the partial of an entry at 0 (it is never drawn), so
@@ -118,7 +128,7 @@ class SampledKStep:
         self.k = check_k(k)
         self.episodes = check_int("episodes", episodes, minimum=1)
         self.baseline = check_choice("baseline", baseline, ("mean", "none"))
-        self.path = check_choice("path", path, ("auto", "fast", "env"))
+        self.path = check_choice("path", path, ("auto", "fast", "batched", "env"))
         self.floor = check_positive("floor", floor, allow_zero=True)
         s = check_seed("seed", seed)
         self.seed = int(np.random.SeedSequence().entropy % (2**63)) if s is None else int(s)
@@ -143,9 +153,31 @@ class SampledKStep:
                 self.encoders = [int] * target.n_agents
             else:
                 self._arrays = _mdp_arrays(target)
+        elif isinstance(target, VectorisedModel) or (
+                _is_parallel_env(target) and isinstance(getattr(getattr(target, "unwrapped", target), "model", None),
+                                                        VectorisedModel) and self.path in ("auto", "batched")):
+            if self.path not in ("auto", "batched"):
+                raise ValueError(f"path={self.path!r} does not apply to a scenario model; use 'batched' (or pass the "
+                                 "scenario's env for path='env', its compiled JointMDP for path='fast')")
+            model = target if isinstance(target, VectorisedModel) else target.unwrapped.model
+            if gamma is not None:
+                raise ValueError(f"gamma is the model's ({model.gamma}) for a scenario model; got gamma={gamma!r}")
+            if encoders is not None:
+                raise ValueError("encoders apply to an environment, not to a scenario model")
+            self.path = "batched"
+            self._mdp = None
+            self.env = None
+            self._vmodel = model
+            self.gamma = check_gamma(model.gamma)
+            self.horizon = (horizon_for(self.gamma, tail) if horizon is None
+                            else check_int("horizon", horizon, minimum=1))
+            self._n_obs, self._n_actions = tuple(model.n_obs), tuple(model.n_actions)
+            codes, p = model.initial_codes()
+            self._init = (np.asarray(codes, dtype=np.int64), np.asarray(p, dtype=float) / np.sum(p))
         elif _is_parallel_env(target):
-            if self.path == "fast":
-                raise ValueError("path='fast' needs a JointMDP; an environment runs on the env path")
+            if self.path in ("fast", "batched"):
+                raise ValueError(f"path={self.path!r} needs a JointMDP (fast) or a scenario model (batched); "
+                                 "this environment runs on the env path")
             self.path = "env"
             self._mdp = None
             self.env = target
@@ -224,6 +256,8 @@ class SampledKStep:
                 _kernels.simulate_chunks(parallel, per, seeds, self.baseline == "mean", self.k, self.horizon,
                                          self.gamma, theta, self._layout, self._arrays, acc_sum, acc_sq, jstats)
             tot_sum, tot_sq, js = acc_sum.sum(axis=0), acc_sq.sum(axis=0), jstats.sum(axis=0)
+        elif self.path == "batched":
+            tot_sum, tot_sq, js = self._batched_episodes(policy, theta, ss)
         else:
             tot_sum, tot_sq, js = self._env_episodes(policy, theta, ss)
         n = js[2]
@@ -261,6 +295,68 @@ class SampledKStep:
                     D += 1
             self._finish(scratch, T, D, row_first, row_len, entry_row)
         return scratch.acc_sum[0], scratch.acc_sq[0], scratch.jstats[0]
+
+    # ------------------------------------------------------------------ batched path
+    def _batched_episodes(self, policy, theta, ss):
+        model, k, H, n = self._vmodel, self.k, self.horizon, self.n_agents
+        row_offset, row_first, row_len, entry_row = self._layout
+        n_rows, P = row_first.size, theta.size
+        rng = np.random.default_rng(ss)
+        # per row: the cumulative sums, +inf from the last action of positive probability on
+        cdf = []
+        for t in policy.theta:
+            c = np.cumsum(t, axis=1)
+            last = t.shape[1] - 1 - np.argmax(t[:, ::-1] > 0, axis=1)
+            c[np.arange(t.shape[0]), last] = np.inf
+            cdf.append(c)
+        codes0, p0 = self._init
+        sc = _Scratch(H, P, n_rows, n)
+        disc = self.gamma ** np.arange(H)
+        done = 0
+        while done < self.episodes:
+            B = min(BATCH, self.episodes - done)
+            ar = np.arange(B)
+            codes = codes0[rng.choice(codes0.size, size=B, p=p0)]
+            stamp = np.full((B, n_rows), -1, dtype=np.int64)
+            drawn = np.zeros((B, n_rows), dtype=np.int64)
+            d_t = np.zeros((B, H * n), dtype=np.int64)
+            d_entry = np.zeros((B, H * n), dtype=np.int64)
+            d_prob = np.ones((B, H * n))
+            D = np.zeros(B, dtype=np.int64)
+            rd = np.zeros((B, H + 1))
+            for t in range(H):
+                w = t // k
+                obs = model.observe_arrays(codes)
+                joint = np.zeros(B, dtype=np.int64)
+                for i in range(n):
+                    rows = row_offset[i] + obs[i]
+                    need = np.flatnonzero(stamp[ar, rows] != w)
+                    if need.size:
+                        r = rows[need]
+                        u = rng.random(need.size)
+                        a = (u[:, None] >= cdf[i][obs[i][need]]).sum(axis=1)
+                        drawn[need, r] = a
+                        stamp[need, r] = w
+                        pos = D[need]
+                        ent = row_first[r] + a
+                        d_t[need, pos] = t
+                        d_entry[need, pos] = ent
+                        d_prob[need, pos] = theta[ent]
+                        D[need] += 1
+                    joint = joint * self._n_actions[i] + drawn[ar, rows]
+                succ, probs, rew = model.step_arrays(codes, joint)
+                rd[:, t] = disc[t] * np.asarray(rew, dtype=float)
+                if succ.shape[1] == 1:
+                    codes = np.asarray(succ[:, 0], dtype=np.int64)
+                else:
+                    u = rng.random(B)
+                    pick = np.minimum((u[:, None] >= np.cumsum(probs, axis=1)).sum(axis=1), succ.shape[1] - 1)
+                    codes = np.asarray(succ[ar, pick], dtype=np.int64)
+            _kernels.finish_batch(B, H, rd, d_t, d_entry, d_prob, D, self.baseline == "mean", entry_row, row_first,
+                                  row_len, sc.bsum, sc.bcount, sc.G, sc.v, sc.rows, sc.row_mark, sc.acc_sum[0],
+                                  sc.acc_sq[0], sc.jstats[0])
+            done += B
+        return sc.acc_sum[0], sc.acc_sq[0], sc.jstats[0]
 
     def _finish(self, sc, T, D, row_first, row_len, entry_row):
         if self.baseline == "none":
