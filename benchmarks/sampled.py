@@ -53,6 +53,16 @@ def main():
         t = median_time(lambda est=est, p=p: est.estimate(p), 5)
         print(f"  one thread, {n_agents} agents, {m} numbers ({big.n_states:,} states): "
               f"{est.episodes * est.horizon / t:,.0f} env steps/s")
+    # the batched path (no enumeration): number matching through its array protocol
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    for n_agents in (2, 6, 8):
+        env_nm = number_matching.parallel_env(n_agents=n_agents, n_numbers=10, start="far")
+        est = mk.SampledKStep(env_nm, k, episodes=8192, seed=0)
+        p = mk.Policy.random(est, 0, concentration=3.0)
+        est.estimate(p)
+        t = median_time(lambda est=est, p=p: est.estimate(p), 3)
+        print(f"  batched path, {n_agents} agents, 10 numbers (10^{n_agents} states): "
+              f"{est.episodes * est.horizon / t:,.0f} env steps/s")
     print(f"load average after: {os.getloadavg()}")
 
 

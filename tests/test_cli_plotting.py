@@ -168,7 +168,7 @@ def test_console_script_and_demo(tmp_path):
                          capture_output=True, text=True, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     lines = [ln.split() for ln in out.stdout.splitlines() if ln.startswith(("two_state", "number_matching"))]
-    finals = {(r[0], int(r[1]), r[2]): float(r[3]) for r in lines}
+    finals = {(r[0], int(r[1]), r[2]): float(r[4]) for r in lines}  # columns: scenario k method estimator J
     assert finals[("two_state", 1, "pgd")] == pytest.approx(5.0)
     assert finals[("two_state", 3, "pgd")] == pytest.approx(9.0)
     assert finals[("number_matching", 1, "pgd")] == pytest.approx(0.0, abs=1e-6)

@@ -1,7 +1,7 @@
 """The demonstrations of docs/sampled.md: sampled k-step gradients on the traps, beyond enumeration,
 and on environments no one here wrote (OpenSpiel tiny Hanabi, mpe2 speaker-listener).
 
-    python viz/sampled_demos.py traps beyond hanabi mpe plot     # parts can run in separate processes
+    python viz/sampled_demos.py traps beyond jstar hanabi mpe plot    # parts can run in separate processes
 
 Every part saves its numbers in results/sampled/PART.json; ``plot`` draws docs/figures/sampled_*.png
 from them. Seeds are shown as success rates or as bands (mean and min-max), never one line per seed.
@@ -67,17 +67,21 @@ def traps():
 
 
 # ------------------------------------------------------------------ beyond enumeration
-def _curves(mdp, start, ks, seeds, iters, episodes):
+def _curves_batched(env, ks, seeds, iters, episodes):
     res = {}
     for k in ks:
         curves, greedy, secs = [], [], []
         for seed in seeds:
+            est = mk.SampledKStep(env, k, seed=seed, episodes=episodes)
+            # number matching: its trap start (keep 0.97); grid: near_stay_start (stay 0.8)
+            row = [0.97, 0.03] if est.n_actions[0] == 2 else [0.8] + [0.05] * 4
+            start = mk.Policy.from_arrays(est, [np.tile(row, (o, 1)) for o in est.n_obs])
             t = time.perf_counter()
-            r = mk.train(mk.SampledKStep(mdp, k, seed=seed, episodes=episodes), init=start, iters=iters, tol=0.0)
+            r = mk.train(est, init=start, iters=iters, tol=0.0)
             secs.append(time.perf_counter() - t)
             curves.append(r.history_J_k.tolist())
-            greedy.append(float(mk.SampledKStep(mdp, 1, episodes=4000, seed=99).estimate(
-                mk.Policy.deterministic(mdp, r.policy.greedy_tables())).J_k))
+            greedy.append(float(mk.SampledKStep(env, 1, episodes=4000, seed=99).estimate(
+                mk.Policy.deterministic(est, r.policy.greedy_tables())).J_k))
         res[k] = dict(curves=curves, greedy_J=greedy, seconds=secs)
         print(f"  k={k}: final J_k {np.round([c[-1] for c in curves], 3)}, greedy {np.round(greedy, 3)}, "
               f"{np.median(secs):.1f} s per run", flush=True)
@@ -86,25 +90,64 @@ def _curves(mdp, start, ks, seeds, iters, episodes):
 
 def beyond():
     out = {}
-    t = time.perf_counter()
-    mdp = number_matching.build_mdp(n_agents=6, n_numbers=10, start="far")
-    print(f"number matching 6 agents x 10 numbers: {mdp.n_states:,} states, built in {time.perf_counter() - t:.1f} s",
-          flush=True)
-    out["number_matching_6x10"] = dict(n_states=mdp.n_states, build_seconds=time.perf_counter() - t,
-                                       runs=_curves(mdp, number_matching.trap_start(mdp), (1, 2, 3), range(4), 200,
-                                                    1000))
-    del mdp
+    for n in (6, 8):
+        env = number_matching.parallel_env(n_agents=n, n_numbers=10, start="far")
+        print(f"number matching {n} agents x 10 numbers: 10^{n} joint states, batched path (no enumeration)",
+              flush=True)
+        out[f"number_matching_{n}x10"] = dict(n_states=10**n, runs=_curves_batched(env, (1, 2, 3), range(4), 150,
+                                                                                    500))
+        save("beyond", out)
     layout = "\n".join(["#########"] + ["#0.....1#", "#.......#", "#...G...#", "#.......#", "#2......#"]
                        + ["#########"])
-    t = time.perf_counter()
-    mdp = mk.compile_env(grid_coordination.parallel_env(layout=layout, n_agents=3, observation="walls",
-                                                        decoys=[(1, 1), (1, 7), (5, 1)], decoy_reward=0.02))
-    print(f"grid 3 agents, 5x7 open map: {mdp.n_states:,} states, built in {time.perf_counter() - t:.1f} s",
-          flush=True)
-    out["grid_3_agents"] = dict(n_states=mdp.n_states, layout=layout,
-                                runs=_curves(mdp, grid_coordination.near_stay_start(mdp), (1, 2, 3), range(4), 200,
-                                             1000))
+    env = grid_coordination.parallel_env(layout=layout, n_agents=3, observation="walls",
+                                         decoys=[(1, 1), (1, 7), (5, 1)], decoy_reward=0.02)
+    print("grid 3 agents, 5x7 open map, batched path", flush=True)
+    out["grid_3_agents"] = dict(n_states=35**3, layout=layout, runs=_curves_batched(env, (1, 2, 3), range(4), 150, 500))
     save("beyond", out)
+
+
+def number_matching_jstar(n, m=10):
+    """J* of number matching (far start, match observations) by exhaustive search over the 4^n
+    deterministic policies, each simulated from every start state (dynamics and policies are
+    deterministic, so one trajectory per start is exact up to the truncation gamma^H <= 1e-4)."""
+    import itertools
+
+    from marl_kstep.sampling import horizon_for
+
+    model = number_matching.parallel_env(n_agents=n, n_numbers=m, start="far").unwrapped.model
+    H = horizon_for(model.gamma, 1e-4)
+    starts, p = model.initial_codes()
+    pols = np.array(list(itertools.product(range(2), repeat=n * 2)), dtype=np.int64).reshape(-1, n, 2)
+    best, best_tables = -np.inf, None
+    for chunk in np.array_split(np.arange(len(pols)), max(1, len(pols) * len(starts) // 200_000)):
+        P = pols[chunk]
+        codes = np.repeat(starts[None, :], len(chunk), axis=0).ravel()
+        pidx = np.repeat(np.arange(len(chunk)), len(starts))
+        G, disc = np.zeros(codes.size), 1.0
+        for _ in range(H):
+            obs = model.observe_arrays(codes)
+            joint = np.zeros(codes.size, dtype=np.int64)
+            for i in range(n):
+                joint = joint * 2 + P[pidx, i, obs[i]]
+            succ, _, rew = model.step_arrays(codes, joint)
+            G += disc * rew
+            disc *= model.gamma
+            codes = succ[:, 0]
+        J = (G.reshape(len(chunk), len(starts)) * p[None, :]).sum(axis=1)
+        q = int(np.argmax(J))
+        if J[q] > best:
+            best, best_tables = float(J[q]), P[q].tolist()
+    return best, best_tables, len(pols)
+
+
+def jstar():
+    out = {}
+    for n in (2, 4, 6, 8):
+        t = time.perf_counter()
+        best, tables, count = number_matching_jstar(n)
+        out[n] = dict(J_star=best, tables=tables, policies=count, seconds=time.perf_counter() - t)
+        print(f"number matching {n} agents x 10 numbers: J* = {best:.4f} over {count:,} policies, {tables}", flush=True)
+    save("jstar", out)
 
 
 # ------------------------------------------------------------------ OpenSpiel tiny Hanabi
@@ -210,12 +253,16 @@ def plot():
     fig.savefig(FIGURES / "sampled_traps.png", dpi=120)
 
     beyond_data = json.loads((OUT / "beyond.json").read_text())
-    fig = Figure(figsize=(10, 3.6), layout="constrained")
-    axes = fig.subplots(1, 2)
+    js = json.loads((OUT / "jstar.json").read_text()) if (OUT / "jstar.json").exists() else {}
+    fig = Figure(figsize=(13, 3.6), layout="constrained")
+    axes = fig.subplots(1, len(beyond_data))
     for ax, (name, d) in zip(axes, beyond_data.items(), strict=True):
         for k, r in d["runs"].items():
             _band(ax, r["curves"], f"k={k}", colors[int(k)])
-        ax.set_title(f"{name}: {d['n_states']:,} joint states (4 seeds, mean and range)", fontsize=9)
+        n = name.split("_")[-1].split("x")[0]
+        if name.startswith("number_matching") and n in js:
+            ax.axhline(js[n]["J_star"], color="k", ls="--", lw=1, label="J* (exhaustive)")
+        ax.set_title(f"{name}: {d['n_states']:.0e} joint states\n(4 seeds, mean and range)", fontsize=9)
         ax.set_xlabel("iteration")
         ax.set_ylabel("sampled J_k")
         ax.legend(fontsize=8)
@@ -247,6 +294,6 @@ def plot():
 
 
 if __name__ == "__main__":
-    parts = sys.argv[1:] or ["traps", "beyond", "hanabi", "mpe", "plot"]
+    parts = sys.argv[1:] or ["traps", "beyond", "jstar", "hanabi", "mpe", "plot"]
     for part in parts:
         globals()[part]()
