@@ -329,3 +329,16 @@ class _Const:
 
     def __call__(self, obs):
         return self.value
+
+
+def test_a_pettingzoo_classic_env_with_a_chosen_team_reward():
+    rps_v2 = pytest.importorskip("pettingzoo.classic.rps_v2")
+    env = rps_v2.parallel_env(max_cycles=8)
+    # zero-sum: the mean of the agents' rewards is always 0; score player 0's reward instead
+    est = mk.SampledKStep(env, 2, gamma=0.9, episodes=400, seed=0, team_reward=lambda rew: rew["player_0"])
+    assert est.n_obs == (4, 4) and est.n_actions == (3, 3) and est.horizon == 8
+    e = est.estimate(mk.Policy.uniform(est))  # against a uniform opponent every policy is worth 0
+    assert e.J_k_se > 0 and abs(e.J_k) <= Z_MAX * e.J_k_se
+    # player 0 always plays rock, player 1 always paper: player 0 loses every round
+    rock_paper = mk.Policy.from_arrays(est, [np.tile([1.0, 0, 0], (4, 1)), np.tile([0, 1.0, 0], (4, 1))])
+    assert est.estimate(rock_paper).J_k == pytest.approx(-sum(0.9 ** t for t in range(8)))
