@@ -235,7 +235,7 @@ def plot():
     colors = {1: "tab:red", 2: "tab:blue", 3: "tab:green", 4: "tab:purple"}
     FIGURES.mkdir(parents=True, exist_ok=True)
     traps_data = json.loads((OUT / "traps.json").read_text())
-    fig = Figure(figsize=(9, 3.4), layout="constrained")
+    fig = Figure(figsize=(10, 3.4), layout="constrained")
     ax = fig.subplots()
     names = list(traps_data)
     width = 0.13
@@ -249,7 +249,7 @@ def plot():
     ax.set_ylabel("runs reaching J* (of 8)")
     ax.set_ylim(0, 8.5)
     ax.set_title("Trap starts: exact against sampled gradients, 8 seeds")
-    ax.legend(ncol=3, fontsize=7, loc="upper left")
+    ax.legend(ncol=1, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.savefig(FIGURES / "sampled_traps.png", dpi=120)
 
     beyond_data = json.loads((OUT / "beyond.json").read_text())
