@@ -8,22 +8,21 @@ machine's load stated.
 from __future__ import annotations
 
 import os
-import statistics
-import time
 
 import numba
+from bench_kernel import median_time  # warm-up call, then the median of timed calls
 
 import marl_kstep as mk
 from marl_kstep.envs import number_matching
 
 
-def median_time(fn, repeats):
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+def throughput(make_env, label, n_agents_list, k):
+    """Env steps per second of the batched path (no model built) for each number of agents."""
+    for n_agents in n_agents_list:
+        est = mk.SampledKStep(make_env(n_agents), k, episodes=8192, seed=0)
+        p = mk.Policy.random(est, 0, concentration=3.0)
+        t = median_time(lambda est=est, p=p: est.estimate(p), 3)
+        print(f"  {label}, {n_agents} agents: {est.episodes * est.horizon / t:,.0f} env steps/s")
 
 
 def main():
@@ -33,8 +32,6 @@ def main():
     k = 2
     fast = mk.SampledKStep(mdp, k, episodes=20_000, seed=0)
     env = mk.SampledKStep(mdp, k, episodes=200, seed=0, path="env")
-    fast.estimate(pol)
-    env.estimate(pol)  # compile, warm up
     H = fast.horizon
     t_fast = median_time(lambda: fast.estimate(pol), 7)
     t_env = median_time(lambda: env.estimate(pol), 3)
@@ -49,20 +46,13 @@ def main():
         big = number_matching.build_mdp(n_agents=n_agents, n_numbers=m, start="far")
         est = mk.SampledKStep(big, k, episodes=20_000, seed=0)
         p = mk.Policy.random(big, 0, concentration=3.0)
-        est.estimate(p)
         t = median_time(lambda est=est, p=p: est.estimate(p), 5)
         print(f"  one thread, {n_agents} agents, {m} numbers ({big.n_states:,} states): "
               f"{est.episodes * est.horizon / t:,.0f} env steps/s")
     # the batched path (no enumeration): number matching through its array protocol
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-    for n_agents in (2, 6, 8):
-        env_nm = number_matching.parallel_env(n_agents=n_agents, n_numbers=10, start="far")
-        est = mk.SampledKStep(env_nm, k, episodes=8192, seed=0)
-        p = mk.Policy.random(est, 0, concentration=3.0)
-        est.estimate(p)
-        t = median_time(lambda est=est, p=p: est.estimate(p), 3)
-        print(f"  batched path, {n_agents} agents, 10 numbers (10^{n_agents} states): "
-              f"{est.episodes * est.horizon / t:,.0f} env steps/s")
+    throughput(lambda n: number_matching.parallel_env(n_agents=n, n_numbers=10, start="far"),
+               "batched path, number matching with 10 numbers (10^n states)", (2, 6, 8), k)
     print(f"load average after: {os.getloadavg()}")
 
 

@@ -22,6 +22,14 @@ from ..validation import check_int
 __all__ = ["BoxDiscretiser", "ObservationIndexer", "space_encoder"]
 
 
+def _mixed_radix(digits, radix) -> int:
+    """``((d_0 * r_1 + d_1) * r_2 + d_2) ...``: the first digit most significant."""
+    code = 0
+    for d, r in zip(digits, radix, strict=True):
+        code = code * int(r) + int(d)
+    return code
+
+
 class _SpaceEncoder:
     def __init__(self, space):
         if isinstance(space, spaces.Discrete):
@@ -37,10 +45,7 @@ class _SpaceEncoder:
         x = np.asarray(obs, dtype=np.int64).ravel() - self.start
         if x.shape != self.nvec.shape or np.any(x < 0) or np.any(x >= self.nvec):
             raise ValueError(f"observation {obs!r} is not in {self.space}")
-        code = 0
-        for xi, ni in zip(x, self.nvec, strict=True):
-            code = code * int(ni) + int(xi)
-        return code
+        return _mixed_radix(x, self.nvec)
 
     def __repr__(self) -> str:
         return f"space_encoder({self.space})"
@@ -95,11 +100,7 @@ class BoxDiscretiser:
             raise ValueError(f"observation has {x.size} entries; dims asks for entry {int(self.dims.max())}")
         v = x[self.dims]
         cell = np.floor((v - self.low) / (self.high - self.low) * self.bins).astype(np.int64)
-        cell = np.clip(cell, 0, self.bins - 1)
-        code = 0
-        for c, b in zip(cell, self.bins, strict=True):
-            code = code * int(b) + int(c)
-        return code
+        return _mixed_radix(np.clip(cell, 0, self.bins - 1), self.bins)
 
     def __repr__(self) -> str:
         return f"BoxDiscretiser(dims={self.dims.tolist()}, bins={self.bins.tolist()})"
