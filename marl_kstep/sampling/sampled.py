@@ -41,6 +41,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from ..envs.pz import mdp_parallel_env
 from ..envs.vectorised import VectorisedModel
 from ..estimators.base import Estimate
 from ..model import JointMDP
@@ -147,8 +148,6 @@ class SampledKStep:
             self._n_obs, self._n_actions = tuple(target.n_obs), tuple(target.n_actions)
             self.env = None
             if self.path == "env":
-                from ..envs.pz import mdp_parallel_env
-
                 self.env = mdp_parallel_env(target, max_cycles=self.horizon)
                 self.encoders = [int] * target.n_agents
             else:
