@@ -12,6 +12,7 @@ CI runs ``FUZZ_EXAMPLES`` examples per entry point (default 150); a long run:
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import warnings
@@ -200,6 +201,38 @@ def test_fuzz_scenarios(module, data, value):
     check(build, [key])
 
 
+@functools.cache
+def warm_sampled():
+    """Compile the sampled estimator's kernels once, outside the time limit (a cold compile takes ~25 s)."""
+    for target in (MDP, two_state.parallel_env()):
+        est = mk.SampledKStep(target, 2, episodes=2, horizon=5, seed=0)
+        est.estimate(mk.Policy.uniform(est))
+    return True
+
+
+@FUZZ
+@given(key=st.sampled_from(["target", "k", "gamma", "episodes", "horizon", "tail", "baseline", "seed", "encoders",
+                            "team_reward", "path", "floor", "policy"]),
+       on_env=st.booleans(), value=BAD)
+def test_fuzz_sampled_estimator(key, on_env, value):
+    """SampledKStep on a model (fast path) or on a scenario env (batched path), one argument malformed."""
+    warm_sampled()
+    if key in ("episodes", "horizon") and isinstance(value, int) and not isinstance(value, bool) and value > 200:
+        value = 200  # many episodes or steps are a valid request, not a hang
+    target = two_state.parallel_env() if on_env else MDP
+    policy = mk.Policy.uniform(two_state.build_mdp() if on_env else MDP)
+    kw = dict(k=2, gamma=None, episodes=5, horizon=10, tail=1e-4, baseline="mean", seed=0, encoders=None,
+              team_reward="mean", path="auto", floor=0.01)
+    if key == "policy":
+        check(lambda: mk.SampledKStep(target, **kw).estimate(value), ["policy"])
+        return
+    if key == "target":
+        target = value
+    else:
+        kw[key] = value
+    check(lambda: mk.SampledKStep(target, **kw).estimate(policy), [key])
+
+
 @FUZZ
 @given(key=st.sampled_from(["policy", "k", "episodes", "horizon", "seed", "gamma", "actions"]), value=BAD)
 def test_fuzz_rollout_and_step(key, value):
@@ -279,16 +312,20 @@ def test_fuzz_dpomdp_loader(which, data):
     check(lambda: augment(parse_dpomdp("\n".join(lines), name), 0.9), [name])
 
 
-CLI_OPTIONS = {"--k": ["0", "-1", "x", "1.5", "2"], "--step": ["0", "-1", "nan", "inf", "x", "0.1"],
-               "--tol": ["-1", "nan", "x", "0"], "--iters": ["-1", "x", "2.5", "3"], "--seeds": ["-1", "x", "1"],
-               "--method": ["adam", "pgd"], "--set": ["gamma=2", "n_agents=0", "nope=1", "x", "gamma=0.5",
-                                                      "move_cost=inf", "n_numbers=None"]}
+CLI_OPTIONS = {
+    "--k": ["0", "-1", "x", "1.5", "2"], "--step": ["0", "-1", "nan", "inf", "x", "0.1"],
+    "--tol": ["-1", "nan", "x", "0"], "--iters": ["-1", "x", "2.5", "3"], "--seeds": ["-1", "x", "1"],
+    "--method": ["adam", "pgd"], "--estimator": ["exact", "sampled", "mc"],
+    "--episodes": ["0", "-3", "x", "20"], "--gamma": ["0.9", "2", "nan"], "--env": ["x", "os:getcwd", "a:b:c"],
+    "--set": ["gamma=2", "n_agents=0", "nope=1", "x", "gamma=0.5", "move_cost=inf", "n_numbers=None"],
+}
 
 
 @FUZZ
 @given(option=st.sampled_from(list(CLI_OPTIONS)), data=st.data())
 def test_fuzz_cli_run(option, data, tmp_path_factory):
     """``marl-kstep run`` with one malformed option: exit 0, or exit 2 with one line naming it."""
+    warm_sampled()
     import contextlib
     import io
 

@@ -252,7 +252,9 @@ class SampledKStep:
             jstats = np.zeros((chunks, 3))
             parallel = self.episodes * self.horizon >= PARALLEL_MIN_STEPS
             with parallel_section() if parallel else contextlib.nullcontext():
-                _kernels.simulate_chunks(parallel, per, seeds, self.baseline == "mean", self.k, self.horizon,
+                # a window longer than the episode is one window: the same execution as k = horizon
+                _kernels.simulate_chunks(parallel, per, seeds, self.baseline == "mean", min(self.k, self.horizon),
+                                         self.horizon,
                                          self.gamma, theta, self._layout, self._arrays, acc_sum, acc_sq, jstats)
             tot_sum, tot_sq, js = acc_sum.sum(axis=0), acc_sq.sum(axis=0), jstats.sum(axis=0)
         elif self.path == "batched":
