@@ -23,6 +23,7 @@ import json
 import math
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from tqdm import tqdm
@@ -33,24 +34,23 @@ from .envs import compile_env
 from .experiments import (
     SCENARIOS,
     benchtable,
+    format_aggregates,
     format_table,
-    optimum_or_none,
     results_file,
-    run_record,
     write_json_atomic,
     write_text_atomic,
 )
+from .experiments.runner import EXECUTORS, RunSpec, RunStore, build_target, run_specs
 from .experiments.scenarios import config_keys
 from .figures import make_figures
-from .interrupt import checkpoint, deferred_interrupts
-from .optim import train
-from .policy import Policy
 from .sampling import SampledKStep
+from .search import alternating_best_response, best_deterministic, count_deterministic
+from .settings import current
 
 __all__ = ["main", "SCENARIOS"]
 
-SUMMARY_FIELDS = ["scenario", "k", "method", "seed", "final_J", "final_J_k", "J_star", "gap", "iterations",
-                  "converged", "seconds"]
+SUMMARY_FIELDS = ["scenario", "k", "method", "seed", "estimator", "step", "iters", "final_J", "final_J_k", "J_star",
+                  "gap", "iterations", "converged", "capped", "seconds", "spec_hash"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -148,6 +148,56 @@ def _load_env(parser, spec: str):
     return env
 
 
+def _optimum(parser, mdp, mode: str, folder: Path, target_hash: str, quiet: bool):
+    """J* by ``mode`` (auto | exhaustive | abr | none), said before it starts, cached in the folder."""
+    if mode == "none" or mdp is None:
+        return None, "none"
+    cache = folder / "optimum.json"
+    try:
+        cached = json.loads(cache.read_text()) if cache.exists() else {}
+    except (OSError, ValueError):
+        cached = {}
+    key = f"{target_hash}:{mode}"
+    if key in cached:
+        return cached[key]["J_star"], cached[key]["how"]
+    count = count_deterministic(mdp)
+    limit = current().max_policies
+    if mode == "exhaustive" and count > limit:
+        parser.error(f"--optimum exhaustive: {count:,} deterministic policies exceed Settings.max_policies="
+                     f"{limit:,}; use --optimum abr or none")
+    how = "exhaustive" if mode == "exhaustive" or (mode == "auto" and count <= limit) else "abr"
+    if not quiet:
+        what = (f"exhaustive search over {count:,} deterministic policies" if how == "exhaustive"
+                else "alternating best response from the uniform policy (a lower bound on J*)")
+        print(f"J*: {what} (--optimum none skips it) ...", flush=True)
+    t = time.perf_counter()
+    value = (best_deterministic(mdp)[0] if how == "exhaustive" else alternating_best_response(mdp)[0])
+    cached[key] = {"J_star": value, "how": how, "policies": count, "seconds": time.perf_counter() - t}
+    write_json_atomic(cache, cached)
+    if not quiet:
+        print(f"J* = {value:.6f} ({how}, {time.perf_counter() - t:.1f} s)", flush=True)
+    return value, how
+
+
+def _legacy_row(rec: dict, name: str, j_star) -> dict:
+    """A record as a row of results.json (the view that ``plot`` and the tables read)."""
+    spec, res = rec["spec"], rec["result"]
+    fj = res["final_J"]
+    row = dict(scenario=name, k=spec["k"], method=spec["method"], seed=spec["seed"], step=spec["step"],
+               iters=spec["iters"], tol=spec["tol"], start=spec["start"], estimator=spec["estimator"]["kind"],
+               spec_hash=rec["spec_hash"], final_J=float("nan") if fj is None else fj, final_J_k=res["final_J_k"],
+               J_star=j_star, gap=None if j_star is None or fj is None else j_star - fj,
+               iterations=res["iterations"], converged=res["converged"], capped=res["capped"],
+               seconds=res["seconds"], history_J=[float("nan") if x is None else x for x in res["history_J"]],
+               history_J_k=res["history_J_k"], policy=res["policy"])
+    for key in ("history_J_k_se", "history_J_k_exact"):
+        if key in res:
+            row[key] = res[key]
+    if spec["estimator"]["kind"] == "sampled":
+        row.update(episodes=spec["estimator"].get("episodes"), horizon=spec["estimator"].get("horizon"))
+    return row
+
+
 def cmd_run(parser, args) -> int:
     if args.env is not None:
         if args.scenario is not None or args.set:
@@ -156,93 +206,83 @@ def cmd_run(parser, args) -> int:
             parser.error("--env runs on the sampled estimator (--estimator sampled); an environment has no model")
         if args.gamma is None:
             parser.error("--env needs --gamma (the discount of the sampled objective)")
-        env = _load_env(parser, args.env)
-        name, config, mdp, default_start = args.env, {"env": args.env}, None, None
+        _load_env(parser, args.env)  # fail early, in one line, on a bad module or factory
+        name, config, target = args.env, {"env": args.env}, {"env": args.env, "gamma": args.gamma}
     else:
         if args.scenario is None:
             parser.error("give a SCENARIO (one of " + ", ".join(sorted(SCENARIOS)) + ") or --env MODULE:FACTORY")
         if args.gamma is not None:
             parser.error("--gamma is for --env; set a scenario's discount with --set gamma=...")
-        module, defaults, default_start = SCENARIOS[args.scenario]
-        config = {**defaults, **_parse_sets(parser, args.scenario, args.set)}
+        module, defaults, _ = SCENARIOS[args.scenario]
+        config = json.loads(json.dumps(_parse_sets(parser, args.scenario, args.set)))
         try:
-            env = module.parallel_env(**config)
-            mdp = compile_env(env)
+            compile_env(module.parallel_env(**{**defaults, **config}))
         except (ValueError, TypeError) as exc:
             parser.error(f"bad --set value for {args.scenario}: {exc}")
-        name = args.scenario
-
-    def estimator(k, seed):
-        if args.estimator == "exact":
-            return None
-        target = mdp if mdp is not None else env
-        return SampledKStep(target, k, gamma=None if mdp is not None else args.gamma, episodes=args.episodes,
-                            horizon=args.horizon, seed=0 if seed is None else seed)
-
+        name, target = args.scenario, {"scenario": args.scenario, "config": config}
+    estimator = ({"kind": "exact"} if args.estimator == "exact" else
+                 {"kind": "sampled", "episodes": args.episodes, "horizon": args.horizon})
     try:
-        probe = estimator(1, None)
+        specs = [RunSpec(target, k, method, args.step, args.iters, args.tol, seed,
+                         "default" if seed is None else "random", estimator)
+                 for method in args.method for k in args.k for seed in (args.seeds or [None])]
+        mdp, env, _ = build_target(target)
+        if mdp is None:
+            SampledKStep(env, 1, gamma=args.gamma, episodes=1, horizon=args.horizon)  # checks the env once
     except ValueError as exc:
-        parser.error(f"--env {args.env}: {exc}")
+        parser.error(f"{name}: {exc}")
     out = Path(args.out)
     _check_writable(parser, out)
     results_path = out / "results.json"
-    config_json = json.loads(json.dumps(config))
-    results = None
-    if args.resume and results_path.exists():
-        results = _read_results(parser, results_path)
-        if results.get("scenario") != name or results.get("config") != config_json:
-            parser.error(f"{results_path} holds a different scenario or config; use another --out")
-    if results is None:
-        j_star = optimum_or_none(mdp) if mdp is not None else None
-        results = results_file(name, config_json, mdp, j_star, [], **({} if mdp is not None else
-                                                                      {"gamma": probe.gamma}))
-    done = {(r["k"], r["method"], r.get("seed"), r.get("estimator", "exact")) for r in results["rows"]}
+    store = RunStore(out)
+    if store.exists() and not args.resume:
+        parser.error(f"{store.path} already holds runs; add --resume to continue them, or choose another --out")
+    if store.exists():
+        targets = {_canonical_target(r["spec"]["target"]) for r in store.records()}
+        if targets and targets != {_canonical_target(specs[0].to_dict()["target"])}:
+            parser.error(f"{out} holds runs of another scenario or config; use another --out")
     quiet = args.quiet or not sys.stderr.isatty()
-    seeds = args.seeds if args.seeds else [None]
+    j_star, how = _optimum(parser, mdp, args.optimum, out, _canonical_target(specs[0].to_dict()["target"]),
+                           args.quiet)
+    done = store.hashes()
+    if not args.quiet:
+        for s in specs:
+            if s.hash in done:
+                print(f"skipping {s.label()}: already in {store.path}")
+    bar = tqdm(total=sum(s.hash not in done for s in specs), disable=quiet, desc=name, leave=False)
+
+    def write_views():
+        rows = [_legacy_row(r, name, j_star) for r in store.records()]
+        results = results_file(name, config, mdp, j_star, rows, J_star_how=how,
+                               **({} if mdp is not None else {"gamma": args.gamma}))
+        write_json_atomic(results_path, results)
+        write_text_atomic(out / "summary.csv", _summary_csv(rows))
+        return rows
+
+    def progress(rec, finished, total, eta):
+        write_views()
+        bar.update(1)
+        bar.set_postfix(ETA=f"{eta:.0f}s", refresh=True)
+
     try:
-        with deferred_interrupts():  # Ctrl-C: finish saving, stop between runs
-            for method in args.method:
-                for k in args.k:
-                    for seed in seeds:
-                        if (k, method, seed, args.estimator) in done:
-                            if not args.quiet:
-                                print(f"skipping k={k} {method} seed={seed}: already in {results_path}")
-                            continue
-                        est = estimator(k, seed)
-                        space = mdp if mdp is not None else est
-                        if seed is not None:
-                            init = Policy.random(space, seed)
-                        else:
-                            init = default_start(mdp) if default_start is not None else Policy.uniform(space)
-                        bar = tqdm(total=args.iters, desc=f"k={k} {method} seed={seed}", disable=quiet, leave=False)
-
-                        def tick(it, policy, J_k, J, bar=bar):
-                            bar.n = it
-                            bar.set_postfix(J=f"{J:.4f}", J_k=f"{J_k:.4f}", refresh=False)
-                            bar.refresh()
-
-                        res = train(mdp if est is None else est, k=k if est is None else None, method=method,
-                                    step=args.step, iters=args.iters, tol=args.tol, init=init, callback=tick)
-                        bar.close()
-                        record = run_record(res, scenario=name, seed=seed, j_star=results["J_star"])
-                        record.update(estimator=args.estimator)
-                        if est is not None:
-                            record.update(episodes=est.episodes, horizon=est.horizon,
-                                          history_J_k_se=res.history_J_k_se.tolist(), floor=res.floor)
-                            if res.history_J_k_exact is not None:
-                                record.update(history_J_k_exact=res.history_J_k_exact.tolist())
-                        results["rows"].append(record)
-                        write_json_atomic(results_path, results)
-                        write_text_atomic(out / "summary.csv", _summary_csv(results["rows"]))
-                        checkpoint()
+        run_specs(specs, out, resume=True, executor=args.executor, workers=args.workers,
+                  scheduler=args.scheduler, progress=progress)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: {len(results['rows'])} finished runs are saved in {results_path}", file=sys.stderr)
+        bar.close()
+        rows = write_views() if store.exists() else []
+        print(f"\ninterrupted: {len(rows)} finished runs are saved in {store.path}", file=sys.stderr)
         return 130
-    write_json_atomic(results_path, results)
-    write_text_atomic(out / "summary.csv", _summary_csv(results["rows"]))
-    print(format_table(results["rows"]))
-    print(f"wrote {results_path} and {out / 'summary.csv'}")
+    bar.close()
+    rows = write_views()
+    print(format_table(rows))
+    if args.seeds and len(args.seeds) > 1:
+        print(format_aggregates(rows))
+    print(f"wrote {store.path}, {results_path} and {out / 'summary.csv'}")
     return 0
+
+
+def _canonical_target(target: dict) -> str:
+    return json.dumps(target, sort_keys=True)
 
 
 def cmd_plot(parser, args) -> int:
@@ -311,7 +351,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--set", nargs="*", metavar="KEY=VALUE", default=None,
                    help="scenario config (see each scenario's parallel_env), e.g. --set gamma=0.95")
     r.add_argument("--out", default="results/run", help="output folder")
-    r.add_argument("--resume", action="store_true", help="skip runs already in OUT/results.json")
+    r.add_argument("--resume", action="store_true",
+                   help="add to OUT/runs.jsonl, skipping runs whose full spec is already there")
+    r.add_argument("--executor", choices=EXECUTORS, default="serial",
+                   help="serial, local worker processes, or Dask (a local cluster, or --scheduler)")
+    r.add_argument("--workers", type=_POS_INT, default=None, help="processes for --executor process/dask "
+                   "(default: the number of cores)")
+    r.add_argument("--scheduler", default=None, metavar="ADDRESS", help="an existing Dask scheduler (--executor dask)")
+    r.add_argument("--optimum", choices=["auto", "exhaustive", "abr", "none"], default="auto",
+                   help="J*: exhaustive search (auto: when the count fits Settings.max_policies), alternating best "
+                        "response (a lower bound), or none")
     r.add_argument("--quiet", action="store_true", help="no progress bars or skip messages")
     r.set_defaults(func=cmd_run)
 

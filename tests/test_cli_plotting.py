@@ -29,7 +29,9 @@ def test_run_writes_results_and_summary(two_state_results):
     finals = {r["k"]: r["final_J"] for r in res["rows"]}
     assert finals == pytest.approx({1: 5.0, 3: 9.0})
     lines = (out / "summary.csv").read_text().splitlines()
-    assert lines[0].startswith("scenario,k,method,seed,final_J") and len(lines) == 3
+    assert lines[0].startswith("scenario,k,method,seed,estimator,step,iters,final_J") and len(lines) == 3
+    records = [json.loads(ln) for ln in (out / "runs.jsonl").read_text().splitlines()]
+    assert [r["spec"]["k"] for r in records] == [1, 3] and all(r["spec"]["iters"] == 100 for r in records)
     assert all(len(r["history_J"]) == r["iterations"] + 1 for r in res["rows"])
     assert "numpy" in res["versions"] and res["gamma"] == 0.9
 

@@ -8,13 +8,15 @@ the scenario scripts and :func:`~marl_kstep.experiments.sweep.run_sweep` all bui
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..model import JointMDP
 from ..optim import TrainResult
 from ..search import best_deterministic, count_deterministic
 from ..settings import current
 from .io import versions
 
-__all__ = ["run_record", "results_file", "format_table", "optimum_or_none"]
+__all__ = ["format_aggregates", "format_table", "optimum_or_none", "results_file", "run_record"]
 
 
 def optimum_or_none(mdp: JointMDP, max_policies: int | None = None) -> float | None:
@@ -57,7 +59,7 @@ def format_table(rows: list[dict]) -> str:
 
     ``final J`` is the exact ordinary value (— without a model); ``final J_k`` the estimator's."""
     head = (f"{'scenario':<22} {'k':>2} {'method':<7} {'estimator':<9} {'final J':>11} {'final J_k':>11} {'J*':>11} "
-            f"{'gap':>10} {'iters':>6} {'seconds':>8}")
+            f"{'gap':>10} {'iters':>6} {'seconds':>8} {'seed':>5}")
     lines = [head, "-" * len(head)]
     for r in rows:
         js = "—" if r.get("J_star") is None else f"{r['J_star']:.6f}"
@@ -65,5 +67,37 @@ def format_table(rows: list[dict]) -> str:
         fj = "—" if r["final_J"] is None or r["final_J"] != r["final_J"] else f"{r['final_J']:.6f}"
         fk = "—" if r.get("final_J_k") is None else f"{r['final_J_k']:.6f}"
         lines.append(f"{r.get('scenario', ''):<22} {r['k']:>2} {r['method']:<7} {r.get('estimator', 'exact'):<9} "
-                     f"{fj:>11} {fk:>11} {js:>11} {gap:>10} {r['iterations']:>6} {r['seconds']:>8.3f}")
+                     f"{fj:>11} {fk:>11} {js:>11} {gap:>10} {_iters(r):>6} {r['seconds']:>8.3f} "
+                     f"{'—' if r.get('seed') is None else r['seed']:>5}")
+    return "\n".join(lines)
+
+
+def _iters(r: dict) -> str:
+    """Iterations, with a ``*`` when the iteration cap stopped the run (it had not converged)."""
+    return f"{r['iterations']}{'*' if r.get('capped') else ''}"
+
+
+def format_aggregates(rows: list[dict], tol: float = 1e-6) -> str:
+    """Per (k, method, estimator, start) over seeds: runs, mean final J, its 95% interval (Student t) and the
+    success rate (final J >= J* - tol)."""
+    from scipy import stats
+
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["k"], r["method"], r.get("estimator", "exact"), r.get("start", "default")), []).append(r)
+    head = (f"{'k':>2} {'method':<7} {'estimator':<9} {'start':<8} {'runs':>4} {'mean J':>10} {'95% interval':>23} "
+            f"{'at J*':>7}")
+    lines = ["over seeds:", head, "-" * len(head)]
+    for (k, method, est, start), rs in sorted(groups.items()):
+        vals = np.array([r["final_J"] for r in rs], dtype=float)
+        m = float(np.mean(vals))
+        if vals.size > 1 and np.isfinite(vals).all():
+            half = float(stats.t.ppf(0.975, vals.size - 1) * np.std(vals, ddof=1) / np.sqrt(vals.size))
+            ci = f"[{m - half:.4f}, {m + half:.4f}]"
+        else:
+            ci = "—"
+        js = rs[0].get("J_star")
+        ok = "—" if js is None else f"{sum(v >= js - tol * max(1.0, abs(js)) for v in vals)}/{vals.size}"
+        lines.append(f"{k:>2} {method:<7} {est:<9} {start:<8} {vals.size:>4} {m:>10.4f} {ci:>23} {ok:>7}")
+    lines.append("(* after iterations: stopped by the iteration cap)")
     return "\n".join(lines)
