@@ -24,7 +24,6 @@ from .sampling import KCoupledAgent, k_coupled_episode
 __all__ = ["learning_curves", "gap_vs_k", "policy_heatmap", "grid_trajectory", "animate_grid", "episode"]
 
 _METHOD_STYLE = {"pgd": "-", "mirror": "--"}
-GAP_FLOOR = 1e-12
 
 
 def _figure(figsize) -> Figure:
@@ -45,65 +44,103 @@ def _save(fig, path):
     return fig
 
 
-def _label(r) -> str:
-    seed = r.get("seed")
-    return f"k={r['k']} {r['method']}" + ("" if seed is None else f" seed {seed}")
+def _groups(rows) -> dict:
+    """Runs grouped by (k, method, estimator, start): the seeds of one setting."""
+    by = defaultdict(list)
+    for r in rows:
+        by[(r["k"], r["method"], r.get("estimator", "exact"), r.get("start", "default"))].append(r)
+    return dict(sorted(by.items()))
+
+
+def _label(key, n: int) -> str:
+    k, method, est, start = key
+    extra = "" if est == "exact" else f" {est}"
+    extra += "" if start == "default" else f" {start}"
+    return f"k={k} {method}{extra}" + ("" if n == 1 else f" ({n} seeds)")
+
+
+def _padded(histories) -> np.ndarray:
+    """Histories of unequal length (runs that converged early) held at their last value."""
+    n = max(len(h) for h in histories)
+    return np.array([np.concatenate([h, np.full(n - len(h), h[-1])]) for h in map(np.asarray, histories)])
 
 
 def learning_curves(results, path=None, title: str | None = None):
-    """Ordinary value J per iteration, one line per (k, method[, seed]); J* dashed where known."""
+    """The optimised :math:`J_k` (left) and the ordinary value :math:`J` (right) per iteration.
+
+    One line per setting (k, method, estimator, start); with several seeds, the mean over seeds
+    as the line and the range (min to max) as a band. J* dashed where known. (J_k is what the
+    ascent increases; J can fall while J_k rises, so both are shown.)
+    """
     rows = _rows(results)
-    fig = _figure((7, 4.2))
-    ax = fig.subplots()
-    ks = sorted({r["k"] for r in rows})
+    fig = _figure((11, 4.2))
+    ax_k, ax_j = fig.subplots(1, 2)
+    groups = _groups(rows)
+    ks = sorted({key[0] for key in groups})
     cmap = matplotlib.colormaps["viridis"].resampled(max(len(ks), 2))
-    for r in rows:
-        ax.plot(np.arange(len(r["history_J"])), r["history_J"], _METHOD_STYLE.get(r["method"], "-"),
-                color=cmap(ks.index(r["k"])), label=_label(r), lw=1.6)
+    for key, rs in groups.items():
+        color = cmap(ks.index(key[0]))
+        for ax, field in ((ax_k, "history_J_k"), (ax_j, "history_J")):
+            if any(r.get(field) is None for r in rs):
+                continue  # an older record without this history
+            h = _padded([r[field] for r in rs])
+            x = np.arange(h.shape[1])
+            ax.plot(x, h.mean(axis=0), _METHOD_STYLE.get(key[1], "-"), color=color, label=_label(key, len(rs)),
+                    lw=1.6)
+            if len(rs) > 1:
+                ax.fill_between(x, h.min(axis=0), h.max(axis=0), color=color, alpha=0.18, lw=0)
     j_star = next((r["J_star"] for r in rows if r.get("J_star") is not None), None)
-    if j_star is not None:
-        ax.axhline(j_star, color="k", ls=":", lw=1.2, label=f"J* = {j_star:.4g}")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("J (ordinary value)")
-    ax.set_xscale("symlog", linthresh=10)
-    ax.set_xlim(left=0)
-    ax.set_title(title or "learning curves")
-    ax.legend(fontsize=7, ncol=2, loc="best")
+    for ax, what in ((ax_k, "J_k (optimised, k-step value)"), (ax_j, "J (ordinary value)")):
+        if j_star is not None:
+            ax.axhline(j_star, color="k", ls=":", lw=1.2, label=f"J* = {j_star:.4g}")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel(what)
+        ax.set_xscale("symlog", linthresh=10)
+        ax.set_xlim(left=0)
+    ax_k.set_title("J_k, which the ascent increases", fontsize=10)
+    ax_j.set_title("J, the ordinary value", fontsize=10)
+    fig.suptitle(title or "learning curves (bands: range over seeds)")
+    ax_j.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), borderaxespad=0)
     fig.tight_layout()
     return _save(fig, path)
 
 
-def gap_vs_k(results, path=None, gamma: float | None = None, title: str | None = None):
-    r"""Final gap :math:`J^* - J` against k on a log axis: one marker per run, the median per
-    (k, method) as a line, and the reference :math:`c\,\gamma^k` through the median at the
-    smallest k. Gaps at or below zero are drawn at ``GAP_FLOOR``."""
+def gap_vs_k(results, path=None, gamma: float | None = None, title: str | None = None, tol: float = 1e-6):
+    r"""Success rate against k: the share of runs per (k, method) whose final J is within ``tol``
+    (relative, at least absolute) of J*, with the counts written on the points; and, beside it, the
+    mean final gap :math:`J^* - J` on a linear axis (no floor: a zero gap is drawn at zero)."""
     rows = [r for r in _rows(results) if r.get("J_star") is not None]
-    if gamma is None and isinstance(results, dict):
-        gamma = results.get("gamma")
-    fig = _figure((6, 4))
-    ax = fig.subplots()
+    fig = _figure((10, 4))
+    ax, ax_gap = fig.subplots(1, 2)
     by = defaultdict(list)
     for r in rows:
-        by[(r["method"], r["k"])].append(max(r["J_star"] - r["final_J"], GAP_FLOOR))
+        by[(r["method"], r["k"])].append(r)
     methods = sorted({m for m, _ in by})
     for mi, method in enumerate(methods):
         ks = sorted(k for m, k in by if m == method)
         color = f"C{mi}"
+        rates, gaps = [], []
         for k in ks:
-            g = by[(method, k)]
-            ax.scatter(np.full(len(g), k) + 0.06 * (mi - 0.5), g, color=color, alpha=0.6, s=22)
-        ax.plot(ks, [np.median(by[(method, k)]) for k in ks], "-o", color=color, label=f"{method} median")
-    if gamma is not None and by:
-        k0 = min(k for _, k in by)
-        c = np.median([v for (m, k), g in by.items() if k == k0 for v in g]) / gamma**k0
-        kk = np.arange(k0, max(k for _, k in by) + 1)
-        ax.plot(kk, c * gamma**kk, "k:", label=r"$c\,\gamma^k$")
-    ax.set_yscale("log")
-    ax.set_xticks(sorted({k for _, k in by}))
-    ax.set_xlabel("k (window length)")
-    ax.set_ylabel("J* - J (final)")
-    ax.set_title(title or "gap to the best deterministic policy")
-    ax.legend(fontsize=8)
+            rs = by[(method, k)]
+            js = rs[0]["J_star"]
+            ok = sum(r["final_J"] >= js - tol * max(1.0, abs(js)) for r in rs)
+            rates.append(ok / len(rs))
+            gaps.append(np.mean([js - r["final_J"] for r in rs]))
+            ax.annotate(f"{ok}/{len(rs)}", (k, ok / len(rs)), textcoords="offset points", xytext=(0, 6 + 8 * mi),
+                        ha="center", fontsize=7, color=color)
+        ax.plot(ks, rates, "-o", color=color, label=f"{method}")
+        ax_gap.plot(ks, gaps, "-o", color=color, label=f"{method}")
+    all_k = sorted({k for _, k in by})
+    for a in (ax, ax_gap):
+        a.set_xticks(all_k)
+        a.set_xlabel("k (window length)")
+        a.legend(fontsize=8)
+    ax.set_ylim(-0.05, 1.15)
+    ax.set_ylabel("runs reaching J*")
+    ax.set_title("success rate", fontsize=10)
+    ax_gap.set_ylabel("mean J* - J (final)")
+    ax_gap.set_title("mean gap to J*", fontsize=10)
+    fig.suptitle(title or "reaching the best deterministic policy")
     fig.tight_layout()
     return _save(fig, path)
 

@@ -39,23 +39,37 @@ def test_run_writes_results_and_summary(two_state_results):
 def test_learning_curves_plot_the_histories(two_state_results):
     _, res = two_state_results
     fig = plotting.learning_curves(res)
-    lines = [ln for ln in fig.axes[0].get_lines() if ln.get_label().startswith("k=")]
-    assert len(lines) == len(res["rows"])
-    for ln, r in zip(lines, res["rows"], strict=True):
-        np.testing.assert_array_equal(ln.get_ydata(), r["history_J"])
-    star = [ln for ln in fig.axes[0].get_lines() if ln.get_label().startswith("J*")]
-    assert star and star[0].get_ydata()[0] == pytest.approx(9.0)
+    ax_k, ax_j = fig.axes[:2]
+    for ax, field in ((ax_k, "history_J_k"), (ax_j, "history_J")):
+        lines = [ln for ln in ax.get_lines() if ln.get_label().startswith("k=")]
+        assert [ln.get_label() for ln in lines] == ["k=1 pgd", "k=3 pgd"]
+        for ln, r in zip(lines, res["rows"], strict=True):
+            np.testing.assert_array_equal(ln.get_ydata(), r[field])
+        star = [ln for ln in ax.get_lines() if ln.get_label().startswith("J*")]
+        assert star and star[0].get_ydata()[0] == pytest.approx(9.0)
 
 
-def test_gap_vs_k_plots_the_gaps(two_state_results):
+def test_learning_curves_draw_seeds_as_a_mean_and_a_band():
+    rows = [dict(k=2, method="pgd", seed=s, history_J=h, history_J_k=h, final_J=h[-1], J_star=None)
+            for s, h in enumerate([[0.0, 1.0, 2.0], [0.0, 3.0], [0.0, 2.0, 4.0]])]
+    fig = plotting.learning_curves(rows)
+    ax = fig.axes[0]
+    (line,) = [ln for ln in ax.get_lines() if ln.get_label().startswith("k=")]
+    assert line.get_label() == "k=2 pgd (3 seeds)"
+    np.testing.assert_allclose(line.get_ydata(), [0.0, 2.0, 3.0])  # the short run is held at its last value
+    band = ax.collections[0].get_paths()[0].vertices
+    assert band[:, 1].max() == pytest.approx(4.0) and band[:, 1].min() == pytest.approx(0.0)
+
+
+def test_gap_vs_k_shows_success_rates(two_state_results):
     _, res = two_state_results
     fig = plotting.gap_vs_k(res)
-    ax = fig.axes[0]
-    assert ax.get_yscale() == "log"
-    med = [ln for ln in ax.get_lines() if ln.get_label() == "pgd median"][0]
-    np.testing.assert_allclose(med.get_ydata(), [4.0, plotting.GAP_FLOOR])  # k = 3 reaches J* exactly
-    ref = [ln for ln in ax.get_lines() if "gamma" in ln.get_label()][0]
-    np.testing.assert_allclose(ref.get_ydata(), 4.0 / 0.9 * 0.9 ** np.arange(1, 4))
+    ax, ax_gap = fig.axes[:2]
+    (rate,) = [ln for ln in ax.get_lines() if ln.get_label() == "pgd"]
+    np.testing.assert_allclose(rate.get_ydata(), [0.0, 1.0])  # k = 1 stays at 5, k = 3 reaches J* = 9
+    (gap,) = [ln for ln in ax_gap.get_lines() if ln.get_label() == "pgd"]
+    np.testing.assert_allclose(gap.get_ydata(), [4.0, 0.0], atol=1e-9)
+    assert ax_gap.get_yscale() == "linear" and [t.get_text() for t in ax.texts] == ["0/1", "1/1"]
 
 
 def test_policy_heatmap_shows_probabilities():
@@ -187,9 +201,9 @@ def test_figures_for_every_scenario(scenario, tmp_path):
     res = json.loads((tmp_path / "results.json").read_text())
     figs = tmp_path / "figures"
     curves = Image.open(figs / "learning_curves.png")
-    assert curves.format == "PNG" and curves.size == (700, 420)  # 7 x 4.2 inches at 100 dpi
+    assert curves.format == "PNG" and curves.size == (1100, 420)  # 11 x 4.2 inches at 100 dpi
     if res["J_star"] is not None:
-        assert Image.open(figs / "gap_vs_k.png").size == (600, 400)
+        assert Image.open(figs / "gap_vs_k.png").size == (1000, 400)
     for r in res["rows"]:
         assert Image.open(figs / f"policy_k{r['k']}_pgd.png").format == "PNG"
 

@@ -26,6 +26,7 @@ finished runs are kept, running ones are cancelled.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import fcntl
 import functools
 import hashlib
@@ -276,11 +277,31 @@ def _poll(futures, done_of, cancel):
         raise
 
 
+#: Worker processes run one thread of every library, so that workers never fight over cores.
+_ONE_THREAD = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@contextlib.contextmanager
+def _environment(values: dict):
+    """Set environment variables while worker processes start (spawned children inherit them)."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _process(specs, workers):
     ctx = multiprocessing.get_context("spawn")
     pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init)
     try:
-        futures = [pool.submit(run_one, spec) for spec in specs]
+        with _environment(_ONE_THREAD):  # the pool starts its processes on these submits
+            futures = [pool.submit(run_one, spec) for spec in specs]
         yield from _poll(futures, lambda p: cf.wait(p, timeout=0.2, return_when=cf.FIRST_COMPLETED),
                          lambda p: [f.cancel() for f in p])
     finally:
@@ -294,7 +315,8 @@ def _dask(specs, workers, scheduler):
         raise ValueError("executor='dask' needs dask.distributed: pip install 'marl_kstep[cluster]'") from err
     cluster = None
     if scheduler is None:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        with _environment(_ONE_THREAD):
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
     client = Client(scheduler if scheduler is not None else cluster)
     try:
         client.run(_worker_init)
