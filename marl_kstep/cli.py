@@ -311,9 +311,19 @@ def cmd_benchmarks(parser, args) -> int:
             print(f"{name:<40} {key:<10} uniform {cell['uniform']:.4f}  median {cell['median']:.4f}  "
                   f"{cell['seconds']:.1f} s", flush=True)
 
+    docs = None
+    if args.write_docs:
+        docs = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+        if not docs.parent.is_dir():
+            parser.error(f"--write-docs: no docs/ folder beside the package ({docs.parent}); "
+                         "it regenerates the checkout's docs/benchmarks.md")
+    _check_writable(parser, Path(args.out).parent)
     out = benchtable.write_report(data, args.out, json_path=args.json, iters=args.iters, step=args.step,
                                   budget=args.budget, seeds=args.seeds, files=args.files, progress=progress)
     print(f"wrote {out}")
+    if docs is not None:
+        write_text_atomic(docs, Path(out).read_text())
+        print(f"wrote {docs}")
     return 0
 
 
@@ -378,8 +388,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--budget", type=_POS_INT, default=3_000_000, help="path steps per pass before 'over budget'")
     b.add_argument("--seeds", type=_POS_INT, default=5, help="number of random starts")
     b.add_argument("--files", nargs="*", default=None, help="only these file names")
-    b.add_argument("--out", default="docs/benchmarks.md", help="Markdown report")
-    b.add_argument("--json", default="results/dpomdp_table.json", help="raw numbers")
+    b.add_argument("--out", default="results/benchmarks/benchmarks.md", help="Markdown report")
+    b.add_argument("--json", default="results/benchmarks/dpomdp_table.json", help="raw numbers")
+    b.add_argument("--write-docs", action="store_true",
+                   help="also regenerate the checkout's docs/benchmarks.md (next to the package)")
     b.add_argument("--quiet", action="store_true", help="no per-cell progress lines")
     b.set_defaults(func=cmd_benchmarks)
 

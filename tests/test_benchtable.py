@@ -29,3 +29,16 @@ def test_benchmarks_command_writes_the_report(tmp_path):
     text = out.read_text()
     assert "| dectiger.dpomdp | 0.9 | 10 | [3, 3] | [3, 3] | 729 | -20.000 | -462.222 | -20.000 |" in text
     assert "over budget" in text and "## What it shows" in text and "at commit `" in text
+
+
+@needs_data
+def test_benchmarks_leave_docs_alone_unless_asked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # run from another folder, with the default --out and --json
+    docs = cli.Path(cli.__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+    before = docs.read_bytes() if docs.exists() else None
+    assert cli.main(["benchmarks", "--files", "dectiger.dpomdp", "--iters", "2", "--seeds", "1", "--budget",
+                     "1000", "--quiet"]) == 0
+    assert (tmp_path / "results" / "benchmarks" / "benchmarks.md").exists()
+    assert (tmp_path / "results" / "benchmarks" / "dpomdp_table.json").exists()
+    assert not (tmp_path / "docs").exists()
+    assert (docs.read_bytes() if docs.exists() else None) == before

@@ -110,3 +110,28 @@ def test_bad_specs_are_named():
         RunSpec({"env": "m:f", "gamma": 0.9}, 1)
     with pytest.raises(ValueError, match="executor"):
         list(execute([], "threads"))
+
+
+def test_ctrl_c_with_worker_processes_exits_130_and_keeps_finished_runs(tmp_path):
+    """SIGINT to the whole process group (as a terminal sends it) during a process-executor sweep."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    base = [sys.executable, "-m", "marl_kstep.cli", "run", "two_state", "--method", "pgd", "--out", str(out),
+            "--quiet", "--optimum", "none"]
+    subprocess.run(base + ["--k", "1", "--iters", "5"], check=True, capture_output=True)
+    proc = subprocess.Popen(base + ["--k", "1", "2", "--iters", "10000000", "--tol", "0", "--resume",
+                                    "--executor", "process", "--workers", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    time.sleep(10)  # the workers are up and training
+    os.killpg(proc.pid, signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (stdout, stderr)
+    assert "Traceback" not in stderr and "interrupted" in stderr, stderr
+    assert len([ln for ln in stderr.splitlines() if ln.strip()]) == 1, stderr
+    records = RunStore(out).records()
+    assert [(r["spec"]["k"], r["spec"]["iters"]) for r in records] == [(1, 5)]  # the quick run, and only it

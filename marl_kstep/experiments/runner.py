@@ -299,13 +299,18 @@ def _environment(values: dict):
 def _process(specs, workers):
     ctx = multiprocessing.get_context("spawn")
     pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init)
+    finished = False
     try:
         with _environment(_ONE_THREAD):  # the pool starts its processes on these submits
             futures = [pool.submit(run_one, spec) for spec in specs]
         yield from _poll(futures, lambda p: cf.wait(p, timeout=0.2, return_when=cf.FIRST_COMPLETED),
                          lambda p: [f.cancel() for f in p])
+        finished = True
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        if not finished:  # interrupted or failed: runs in progress cannot be cancelled, so end their workers
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                proc.terminate()
+        pool.shutdown(wait=finished, cancel_futures=True)
 
 
 def _dask(specs, workers, scheduler):
@@ -336,16 +341,26 @@ def _dask(specs, workers, scheduler):
             cluster.close()
 
 
+def _longest_first(specs: list[RunSpec]) -> list[RunSpec]:
+    """Workers take the likely longest runs first (cost ~ k * iters; sampled runs x episodes / 100),
+    so a sweep does not end with one worker busy on a long run while the others idle."""
+    def cost(s):
+        c = s.k * max(s.iters, 1)
+        return c * s.estimator.get("episodes", 100) / 100 if s.estimator.get("kind") == "sampled" else c
+    return sorted(specs, key=cost, reverse=True)
+
+
 def execute(specs: list[RunSpec], executor: str = "serial", *, workers: int | None = None,
             scheduler: str | None = None) -> Iterator[dict]:
-    """Records of ``specs`` in the order they finish, on the chosen executor."""
+    """Records of ``specs`` in the order they finish, on the chosen executor (parallel executors
+    start the likely longest runs first; the records do not depend on the order)."""
     executor = check_choice("executor", executor, EXECUTORS)
     workers = os.cpu_count() or 1 if workers is None else check_int("workers", workers, minimum=1)
     if executor == "serial":
         return _serial(specs)
     if executor == "process":
-        return _process(specs, workers)
-    return _dask(specs, workers, scheduler)
+        return _process(_longest_first(specs), workers)
+    return _dask(_longest_first(specs), workers, scheduler)
 
 
 def run_specs(specs: Iterable[RunSpec], folder, *, resume: bool = False, executor: str = "serial",
