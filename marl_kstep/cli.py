@@ -306,10 +306,18 @@ def cmd_benchmarks(parser, args) -> int:
             parser.error(f"--files: no such file(s) in {data}: {', '.join(unknown)}; "
                          f"available: {', '.join(sorted(known))}")
 
-    def progress(name, key, cell):
+    folder = Path(args.out).parent
+    if (folder / "runs.jsonl").exists() and not args.resume:
+        parser.error(f"{folder / 'runs.jsonl'} already holds runs; add --resume to continue the table, "
+                     "or choose another --out")
+
+    def progress(done, total, eta, rec):
         if not args.quiet:
-            print(f"{name:<40} {key:<10} uniform {cell['uniform']:.4f}  median {cell['median']:.4f}  "
-                  f"{cell['seconds']:.1f} s", flush=True)
+            spec = rec["spec"]
+            name = Path(spec["target"]["dpomdp"]).name
+            start = spec["start"] if spec["seed"] is None else f"seed {spec['seed']}"
+            print(f"[{done}/{total}, ETA {eta:.0f} s] {name:<32} {spec['method']:<6} k={spec['k']} {start:<8} "
+                  f"J = {rec['result']['final_J']:.4f}  {rec['result']['seconds']:.1f} s", flush=True)
 
     docs = None
     if args.write_docs:
@@ -318,8 +326,16 @@ def cmd_benchmarks(parser, args) -> int:
             parser.error(f"--write-docs: no docs/ folder beside the package ({docs.parent}); "
                          "it regenerates the checkout's docs/benchmarks.md")
     _check_writable(parser, Path(args.out).parent)
-    out = benchtable.write_report(data, args.out, json_path=args.json, iters=args.iters, step=args.step,
-                                  budget=args.budget, seeds=args.seeds, files=args.files, progress=progress)
+    try:
+        out = benchtable.write_report(data, args.out, json_path=args.json, iters=args.iters, step=args.step,
+                                      budget=args.budget, seeds=args.seeds, files=args.files, progress=progress,
+                                      folder=folder, resume=args.resume, executor=args.executor,
+                                      workers=args.workers)
+    except KeyboardInterrupt:
+        n = len(RunStore(folder).records())
+        print(f"\ninterrupted: {n} finished runs are saved in {folder / 'runs.jsonl'}; --resume continues",
+              file=sys.stderr)
+        return 130
     print(f"wrote {out}")
     if docs is not None:
         write_text_atomic(docs, Path(out).read_text())
@@ -390,6 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--files", nargs="*", default=None, help="only these file names")
     b.add_argument("--out", default="results/benchmarks/benchmarks.md", help="Markdown report")
     b.add_argument("--json", default="results/benchmarks/dpomdp_table.json", help="raw numbers")
+    b.add_argument("--resume", action="store_true", help="continue the table in OUT's folder (runs.jsonl)")
+    b.add_argument("--executor", choices=EXECUTORS, default="serial", help="serial, process or dask")
+    b.add_argument("--workers", type=_POS_INT, default=None, help="processes for --executor process/dask")
     b.add_argument("--write-docs", action="store_true",
                    help="also regenerate the checkout's docs/benchmarks.md (next to the package)")
     b.add_argument("--quiet", action="store_true", help="no per-cell progress lines")

@@ -32,6 +32,7 @@ def _max_policies(value) -> int:
     return current().max_policies if value is None else check_int("max_policies", value, minimum=1)
 
 __all__ = [
+    "mdp_optimum",
     "alternating_best_response",
     "best_deterministic",
     "best_response",
@@ -258,3 +259,29 @@ def alternating_best_response(mdp: JointMDP, init: Policy | None = None, rounds:
         if not changed:
             return value, policy, r
     return value, policy, rounds
+
+
+def mdp_optimum(mdp: JointMDP, tol: float = 1e-10, max_iter: int = 100_000) -> float:
+    r"""Optimal value of the fully observable joint MDP, :math:`\mu^\top V^*` by value iteration.
+
+    A centralised controller that sees the joint state can do at least as well as any
+    decentralized memoryless policy, so this is an upper bound on every value in the tables
+    (J*, and stochastic restricted policies too). Stops when the Bellman update moves by less
+    than ``tol (1 - gamma) / (2 gamma)`` (then :math:`\|V - V^*\|_\infty \le` ``tol``).
+    """
+    _check_model(mdp)
+    from scipy import sparse
+
+    N, J = mdp.n_states, mdp.n_joint_actions
+    P = sparse.csr_matrix((mdp.probs, mdp.indices, mdp.indptr), shape=(N * J, N))
+    R = mdp.rewards.reshape(N * J)
+    V = np.zeros(N)
+    g = mdp.gamma
+    stop = tol * (1 - g) / (2 * g) if g > 0 else np.inf
+    for _ in range(max_iter):
+        V_new = (R + g * (P @ V)).reshape(N, J).max(axis=1)
+        if np.abs(V_new - V).max() <= stop:
+            V = V_new
+            break
+        V = V_new
+    return float(mdp.mu @ V)

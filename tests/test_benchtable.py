@@ -42,3 +42,52 @@ def test_benchmarks_leave_docs_alone_unless_asked(tmp_path, monkeypatch):
     assert (tmp_path / "results" / "benchmarks" / "dpomdp_table.json").exists()
     assert not (tmp_path / "docs").exists()
     assert (docs.read_bytes() if docs.exists() else None) == before
+
+
+@needs_data
+def test_benchmarks_resume_by_spec_and_every_cell_reruns_from_its_record(tmp_path):
+    from marl_kstep.experiments import RunSpec, RunStore, run_one
+
+    out, raw = tmp_path / "benchmarks.md", tmp_path / "table.json"
+    argv = ["benchmarks", "--files", "dectiger.dpomdp", "--iters", "5", "--budget", "100000", "--out", str(out),
+            "--json", str(raw), "--quiet"]
+    assert cli.main([*argv, "--seeds", "1"]) == 0
+    first = RunStore(tmp_path).records()
+    assert len(first) == 2 * 2 * 2  # pgd, mirror x k = 1, 2 (k = 3, 4 are over budget) x uniform + seed 0
+    with pytest.raises(SystemExit):
+        cli.main([*argv, "--seeds", "1"])  # the folder holds runs: --resume is required
+    assert cli.main([*argv, "--seeds", "1", "--resume"]) == 0
+    assert len(RunStore(tmp_path).records()) == len(first)  # nothing rerun
+    assert cli.main([*argv, "--seeds", "2", "--resume"]) == 0
+    assert len(RunStore(tmp_path).records()) == len(first) + 4  # only seed 1's runs are new
+    row = json.loads(raw.read_text())["rows"][0]
+    cell = row["cells"]["pgd_k1"]
+    assert len(cell["random"]) == 2 and cell["uniform_iterations"] <= 5
+    # a cell's number is its record's, and the record's spec reproduces it
+    recs = {r["spec_hash"]: r for r in RunStore(tmp_path).records()}
+    rec = recs[cell["spec_hashes"][0]]
+    assert rec["result"]["final_J"] == cell["uniform"]
+    again = run_one(RunSpec.from_dict(rec["spec"]))
+    assert again["result"]["final_J"] == pytest.approx(rec["result"]["final_J"], abs=1e-12)
+    assert row["mdp_optimum"] >= row["J_star"] - 1e-9
+
+
+def test_mdp_optimum_matches_brute_force_over_state_policies():
+    import itertools
+
+    import numpy as np
+
+    import marl_kstep as mk
+    from marl_kstep.search import mdp_optimum
+
+    rng = np.random.default_rng(0)
+    N, A = 4, 2
+    P = rng.dirichlet(np.ones(N), size=(N, A))
+    R = rng.normal(size=(N, A))
+    mdp = mk.JointMDP.from_dense(P, R, [np.zeros(N, int)], [A], np.full(N, 1 / N), 0.9, n_obs=[1])
+    best = -np.inf
+    for choice in itertools.product(range(A), repeat=N):  # every deterministic state-feedback policy
+        Pc = P[np.arange(N), choice]
+        V = np.linalg.solve(np.eye(N) - 0.9 * Pc, R[np.arange(N), choice])
+        best = max(best, V.mean())
+    assert mdp_optimum(mdp) == pytest.approx(best, abs=1e-9)

@@ -11,6 +11,7 @@ Runs whose k-step enumeration is over the path budget are marked as such.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -20,12 +21,13 @@ import numpy as np
 
 from ..estimators import estimate_path_steps, value
 from ..model import load_dpomdp, parse_dpomdp
-from ..optim import train
 from ..policy import Policy
-from ..search import alternating_best_response, best_deterministic, count_deterministic
+from ..search import alternating_best_response, best_deterministic, count_deterministic, mdp_optimum
 from .io import versions, write_json_atomic, write_text_atomic
+from .runner import RunSpec, RunStore, run_one, run_specs
 
-__all__ = ["DEFAULT_DATA_DIR", "problem_rows", "run_table", "markdown", "findings", "commit_id"]
+__all__ = ["DEFAULT_DATA_DIR", "problem_facts", "problem_rows", "run_table", "table_specs", "markdown", "findings",
+           "commit_id"]
 
 def _find_data_dir() -> Path:
     """``$MARL_KSTEP_DPOMDP_DIR``, else the first ``shared/benchmarks/dpomdp`` found beside the
@@ -53,14 +55,16 @@ def _gamma_for(path: Path) -> float:
     return d if 0 <= d < 1 else 0.9
 
 
-def problem_rows(path: Path, *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), seeds=(0, 1, 2, 3, 4),
-                 step: float = 0.05, iters: int = 1000, max_path_steps: int = 3_000_000,
-                 max_policies: int = 10**6, progress=None) -> dict:
-    """All numbers of one problem (see the module docstring)."""
+def problem_facts(path: Path, *, ks=(1, 2, 3, 4), max_path_steps: int = 3_000_000,
+                  max_policies: int = 10**6) -> dict:
+    """The numbers of one problem that do not depend on a training run: sizes, J* (exhaustive, when the
+    count of deterministic policies is at most ``max_policies``), the uniform policy's value, alternating
+    best response, the fully observable MDP optimum (an upper bound on every decentralized value), and
+    the path steps of every k (over the budget: no runs)."""
     gamma = _gamma_for(path)
     mdp = load_dpomdp(path, gamma=gamma)
     count = count_deterministic(mdp)
-    row = dict(problem=path.name, gamma=gamma, states=mdp.n_states, obs=list(mdp.n_obs),
+    row = dict(problem=path.name, path=str(path), gamma=gamma, states=mdp.n_states, obs=list(mdp.n_obs),
                actions=list(mdp.n_actions), policies=count)
     t0 = time.perf_counter()
     row["J_star"] = best_deterministic(mdp, max_policies)[0] if count <= max_policies else None
@@ -74,39 +78,116 @@ def problem_rows(path: Path, *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), seed
     except ValueError:
         row["abr"], row["abr_rounds"] = None, None
     row["abr_seconds"] = time.perf_counter() - t0
-    cells = {}
+    row["mdp_optimum"] = mdp_optimum(mdp)
+    row["steps"] = {str(k): estimate_path_steps(mdp, k, max_path_steps=max_path_steps) for k in ks}
+    return row
+
+
+def table_specs(facts: dict, *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), seeds=(0, 1, 2, 3, 4),
+                step: float = 0.05, iters: int = 1000, max_path_steps: int = 3_000_000) -> list[RunSpec]:
+    """The run specs of one problem's cells: every (method, k) within the budget, from the uniform
+    policy and from each seeded Dirichlet(1) start (tol 1e-8)."""
+    target = {"dpomdp": facts["path"], "gamma": facts["gamma"]}
+    specs = []
     for method in methods:
         for k in ks:
-            steps = estimate_path_steps(mdp, k, max_path_steps=max_path_steps)
+            if facts["steps"][str(k)] > max_path_steps:
+                continue
+            specs.append(RunSpec(target, k, method, step, iters, 1e-8, None, "uniform"))
+            specs += [RunSpec(target, k, method, step, iters, 1e-8, s, "random") for s in seeds]
+    return specs
+
+
+def problem_rows_from(facts: dict, records: dict, *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"),
+                      seeds=(0, 1, 2, 3, 4), step: float = 0.05, iters: int = 1000,
+                      max_path_steps: int = 3_000_000) -> dict:
+    """One row of the table from the problem's facts and the run records (by spec hash)."""
+    row = {k: v for k, v in facts.items() if k != "steps"}
+    cells = {}
+    target = {"dpomdp": facts["path"], "gamma": facts["gamma"]}
+    for method in methods:
+        for k in ks:
             key = f"{method}_k{k}"
+            steps = facts["steps"][str(k)]
             if steps > max_path_steps:
                 cells[key] = dict(over_budget=True, steps=steps)
                 continue
-            t0 = time.perf_counter()
-            res_u = train(mdp, k=k, method=method, step=step, iters=iters, tol=1e-8, init=uniform,
-                          max_path_steps=max_path_steps)
-            finals = [train(mdp, k=k, method=method, step=step, iters=iters, tol=1e-8,
-                            init=Policy.random(mdp, seed=s), max_path_steps=max_path_steps).final_J
-                      for s in seeds]
-            cells[key] = dict(over_budget=False, steps=steps, uniform=res_u.final_J,
-                              random=finals, min=float(np.min(finals)), median=float(np.median(finals)),
-                              max=float(np.max(finals)), seconds=time.perf_counter() - t0)
-            if progress is not None:
-                progress(path.name, key, cells[key])
+            u = records.get(RunSpec(target, k, method, step, iters, 1e-8, None, "uniform").hash)
+            rs = [records.get(RunSpec(target, k, method, step, iters, 1e-8, s, "random").hash) for s in seeds]
+            if u is None or any(r is None for r in rs):
+                continue  # not run yet (an interrupted or partial table)
+            finals = [r["result"]["final_J"] for r in rs]
+            cells[key] = dict(over_budget=False, steps=steps, uniform=u["result"]["final_J"],
+                              uniform_iterations=u["result"]["iterations"], uniform_capped=u["result"]["capped"],
+                              random=finals, random_capped=sum(r["result"]["capped"] for r in rs),
+                              min=float(np.min(finals)), median=float(np.median(finals)), max=float(np.max(finals)),
+                              seconds=u["result"]["seconds"] + sum(r["result"]["seconds"] for r in rs),
+                              spec_hashes=[u["spec_hash"], *(r["spec_hash"] for r in rs)])
     row["cells"] = cells
     return row
 
 
-def run_table(data_dir=DEFAULT_DATA_DIR, *, files=None, progress=None, **kw) -> list[dict]:
-    """:func:`problem_rows` for every ``.dpomdp`` file of ``data_dir`` (the syntax
-    example ``example.dpomdp`` is not a valid model and is skipped)."""
+def problem_rows(path: Path, *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), seeds=(0, 1, 2, 3, 4),
+                 step: float = 0.05, iters: int = 1000, max_path_steps: int = 3_000_000,
+                 max_policies: int = 10**6, progress=None) -> dict:
+    """All numbers of one problem, its runs made in this process (see :func:`run_table` for folders)."""
+    facts = problem_facts(path, ks=ks, max_path_steps=max_path_steps, max_policies=max_policies)
+    specs = table_specs(facts, ks=ks, methods=methods, seeds=seeds, step=step, iters=iters,
+                        max_path_steps=max_path_steps)
+    records = {}
+    for spec in specs:
+        rec = run_one(spec)
+        records[rec["spec_hash"]] = rec
+    row = problem_rows_from(facts, records, ks=ks, methods=methods, seeds=seeds, step=step, iters=iters,
+                            max_path_steps=max_path_steps)
+    if progress is not None:
+        for key, cell in row["cells"].items():
+            if not cell["over_budget"]:
+                progress(path.name, key, cell)
+    return row
+
+
+def run_table(data_dir=DEFAULT_DATA_DIR, *, files=None, progress=None, folder=None, resume: bool = False,
+              executor: str = "serial", workers: int | None = None, ks=(1, 2, 3, 4), methods=("pgd", "mirror"),
+              seeds=(0, 1, 2, 3, 4), step: float = 0.05, iters: int = 1000, max_path_steps: int = 3_000_000,
+              max_policies: int = 10**6) -> list[dict]:
+    """Every ``.dpomdp`` file of ``data_dir`` (the syntax example ``example.dpomdp`` is skipped).
+
+    With ``folder``, the runs go through :func:`~marl_kstep.experiments.runner.run_specs`: one record per
+    run in ``folder/runs.jsonl`` (``resume`` continues an interrupted table), on any executor; the
+    problems' facts are cached in ``folder/problems.json``. ``progress(done, total, eta_seconds, record)``.
+    """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise ValueError(f"benchmark folder {data_dir} does not exist")
     paths = sorted(p for p in data_dir.glob("*.dpomdp*") if not p.name.startswith("example"))
     if files:
         paths = [p for p in paths if p.name in set(files)]
-    return [problem_rows(p, progress=progress, **kw) for p in paths]
+    kw = dict(ks=ks, methods=methods, seeds=seeds, step=step, iters=iters, max_path_steps=max_path_steps)
+    if folder is None:
+        return [problem_rows(p, progress=progress, max_policies=max_policies, **kw) for p in paths]
+    folder = Path(folder)
+    store = RunStore(folder)
+    if store.exists() and not resume:
+        raise ValueError(f"{store.path} already holds runs; resume to continue them, or choose another folder")
+    cache_path = folder / "problems.json"
+    cache = json.loads(cache_path.read_text()) if resume and cache_path.exists() else {}
+    facts = []
+    for p in paths:
+        key = f"{p.name}:{max_path_steps}:{max_policies}:{list(ks)}"
+        if key not in cache:
+            cache[key] = problem_facts(p, ks=ks, max_path_steps=max_path_steps, max_policies=max_policies)
+            write_json_atomic(cache_path, cache)
+        facts.append(cache[key])
+    specs = [s for f in facts for s in table_specs(f, **kw)]
+
+    def tick(rec, done, total, eta):
+        if progress is not None:
+            progress(done, total, eta, rec)
+
+    run_specs(specs, folder, resume=True, executor=executor, workers=workers, progress=tick)
+    records = {r["spec_hash"]: r for r in store.records()}
+    return [problem_rows_from(f, records, **kw) for f in facts]
 
 
 def _fmt(x, digits=3):
@@ -123,14 +204,17 @@ def commit_id(repo: Path | None = None) -> str:
 
 def markdown(rows: list[dict], *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), settings: dict | None = None) -> str:
     """The tables as Markdown: one summary table, then one table per method."""
-    out = ["| problem | gamma | states | obs / agent | actions / agent | det. policies | J* | uniform J | ABR J |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = ["| problem | gamma | states | obs / agent | actions / agent | det. policies | J* | uniform J | ABR J | "
+           "MDP optimum |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         out.append(f"| {r['problem']} | {r['gamma']:g} | {r['states']} | {r['obs']} | {r['actions']} | "
-                   f"{r['policies']:.3g} | {_fmt(r['J_star'])} | {_fmt(r['uniform'])} | {_fmt(r['abr'])} |")
+                   f"{r['policies']:.3g} | {_fmt(r['J_star'])} | {_fmt(r['uniform'])} | {_fmt(r['abr'])} | "
+                   f"{_fmt(r.get('mdp_optimum'))} |")
     for method in methods:
-        out += ["", f"**{method}** — final J from the uniform policy; below it min / median / max over the "
-                f"random starts; wall time for all starts", "",
+        out += ["", f"**{method}** — final J from the uniform policy (its iterations; `*`: stopped by the "
+                f"iteration cap, not converged); below it min / median / max over the random starts (and how "
+                f"many of them the cap stopped); wall time for all starts", "",
                 "| problem | " + " | ".join(f"k = {k}" for k in ks) + " |",
                 "|---|" + "---|" * len(ks)]
         for r in rows:
@@ -138,12 +222,16 @@ def markdown(rows: list[dict], *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), se
             for k in ks:
                 c = r["cells"].get(f"{method}_k{k}")
                 if c is None:
-                    cells.append("")
+                    cells.append("not run")
                 elif c["over_budget"]:
                     cells.append(f"over budget (> {c['steps']:.2g} path steps/pass)")
                 else:
-                    cells.append(f"{c['uniform']:.3f}<br>{c['min']:.3f} / {c['median']:.3f} / {c['max']:.3f}"
-                                 f"<br>{c['seconds']:.1f} s")
+                    it = c.get("uniform_iterations")
+                    its = "" if it is None else f" ({it}{'*' if c.get('uniform_capped') else ''} it.)"
+                    capped = c.get("random_capped", 0)
+                    note = f" ({capped} capped)" if capped else ""
+                    cells.append(f"{c['uniform']:.3f}{its}<br>{c['min']:.3f} / {c['median']:.3f} / {c['max']:.3f}"
+                                 f"{note}<br>{c['seconds']:.1f} s")
             out.append(f"| {r['problem']} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
@@ -175,15 +263,18 @@ def findings(rows: list[dict], *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), to
     return " ".join(parts)
 
 
-def write_report(data_dir=DEFAULT_DATA_DIR, out="docs/benchmarks.md", *, json_path="results/dpomdp_table.json",
-                 iters: int = 1000, step: float = 0.05, budget: int = 3_000_000, seeds: int = 5, files=None,
-                 repo: Path | None = None, progress=None) -> Path:
-    """Run the whole table and write the Markdown report (and the raw numbers as JSON)."""
+def write_report(data_dir=DEFAULT_DATA_DIR, out="results/benchmarks/benchmarks.md", *,
+                 json_path="results/benchmarks/dpomdp_table.json", iters: int = 1000, step: float = 0.05,
+                 budget: int = 3_000_000, seeds: int = 5, files=None, repo: Path | None = None, progress=None,
+                 folder=None, resume: bool = False, executor: str = "serial", workers: int | None = None) -> Path:
+    """Run the whole table (through run records in ``folder``, when given) and write the Markdown report
+    (and the raw numbers as JSON)."""
     t0 = time.perf_counter()
     commit = commit_id(repo)  # the code the table is produced from
     rows = run_table(data_dir, files=files, progress=progress, iters=iters, step=step, max_path_steps=budget,
-                     seeds=tuple(range(seeds)))
-    settings = dict(iters=iters, step=step, max_path_steps=budget, seeds=list(range(seeds)))
+                     seeds=tuple(range(seeds)), folder=folder, resume=resume, executor=executor, workers=workers)
+    settings = dict(iters=iters, step=step, max_path_steps=budget, seeds=list(range(seeds)),
+                    folder=None if folder is None else str(folder))
     if json_path is not None:
         write_json_atomic(json_path, dict(rows=rows, settings=settings, commit=commit, versions=versions()))
     text = f"""# Dec-POMDP benchmarks
@@ -194,8 +285,10 @@ joint MDP (SPEC §6), gamma 0.9 or the file's discount when it is below 1. Proje
 step {step}, at most {iters} iterations (stop when no entry moves by 1e-8), from the uniform policy and from
 {seeds} Dirichlet(1) random starts (seeds 0..{seeds - 1}); J is the ordinary value of the final policy. J* is
 the best deterministic policy by exhaustive search (— when there are more than 10^6); ABR is alternating best
-response from the uniform policy. A k whose path enumeration needs more than {budget:,} steps per pass is
-marked "over budget".
+response from the uniform policy; the MDP optimum is the value of the fully observable joint MDP (a centralised
+controller that sees the state: an upper bound on every value here). Every run is a record in `runs.jsonl` beside
+the raw numbers (its full spec and hash), so each cell can be rerun on its own. A k whose path enumeration needs
+more than {budget:,} steps per pass is marked "over budget".
 
 ## What it shows
 
