@@ -37,6 +37,7 @@ from .experiments import (
     format_aggregates,
     format_table,
     results_file,
+    row_from_record,
     write_json_atomic,
     write_text_atomic,
 )
@@ -179,25 +180,6 @@ def _optimum(parser, mdp, mode: str, folder: Path, target_hash: str, quiet: bool
     return value, how
 
 
-def _legacy_row(rec: dict, name: str, j_star) -> dict:
-    """A record as a row of results.json (the view that ``plot`` and the tables read)."""
-    spec, res = rec["spec"], rec["result"]
-    fj = res["final_J"]
-    row = dict(scenario=name, k=spec["k"], method=spec["method"], seed=spec["seed"], step=spec["step"],
-               iters=spec["iters"], tol=spec["tol"], start=spec["start"], estimator=spec["estimator"]["kind"],
-               spec_hash=rec["spec_hash"], final_J=float("nan") if fj is None else fj, final_J_k=res["final_J_k"],
-               J_star=j_star, gap=None if j_star is None or fj is None else j_star - fj,
-               iterations=res["iterations"], converged=res["converged"], capped=res["capped"],
-               seconds=res["seconds"], history_J=[float("nan") if x is None else x for x in res["history_J"]],
-               history_J_k=res["history_J_k"], policy=res["policy"])
-    for key in ("history_J_k_se", "history_J_k_exact"):
-        if key in res:
-            row[key] = res[key]
-    if spec["estimator"]["kind"] == "sampled":
-        row.update(episodes=spec["estimator"].get("episodes"), horizon=spec["estimator"].get("horizon"))
-    return row
-
-
 def cmd_run(parser, args) -> int:
     if args.env is not None:
         if args.scenario is not None or args.set:
@@ -252,7 +234,7 @@ def cmd_run(parser, args) -> int:
     bar = tqdm(total=sum(s.hash not in done for s in specs), disable=quiet, desc=name, leave=False)
 
     def write_views():
-        rows = [_legacy_row(r, name, j_star) for r in store.records()]
+        rows = [row_from_record(r, name, j_star) for r in store.records()]
         results = results_file(name, config, mdp, j_star, rows, J_star_how=how,
                                **({} if mdp is not None else {"gamma": args.gamma}))
         write_json_atomic(results_path, results)

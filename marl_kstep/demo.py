@@ -18,19 +18,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .envs import compile_env, number_matching, two_state
-from .experiments import format_table, optimum_or_none, results_file, run_sweep, write_json_atomic
+from .experiments import format_table, run_scenario, write_json_atomic
 from .figures import make_figures
 
 TWO_STATE = dict(small_reward=0.5, gamma=0.9)
 NUMBER_MATCHING = dict(n_agents=2, n_numbers=6, move_cost=0.3, gamma=0.9, observation="match", start="far")
 
 
-def _scenario(name, module, config, ks, methods, init, iters, out: Path | None) -> dict:
-    mdp = compile_env(module.parallel_env(**config))
-    j_star = optimum_or_none(mdp)
-    rows = run_sweep(mdp, ks, methods, init=init(mdp), step=0.05, iters=iters, j_star=j_star, scenario=name)
-    results = results_file(name, config, mdp, j_star, rows)
+def _scenario(name, config, ks, methods, iters, out: Path | None) -> dict:
+    """Run specs of ``name`` from its default (trap) start, through the experiments runner."""
+    results = run_scenario(name, config, ks, methods, step=0.05, iters=iters)
     if out is not None:
         write_json_atomic(out / name / "results.json", results)
     return results
@@ -38,8 +35,7 @@ def _scenario(name, module, config, ks, methods, init, iters, out: Path | None) 
 
 def run(k_max: int = 6, out: Path | None = None) -> dict:
     """The two-state trap for k = 1..k_max (projected ascent)."""
-    return _scenario("two_state", two_state, TWO_STATE, range(1, k_max + 1), ("pgd",), two_state.trap_start,
-                     2000, out)
+    return _scenario("two_state", TWO_STATE, range(1, k_max + 1), ("pgd",), 2000, out)
 
 
 def run_demo(out: Path | None = Path("results/demo"), figures: bool = True, k_max: int = 6) -> list[dict]:
@@ -50,8 +46,8 @@ def run_demo(out: Path | None = Path("results/demo"), figures: bool = True, k_ma
     print()
     print("Number matching (SPEC §5): 2 agents, 6 numbers, move cost 0.3, gamma 0.9, 'match' observations, "
           "'far' start; start rows (keep 0.97, inc 0.03), agent 1 moved 1e-6 toward keep")
-    b = _scenario("number_matching", number_matching, NUMBER_MATCHING, range(1, 5), ("pgd", "mirror"),
-                  number_matching.trap_start, {"pgd": 200, "mirror": 2000}, out)
+    b = _scenario("number_matching", NUMBER_MATCHING, range(1, 5), ("pgd", "mirror"), {"pgd": 200, "mirror": 2000},
+                  out)
     print(format_table(b["rows"]))
     if figures and out is not None:
         for res in (a, b):

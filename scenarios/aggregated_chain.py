@@ -10,20 +10,22 @@ J* within 1e-6; the table lists that smallest k against L.
 import argparse
 from pathlib import Path
 
-from marl_kstep import best_deterministic, train
-from marl_kstep.envs import aggregated_chain, compile_env
-from marl_kstep.experiments import versions, write_json_atomic
+from marl_kstep import best_deterministic
+from marl_kstep.experiments import RunSpec, run_one, versions, write_json_atomic
+from marl_kstep.experiments.runner import build_target
 
 CONFIG = dict(small_reward=0.3, gamma=0.95)
 
 
 def smallest_escaping_k(length, k_max=14, method="pgd", step=0.05, iters=3000):
-    mdp = compile_env(aggregated_chain.parallel_env(length=length, **CONFIG))
-    j_star = best_deterministic(mdp)[0]
+    """Run specs for k = 1, 2, ... from the chain's default start (aggregated_chain.trap_start) until one
+    reaches J* within 1e-6: ``(k, J*, record)``."""
+    target = {"scenario": "aggregated_chain", "config": dict(length=length, **CONFIG)}
+    j_star = best_deterministic(build_target(target)[0])[0]
     for k in range(1, k_max + 1):
-        res = train(mdp, k=k, method=method, step=step, iters=iters, init=aggregated_chain.trap_start(mdp))
-        if abs(res.final_J - j_star) <= 1e-6:
-            return k, j_star, res
+        rec = run_one(RunSpec(target, k, method, step, iters))
+        if abs(rec["result"]["final_J"] - j_star) <= 1e-6:
+            return k, j_star, rec
     return None, j_star, None
 
 
@@ -36,8 +38,10 @@ def main(argv=None):
     rows = []
     print(f"{'length':>6} {'smallest k':>10} {'J*':>12} {'iterations':>10}")
     for L in args.lengths:
-        k, j_star, res = smallest_escaping_k(L, args.k_max)
-        rows.append(dict(length=L, smallest_k=k, J_star=j_star, iterations=None if res is None else res.iterations))
+        k, j_star, rec = smallest_escaping_k(L, args.k_max)
+        rows.append(dict(length=L, smallest_k=k, J_star=j_star,
+                         iterations=None if rec is None else rec["result"]["iterations"],
+                         spec_hash=None if rec is None else rec["spec_hash"]))
         print(f"{L:>6} {str(k):>10} {j_star:>12.6f} {str(rows[-1]['iterations']):>10}")
     result = dict(scenario="aggregated_chain", config=CONFIG, rows=rows, versions=versions())
     if args.out is not None:

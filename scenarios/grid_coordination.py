@@ -17,10 +17,6 @@ CONFIG = grid_coordination.TRAP_CONFIG
 STAY = 0.8
 
 
-def start_policy(mdp):
-    return grid_coordination.near_stay_start(mdp, STAY)
-
-
 def smallest_escaping_k(rows, tol=1e-6):
     ks = sorted(r["k"] for r in rows if r["method"] == "pgd" and r["k"] >= 2 and r["gap"] <= tol)
     return ks[0] if ks else None
@@ -31,9 +27,9 @@ def main(argv=None):
     ap.add_argument("--k-max", type=int, default=5)
     ap.add_argument("--out", default="results")
     args = ap.parse_args(argv)
-    env = grid_coordination.parallel_env(**CONFIG)
-    res = scenario_report("grid_coordination", env, ks=range(1, args.k_max + 1), init=start_policy,
-                          iters={"pgd": 2000, "mirror": 4000}, out_dir=None, config=dict(CONFIG, stay=STAY))
+    # run specs from the scenario's default start, grid_coordination.near_stay_start (stay 0.8)
+    res = scenario_report("grid_coordination", CONFIG, ks=range(1, args.k_max + 1),
+                          iters={"pgd": 2000, "mirror": 4000}, out_dir=None, extra=dict(stay=STAY))
     res["smallest_escaping_k"] = smallest_escaping_k(res["rows"])
     print(f"smallest k >= 2 reaching J* within 1e-6 (pgd): {res['smallest_escaping_k']}")
     if args.out is not None:

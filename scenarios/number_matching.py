@@ -11,15 +11,10 @@ any asymmetry lets k >= 2 escape to 6.477 while k = 1 stays at 0.0.
 
 import argparse
 
-from marl_kstep.envs import number_matching
 from marl_kstep.experiments import scenario_report
 
 CONFIG = dict(n_agents=2, n_numbers=6, move_cost=0.3, gamma=0.9, observation="match", start="far")
 ASYMMETRY = 1e-6
-
-
-def start_policy(mdp):
-    return number_matching.trap_start(mdp, ASYMMETRY)
 
 
 def main(argv=None):
@@ -27,10 +22,10 @@ def main(argv=None):
     ap.add_argument("--k-max", type=int, default=4)
     ap.add_argument("--out", default="results")
     args = ap.parse_args(argv)
-    env = number_matching.parallel_env(**CONFIG)
-    return scenario_report("number_matching", env, ks=range(1, args.k_max + 1), init=start_policy,
+    # run specs from the scenario's default start: number_matching.trap_start(mdp, asymmetry=ASYMMETRY)
+    return scenario_report("number_matching", CONFIG, ks=range(1, args.k_max + 1),
                            iters={"pgd": 200, "mirror": 2000}, out_dir=args.out,
-                           config=dict(CONFIG, start_rows=[0.97, 0.03], asymmetry=ASYMMETRY))
+                           extra=dict(start_rows=[0.97, 0.03], asymmetry=ASYMMETRY))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@
 
 import argparse
 
-from marl_kstep.envs import two_state
 from marl_kstep.experiments import scenario_report
 
 CONFIG = dict(small_reward=0.5, gamma=0.9)
@@ -16,10 +15,9 @@ def main(argv=None):
     ap.add_argument("--k-max", type=int, default=6)
     ap.add_argument("--out", default="results")
     args = ap.parse_args(argv)
-    env = two_state.parallel_env(**CONFIG)
-    return scenario_report("two_state", env, ks=range(1, args.k_max + 1),
-                           init=two_state.trap_start,
-                           iters=2000, out_dir=args.out, config=dict(CONFIG, p0=0.05))
+    # run specs from the scenario's default start, two_state.trap_start (theta[R] = 0.05)
+    return scenario_report("two_state", CONFIG, ks=range(1, args.k_max + 1), iters=2000, out_dir=args.out,
+                           extra=dict(p0=0.05))
 
 
 if __name__ == "__main__":

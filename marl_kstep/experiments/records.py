@@ -16,7 +16,7 @@ from ..search import best_deterministic, count_deterministic
 from ..settings import current
 from .io import versions
 
-__all__ = ["format_aggregates", "format_table", "optimum_or_none", "results_file", "run_record"]
+__all__ = ["format_aggregates", "format_table", "optimum_or_none", "results_file", "row_from_record", "run_record"]
 
 
 def optimum_or_none(mdp: JointMDP, max_policies: int | None = None) -> float | None:
@@ -101,3 +101,22 @@ def format_aggregates(rows: list[dict], tol: float = 1e-6) -> str:
         lines.append(f"{k:>2} {method:<7} {est:<9} {start:<8} {vals.size:>4} {m:>10.4f} {ci:>23} {ok:>7}")
     lines.append("(* after iterations: stopped by the iteration cap)")
     return "\n".join(lines)
+
+
+def row_from_record(rec: dict, name: str, j_star) -> dict:
+    """A record as a row of results.json (the view that ``plot`` and the tables read)."""
+    spec, res = rec["spec"], rec["result"]
+    fj = res["final_J"]
+    row = dict(scenario=name, k=spec["k"], method=spec["method"], seed=spec["seed"], step=spec["step"],
+               iters=spec["iters"], tol=spec["tol"], start=spec["start"], estimator=spec["estimator"]["kind"],
+               spec_hash=rec["spec_hash"], final_J=float("nan") if fj is None else fj, final_J_k=res["final_J_k"],
+               J_star=j_star, gap=None if j_star is None or fj is None else j_star - fj,
+               iterations=res["iterations"], converged=res["converged"], capped=res["capped"],
+               seconds=res["seconds"], history_J=[float("nan") if x is None else x for x in res["history_J"]],
+               history_J_k=res["history_J_k"], policy=res["policy"])
+    for key in ("history_J_k_se", "history_J_k_exact"):
+        if key in res:
+            row[key] = res[key]
+    if spec["estimator"]["kind"] == "sampled":
+        row.update(episodes=spec["estimator"].get("episodes"), horizon=spec["estimator"].get("horizon"))
+    return row
