@@ -1,0 +1,159 @@
+r"""Local-optimality certificates at deterministic policies (SPEC §9): exact 1- and 2-slot deviations.
+
+A *slot* is an (agent, observation) pair that the agent sees in some state; a deterministic
+policy picks one action per slot. :func:`certify` evaluates, exactly, every policy that differs
+from a given deterministic one in one slot (``order=1``) or in one or two slots (``order=2``):
+the value :math:`J = \mu^\top (I - \gamma P_d)^{-1} r_d` of each deviation ``d``, in batches
+through the same machinery as the exhaustive search (:func:`marl_kstep.search.deterministic_values`),
+never one Python call per deviation.
+
+* ``one_opt``: no single-slot change improves :math:`J` (every k-step gradient with a
+  deterministic start sees only such changes, SPEC §3);
+* ``two_opt``: no change of one or two slots together improves it (a coordination trap that
+  single-slot ascent cannot leave may still be left by a certified pair, see ``improving``).
+
+A stochastic policy is rounded to its greedy tables first, and the certificate says so.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from .model import JointMDP
+from .policy import Policy
+from .search import _joint_actions_of, _slot_layout, deterministic_values, used_observations
+from .settings import current
+from .validation import check_int, check_positive
+
+__all__ = ["Certificate", "Deviation", "certify"]
+
+
+@dataclass(frozen=True)
+class Deviation:
+    """A change of one or two slots: ``slots`` holds ``(agent, observation, new action)``; ``J`` its
+    exact value and ``gain`` = ``J`` minus the certified policy's value."""
+
+    slots: tuple[tuple[int, int, int], ...]
+    J: float
+    gain: float
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """What :func:`certify` found (see the module docstring).
+
+    Attributes
+    ----------
+    policy : Policy
+        The deterministic policy certified (the rounding of the input when ``rounded``).
+    J : float
+        Its exact value.
+    rounded : bool
+        The input was not deterministic; its greedy tables were certified.
+    order : int
+    one_opt : bool
+    two_opt : bool or None
+        ``None`` for ``order=1``.
+    improving : tuple of Deviation
+        The improving deviations, best first.
+    evaluated : int
+        Deviations evaluated.
+    """
+
+    policy: Policy
+    J: float
+    rounded: bool
+    order: int
+    one_opt: bool
+    two_opt: bool | None
+    improving: tuple[Deviation, ...]
+    evaluated: int
+
+    @property
+    def best(self) -> Deviation | None:
+        return self.improving[0] if self.improving else None
+
+
+def _deviation_digits(base: np.ndarray, radices, order: int):
+    """Every table differing from ``base`` in 1 (or 1 and 2) slots: digits (B, n_slots) and the changes."""
+    singles = [(q, a) for q, r in enumerate(radices) for a in range(r) if a != base[q]]
+    changes = [(c,) for c in singles]
+    if order == 2:
+        changes += [(c1, c2) for c1, c2 in itertools.combinations(singles, 2) if c1[0] != c2[0]]
+    digits = np.repeat(base[None, :], len(changes), axis=0)
+    for b, change in enumerate(changes):
+        for q, a in change:
+            digits[b, q] = a
+    return digits, changes
+
+
+def count_deviations(radices, order: int) -> int:
+    """Number of 1-slot (and, for order 2, 2-slot) deviations of a deterministic table."""
+    alts = [r - 1 for r in radices]
+    n = sum(alts)
+    if order == 2:
+        n += (sum(alts) ** 2 - sum(a * a for a in alts)) // 2
+    return n
+
+
+def certify(mdp: JointMDP, policy: Policy, order: int = 2, *, tol: float = 1e-9,
+            max_deviations: int | None = None, batch: int = 4096) -> Certificate:
+    r"""Exact values of every 1-slot (and 2-slot) deviation of a deterministic policy.
+
+    Parameters
+    ----------
+    mdp : JointMDP
+    policy : Policy
+        Deterministic, or near-deterministic (then its greedy rounding is certified and
+        ``rounded`` is set).
+    order : {1, 2}
+    tol : float
+        A deviation improves when its ``J`` exceeds the policy's by more than
+        ``tol * max(1, |J|)``.
+    max_deviations : int, optional
+        Refuse (ValueError, before any allocation) above this many deviations; default
+        ``Settings.max_policies``.
+    batch : int
+        Deviations evaluated together.
+
+    Returns
+    -------
+    Certificate
+    """
+    if not isinstance(mdp, JointMDP):
+        raise ValueError(f"mdp must be a JointMDP; got {type(mdp).__name__}")
+    if not isinstance(policy, Policy):
+        raise ValueError(f"policy must be a marl_kstep.Policy; got {type(policy).__name__}")
+    policy.check_compatible(mdp)
+    if isinstance(order, bool) or order not in (1, 2):
+        raise ValueError(f"order must be 1 or 2; got order={order!r}")
+    tol = check_positive("tol", tol, allow_zero=True)
+    batch = check_int("batch", batch, minimum=1)
+    limit = current().max_policies if max_deviations is None else check_int("max_deviations", max_deviations,
+                                                                             minimum=1)
+    radices, slot_of = _slot_layout(mdp)
+    n_dev = count_deviations(radices, order)
+    if n_dev > limit:
+        raise ValueError(f"certify(order={order}) needs {n_dev:,} deviations, above max_deviations={limit:,}")
+    rounded = not policy.is_deterministic()
+    tables = policy.greedy_tables()
+    used = used_observations(mdp)
+    base = np.array([tables[i][o] for i, u in enumerate(used) for o in u], dtype=np.int64)
+    slot_names = [(i, int(o)) for i, u in enumerate(used) for o in u]
+    J0 = float(deterministic_values(mdp, _joint_actions_of(mdp, base[None, :], slot_of))[0])
+    digits, changes = _deviation_digits(base, radices, order)
+    values = np.empty(len(changes))
+    for lo in range(0, len(changes), batch):
+        values[lo:lo + batch] = deterministic_values(mdp, _joint_actions_of(mdp, digits[lo:lo + batch], slot_of))
+    thresh = tol * max(1.0, abs(J0))
+    better = np.flatnonzero(values > J0 + thresh)
+    better = better[np.argsort(-values[better], kind="stable")]
+    improving = tuple(Deviation(tuple((*slot_names[q], a) for q, a in changes[b]), float(values[b]),
+                                float(values[b] - J0)) for b in better)
+    one_opt = not any(len(d.slots) == 1 for d in improving)
+    two_opt = (not improving) if order == 2 else None
+    certified = Policy.deterministic(mdp, [np.asarray(t) for t in tables])
+    return Certificate(certified, J0, rounded, order, one_opt, two_opt, improving, len(changes))
