@@ -30,7 +30,6 @@ from tqdm import tqdm
 
 from ._version import __version__
 from .demo import run_demo
-from .envs import compile_env
 from .experiments import (
     SCENARIOS,
     benchtable,
@@ -41,7 +40,7 @@ from .experiments import (
     write_json_atomic,
     write_text_atomic,
 )
-from .experiments.runner import EXECUTORS, RunSpec, RunStore, build_target, run_specs
+from .experiments.runner import EXECUTORS, RunSpec, RunStore, build_target, canonical_json, run_specs
 from .experiments.scenarios import config_keys
 from .figures import make_figures
 from .sampling import SampledKStep
@@ -195,13 +194,12 @@ def cmd_run(parser, args) -> int:
             parser.error("give a SCENARIO (one of " + ", ".join(sorted(SCENARIOS)) + ") or --env MODULE:FACTORY")
         if args.gamma is not None:
             parser.error("--gamma is for --env; set a scenario's discount with --set gamma=...")
-        module, defaults, _ = SCENARIOS[args.scenario]
         config = json.loads(json.dumps(_parse_sets(parser, args.scenario, args.set)))
+        name, target = args.scenario, {"scenario": args.scenario, "config": config}
         try:
-            compile_env(module.parallel_env(**{**defaults, **config}))
+            build_target(target)  # the model, built once and cached for the runs of this process
         except (ValueError, TypeError) as exc:
             parser.error(f"bad --set value for {args.scenario}: {exc}")
-        name, target = args.scenario, {"scenario": args.scenario, "config": config}
     estimator = ({"kind": "exact"} if args.estimator == "exact" else
                  {"kind": "sampled", "episodes": args.episodes, "horizon": args.horizon})
     try:
@@ -220,11 +218,11 @@ def cmd_run(parser, args) -> int:
     if store.exists() and not args.resume:
         parser.error(f"{store.path} already holds runs; add --resume to continue them, or choose another --out")
     if store.exists():
-        targets = {_canonical_target(r["spec"]["target"]) for r in store.records()}
-        if targets and targets != {_canonical_target(specs[0].to_dict()["target"])}:
+        targets = {canonical_json(r["spec"]["target"]) for r in store.records()}
+        if targets and targets != {canonical_json(specs[0].to_dict()["target"])}:
             parser.error(f"{out} holds runs of another scenario or config; use another --out")
     quiet = args.quiet or not sys.stderr.isatty()
-    j_star, how = _optimum(parser, mdp, args.optimum, out, _canonical_target(specs[0].to_dict()["target"]),
+    j_star, how = _optimum(parser, mdp, args.optimum, out, canonical_json(specs[0].to_dict()["target"]),
                            args.quiet)
     done = store.hashes()
     if not args.quiet:
@@ -261,10 +259,6 @@ def cmd_run(parser, args) -> int:
         print(format_aggregates(rows))
     print(f"wrote {store.path}, {results_path} and {out / 'summary.csv'}")
     return 0
-
-
-def _canonical_target(target: dict) -> str:
-    return json.dumps(target, sort_keys=True)
 
 
 def cmd_plot(parser, args) -> int:

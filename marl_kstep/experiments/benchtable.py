@@ -24,7 +24,7 @@ from ..model import load_dpomdp, parse_dpomdp
 from ..policy import Policy
 from ..search import alternating_best_response, best_deterministic, count_deterministic, mdp_optimum
 from .io import versions, write_json_atomic, write_text_atomic
-from .runner import RunSpec, RunStore, run_one, run_specs
+from .runner import RunSpec, RunStore, commit, run_one, run_specs
 
 __all__ = ["DEFAULT_DATA_DIR", "problem_facts", "problem_rows", "run_table", "table_specs", "markdown", "findings",
            "commit_id"]
@@ -195,9 +195,13 @@ def _fmt(x, digits=3):
 
 
 def commit_id(repo: Path | None = None) -> str:
+    """Short commit of ``repo`` (default: the package's checkout, as in the run records), or "unknown"."""
+    if repo is None:
+        full = commit()
+        return full[:7] if full else "unknown"
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=repo or Path(__file__).parent, check=True).stdout.strip()
+                              cwd=repo, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 

@@ -32,6 +32,7 @@ import functools
 import hashlib
 import importlib
 import json
+import math
 import multiprocessing
 import os
 import signal
@@ -57,7 +58,8 @@ __all__ = ["RunSpec", "RunStore", "build_target", "run_one", "run_specs", "EXECU
 EXECUTORS = ("serial", "process", "dask")
 
 
-def _canonical(obj) -> str:
+def canonical_json(obj) -> str:
+    """JSON with sorted keys and no spaces: equal settings give equal text."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
@@ -113,7 +115,7 @@ class RunSpec:
 
     def to_dict(self) -> dict:
         """The spec as plain JSON data (canonical: the same settings give the same dict)."""
-        return json.loads(_canonical(asdict(self)))
+        return json.loads(canonical_json(asdict(self)))
 
     @classmethod
     def from_dict(cls, d: dict) -> RunSpec:
@@ -122,7 +124,7 @@ class RunSpec:
     @property
     def hash(self) -> str:
         """SHA-256 (first 16 hex digits) of the canonical JSON of every setting."""
-        return hashlib.sha256(_canonical(self.to_dict()).encode()).hexdigest()[:16]
+        return hashlib.sha256(canonical_json(self.to_dict()).encode()).hexdigest()[:16]
 
     def label(self) -> str:
         return f"k={self.k} {self.method} seed={self.seed} {self.estimator['kind']}"
@@ -148,7 +150,7 @@ def _target(canonical: str):
 
 def build_target(target: dict):
     """``(mdp or None, env or None, default start function or None)`` of a spec's target (cached)."""
-    return _target(_canonical(target))
+    return _target(canonical_json(target))
 
 
 def _estimator(spec: RunSpec, mdp, env):
@@ -186,10 +188,10 @@ def run_one(spec: RunSpec) -> dict:
     else:
         init = Policy.uniform(space)
     res = train(est, method=spec.method, step=spec.step, iters=spec.iters, tol=spec.tol, init=init)
-    result = dict(final_J=None if res.history_J[-1] != res.history_J[-1] else res.final_J,
+    result = dict(final_J=None if math.isnan(res.final_J) else res.final_J,
                   final_J_k=res.final_J_k, iterations=res.iterations, converged=res.converged,
                   capped=not res.converged and res.iterations >= spec.iters, seconds=res.seconds,
-                  history_J=[None if x != x else x for x in res.history_J.tolist()],
+                  history_J=[None if math.isnan(x) else x for x in res.history_J.tolist()],
                   history_J_k=res.history_J_k.tolist(), policy=[t.tolist() for t in res.policy.theta])
     if res.history_J_k_se is not None:
         result["history_J_k_se"] = res.history_J_k_se.tolist()
@@ -355,7 +357,7 @@ def execute(specs: list[RunSpec], executor: str = "serial", *, workers: int | No
     """Records of ``specs`` in the order they finish, on the chosen executor (parallel executors
     start the likely longest runs first; the records do not depend on the order)."""
     executor = check_choice("executor", executor, EXECUTORS)
-    workers = os.cpu_count() or 1 if workers is None else check_int("workers", workers, minimum=1)
+    workers = (os.cpu_count() or 1) if workers is None else check_int("workers", workers, minimum=1)
     if executor == "serial":
         return _serial(specs)
     if executor == "process":

@@ -27,6 +27,17 @@ from .encoders import space_encoder
 __all__ = ["KCoupledAgent", "Episode", "env_spaces", "k_coupled_episode", "rollout"]
 
 
+def draw_cdf(theta: np.ndarray) -> np.ndarray:
+    """Row-wise cumulative sums with ``inf`` from the last action of positive probability on, so that
+    inverting a uniform draw (``searchsorted(cdf[o], u, side="right")``) never picks an action of
+    probability 0, rounding included."""
+    theta = np.asarray(theta, dtype=float)
+    cdf = np.cumsum(theta, axis=1)
+    last = theta.shape[1] - 1 - np.argmax(theta[:, ::-1] > 0, axis=1)
+    cdf[np.arange(theta.shape[0]), last] = np.inf
+    return cdf
+
+
 class KCoupledAgent:
     r"""Agent-side k-coupled execution of one agent's table ``theta_i`` (SPEC §3, §8).
 
@@ -38,10 +49,7 @@ class KCoupledAgent:
 
     def __init__(self, theta: np.ndarray, k: int, rng: np.random.Generator):
         self.theta = np.asarray(theta, dtype=float)
-        self.cdf = np.cumsum(self.theta, axis=1)
-        # rounding: a draw u >= cdf[-1] falls to the last action of positive probability
-        last = self.theta.shape[1] - 1 - np.argmax(self.theta[:, ::-1] > 0, axis=1)
-        self.cdf[np.arange(self.theta.shape[0]), last] = np.inf
+        self.cdf = draw_cdf(self.theta)
         self.k = int(k)
         self.rng = rng
         self.table = np.full(self.theta.shape[0], -1, dtype=np.int64)

@@ -49,7 +49,7 @@ from ..policy import Policy
 from ..threads import parallel_section
 from ..validation import check_choice, check_gamma, check_int, check_k, check_positive, check_seed
 from . import _kernels
-from .execution import KCoupledAgent, env_spaces, k_coupled_episode
+from .execution import KCoupledAgent, draw_cdf, env_spaces, k_coupled_episode
 
 __all__ = ["SampledKStep", "horizon_for"]
 
@@ -303,13 +303,7 @@ class SampledKStep:
         row_offset, row_first, row_len, entry_row = self._layout
         n_rows, P = row_first.size, theta.size
         rng = np.random.default_rng(ss)
-        # per row: the cumulative sums, +inf from the last action of positive probability on
-        cdf = []
-        for t in policy.theta:
-            c = np.cumsum(t, axis=1)
-            last = t.shape[1] - 1 - np.argmax(t[:, ::-1] > 0, axis=1)
-            c[np.arange(t.shape[0]), last] = np.inf
-            cdf.append(c)
+        cdf = [draw_cdf(t) for t in policy.theta]
         codes0, p0 = self._init
         sc = _Scratch(H, P, n_rows, n)
         disc = self.gamma ** np.arange(H)
@@ -396,8 +390,7 @@ def _layout(n_obs, n_actions):
 
 def _mdp_arrays(mdp: JointMDP):
     mu_cdf = np.cumsum(mdp.mu)
-    mu_cdf[-1] = np.inf  # rounding: u >= the last partial sum falls to the last state
-    # the last state with positive probability gets the tail of [0, 1)
+    # rounding: the last state with positive probability gets the tail of [0, 1)
     last = int(np.flatnonzero(mdp.mu > 0)[-1])
     mu_cdf[last:] = np.inf
     return (mdp.obs_matrix, np.asarray(mdp.n_actions, dtype=np.int64), mu_cdf, mdp.indptr.astype(np.int64),
