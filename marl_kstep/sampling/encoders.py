@@ -84,7 +84,8 @@ class BoxDiscretiser:
                              f"{self.high.size}")
         for q, (lo, hi) in enumerate(zip(self.low, self.high, strict=True)):
             if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
-                raise ValueError(f"low[{q}] = {lo!r} and high[{q}] = {hi!r} must be finite with low < high")
+                raise ValueError(f"low[{q}] = {float(lo)!r} and high[{q}] = {float(hi)!r} must be finite with "
+                                 "low < high")
         b = np.broadcast_to(np.asarray(bins), self.low.shape)
         self.bins = np.array([check_int(f"bins[{q}]", x.item(), minimum=1)
                               for q, x in enumerate(b)], dtype=np.int64)
