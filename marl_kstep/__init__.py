@@ -10,6 +10,7 @@ the package imports this file.
 
 from . import _jitcache  # noqa: F401  (first: drops numba cache files older than the source)
 from ._version import __version__
+from .certificates import Certificate, Deviation, certify, slot_visitation
 from .envs import compile_env
 from .estimators import (
     Estimate,
@@ -24,7 +25,7 @@ from .estimators import (
     values_and_grad,
 )
 from .model import JointMDP, Lumping, LumpingSkippedWarning, load_dpomdp, lump
-from .optim import TrainResult, mirror_step, pgd_step, project_simplex, train
+from .optim import SaddleWarning, TrainResult, mirror_step, pgd_step, project_simplex, train
 from .policy import Policy
 from .sampling import BoxDiscretiser, ObservationIndexer, SampledKStep, rollout
 from .search import alternating_best_response, best_deterministic, best_response
@@ -32,6 +33,8 @@ from .settings import Settings, configure
 from .threads import thread_report  # sets OMP_WAIT_POLICY=passive unless the user set it (threads.py)
 
 __all__ = [
+    "Certificate",
+    "Deviation",
     "Estimate",
     "Estimator",
     "ExactKStep",
@@ -41,6 +44,7 @@ __all__ = [
     "BoxDiscretiser",
     "ObservationIndexer",
     "Policy",
+    "SaddleWarning",
     "SampledKStep",
     "Settings",
     "thread_report",
@@ -50,6 +54,7 @@ __all__ = [
     "alternating_best_response",
     "best_deterministic",
     "best_response",
+    "certify",
     "compile_env",
     "configure",
     "count_path_steps",
@@ -60,6 +65,7 @@ __all__ = [
     "pgd_step",
     "project_simplex",
     "rollout",
+    "slot_visitation",
     "train",
     "value",
     "value_and_grad",

@@ -21,6 +21,8 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
+from scipy.sparse.linalg import splu
 
 from .model import JointMDP
 from .policy import Policy
@@ -28,7 +30,7 @@ from .search import _joint_actions_of, _slot_layout, deterministic_values, used_
 from .settings import current
 from .validation import check_int, check_positive
 
-__all__ = ["Certificate", "Deviation", "certify"]
+__all__ = ["Certificate", "Deviation", "certify", "count_deviations", "slot_visitation"]
 
 
 @dataclass(frozen=True)
@@ -157,3 +159,30 @@ def certify(mdp: JointMDP, policy: Policy, order: int = 2, *, tol: float = 1e-9,
     two_opt = (not improving) if order == 2 else None
     certified = Policy.deterministic(mdp, [np.asarray(t) for t in tables])
     return Certificate(certified, J0, rounded, order, one_opt, two_opt, improving, len(changes))
+
+
+def slot_visitation(mdp: JointMDP, policy: Policy) -> list[np.ndarray]:
+    r"""Discounted visitation of every slot under a (stochastic) policy.
+
+    :math:`w_i(o) = \sum_{s:\,\phi_i(s) = o} d(s)` with the discounted occupancy
+    :math:`d^\top = (1 - \gamma)\,\mu^\top (I - \gamma P_\pi)^{-1}` (sums to 1) and
+    :math:`P_\pi(s, s') = \sum_j \pi(j \mid s) P(s' \mid s, j)`. A slot with
+    :math:`w_i(o) = 0` is never seen: its row does not change :math:`J`, and every exact
+    gradient entry of it is 0. Returns one array of shape ``(O_i,)`` per agent.
+    """
+    if not isinstance(mdp, JointMDP):
+        raise ValueError(f"mdp must be a JointMDP; got {type(mdp).__name__}")
+    if not isinstance(policy, Policy):
+        raise ValueError(f"policy must be a marl_kstep.Policy; got {type(policy).__name__}")
+    policy.check_compatible(mdp)
+    N, nJ = mdp.n_states, mdp.n_joint_actions
+    acts = mdp.joint_actions()  # (J, n)
+    weight = np.ones((N, nJ))
+    for i, t in enumerate(policy.theta):
+        weight *= t[mdp.obs[i]][:, acts[:, i]]
+    rows = np.repeat(np.arange(N), nJ)
+    S = sparse.csr_matrix((weight.ravel(), (rows, np.arange(N * nJ))), shape=(N, N * nJ))
+    P_pi = (S @ mdp.transition_matrix()).tocsc()
+    d = splu((sparse.identity(N, format="csc") - mdp.gamma * P_pi).T.tocsc()).solve(np.asarray(mdp.mu, dtype=float))
+    d *= 1.0 - mdp.gamma
+    return [np.bincount(mdp.obs[i], weights=d, minlength=mdp.n_obs[i]) for i in range(mdp.n_agents)]

@@ -73,6 +73,22 @@ class Policy:
         return cls([np.full((o, a), 1.0 / a) for o, a in zip(mdp.n_obs, mdp.n_actions, strict=True)])
 
     @classmethod
+    def near_uniform(cls, mdp, seed=0, *, scale: float = 1e-3) -> Policy:
+        r"""The uniform policy moved a small seeded step into the simplex (``train``'s default start).
+
+        :math:`\theta = (1 - \varepsilon)\,\mathrm{uniform} + \varepsilon\,\theta_{\mathrm{rand}}` with
+        :math:`\varepsilon` = ``scale`` and :math:`\theta_{\mathrm{rand}}` = :meth:`random` ``(mdp, seed)``.
+        The exact uniform policy is often a *symmetric saddle* of :math:`J_k` (agents that are
+        exchangeable stay exchangeable under exact ascent, SPEC §9 and ``docs/when-k-helps.md``);
+        this start is off it by ``scale`` and still reproducible. :meth:`uniform` stays available.
+        """
+        scale = check_positive("scale", scale)
+        if scale > 1.0:
+            raise ValueError(f"scale must lie in (0, 1]; got scale={scale!r}")
+        base, rand = cls.uniform(mdp), cls.random(mdp, seed)
+        return cls([(1.0 - scale) * u + scale * r for u, r in zip(base.theta, rand.theta, strict=True)])
+
+    @classmethod
     def random(cls, mdp, seed=None, *, concentration: float = 1.0) -> Policy:
         """Rows drawn from a symmetric Dirichlet(``concentration``) with ``default_rng(seed)``."""
         mdp = _space(mdp)

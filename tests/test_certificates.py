@@ -58,3 +58,170 @@ def test_rounding_is_said_and_the_budget_refuses_before_work():
         certify(mdp, number_matching.trap_start(mdp), order=2, max_deviations=3)
     with pytest.raises(ValueError, match="order"):
         certify(mdp, number_matching.trap_start(mdp), order=3)
+
+
+# ------------------------------------------------------------------ visitation
+def test_slot_visitation_against_a_dense_inverse_and_the_value():
+    from marl_kstep.envs import grid_coordination
+
+    mdp = mk.compile_env(grid_coordination.parallel_env(**grid_coordination.TRAP_CONFIG))
+    pol = mk.Policy.random(mdp, 4)
+    P = mdp.to_dense()  # (N, J, N)
+    acts = mdp.joint_actions()
+    pi = np.ones((mdp.n_states, mdp.n_joint_actions))
+    for i, t in enumerate(pol.theta):
+        for s in range(mdp.n_states):
+            pi[s] *= t[mdp.obs[i][s], acts[:, i]]
+    P_pi = np.einsum("sj,sjt->st", pi, P)
+    d = (1 - mdp.gamma) * np.linalg.inv(np.eye(mdp.n_states) - mdp.gamma * P_pi).T @ mdp.mu
+    w = mk.slot_visitation(mdp, pol)
+    for i in range(2):
+        np.testing.assert_allclose(w[i], [d[mdp.obs[i] == o].sum() for o in range(mdp.n_obs[i])], atol=1e-13)
+        assert w[i].sum() == pytest.approx(1.0, abs=1e-12)
+    r_pi = (pi * np.asarray(mdp.rewards)).sum(axis=1)
+    assert d @ r_pi / (1 - mdp.gamma) == pytest.approx(mk.value(mdp, pol), abs=1e-10)
+    # an observation the walls map never produces has visitation 0 and an exact gradient of 0
+    unseen = int(np.flatnonzero(w[0] == 0)[0])
+    _, grad = mk.value_and_grad(mdp, pol, 2)
+    assert np.all(grad[0][unseen] == 0.0)
+
+
+# ------------------------------------------------------------------ escapes (train(..., escape=True))
+def trap_2103():
+    mdp = number_matching.build_mdp(start="far")  # 2 agents, m = 6, match observations: J* = 6.477
+    return mdp, mk.Policy.deterministic(mdp, [[0, 1], [1, 1]])
+
+
+@pytest.mark.parametrize("method", ["pgd", "mirror"])
+@pytest.mark.parametrize("k", [1, 2, 3, 8])
+def test_escape_reaches_the_optimum_from_the_2103_trap(k, method):
+    mdp, trap = trap_2103()
+    j_star = mk.best_deterministic(mdp)[0]
+    cert = certify(mdp, trap)
+    assert cert.J == pytest.approx(2.103, abs=1e-9) and cert.one_opt and not cert.two_opt
+    plain = mk.train(mdp, k=k, method=method, init=trap)
+    assert plain.final_J == pytest.approx(2.103, abs=1e-9) and plain.stationary == "vertex"  # stuck for every k
+    res = mk.train(mdp, k=k, method=method, init=trap, escape=True)
+    assert res.final_J == pytest.approx(j_star, abs=1e-9) == 6.477
+    assert res.certificate.two_opt and res.stationary == "vertex"
+    (jump,) = res.escapes
+    assert jump["kind"] == "deviation" and len(jump["slots"]) == 2 and jump["J_to"] == pytest.approx(j_star)
+    assert len(res.history_J) == res.iterations + 1
+    assert res.history_J[jump["iteration"]] == pytest.approx(j_star)
+
+
+def test_a_sampled_learner_escapes_the_2103_trap_too():
+    mdp, trap = trap_2103()
+    res = mk.train(mk.SampledKStep(mdp, 2, episodes=200, seed=1), init=trap, iters=200, escape=True)
+    assert [e["kind"] for e in res.escapes][:1] == ["deviation"]
+    assert mk.value(mdp, mk.Policy.deterministic(mdp, res.policy.greedy_tables())) == pytest.approx(6.477, abs=1e-9)
+    assert res.certificate.two_opt
+
+
+CASES = {
+    "nm2": lambda: number_matching.build_mdp(start="far"),
+    "nm3": lambda: number_matching.build_mdp(n_agents=3, n_numbers=5, start="far"),
+    "own3": lambda: number_matching.build_mdp(n_agents=2, n_numbers=3, start="far", observation="own"),
+}
+
+
+@pytest.mark.parametrize("method", ["pgd", "mirror"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_escapes_never_end_below_plain_ascent_and_end_2opt(case, method):
+    mdp = CASES[case]()
+    for seed in range(6):
+        for k in (1, 3):
+            init = mk.Policy.random(mdp, seed)
+            step = 0.05 if method == "pgd" else 0.5  # mirror's entries decay geometrically: a longer step
+            plain = mk.train(mdp, k=k, method=method, step=step, init=init, iters=5000)
+            res = mk.train(mdp, k=k, method=method, step=step, init=init, iters=5000, escape=True)
+            assert res.final_J >= plain.final_J - 1e-9 * max(1, abs(plain.final_J)), (seed, k)
+            assert res.certificate is not None and res.certificate.two_opt, (seed, k)
+            # at a vertex its certified value; at a stochastic stationary point (a flat face, or a stochastic
+            # policy better than its rounding: 3-agent number matching, J = 6.17733 > 6.177) at least that
+            assert res.stationary in ("vertex", "stochastic"), (seed, k)
+            if res.stationary == "vertex":
+                assert res.final_J == pytest.approx(res.certificate.J, abs=1e-9)
+            assert res.final_J >= res.certificate.J - 1e-9
+            # each jump raised the exact value, and the histories hold the jumped-to value
+            for e in res.escapes:
+                assert e["J_to"] > e["J_from"]
+                assert res.history_J[e["iteration"]] == pytest.approx(e["J_to"], abs=1e-9)
+
+
+def test_escape_needs_a_model_and_checks_its_arguments():
+    mdp, trap = trap_2103()
+    with pytest.raises(ValueError, match="escape_order"):
+        mk.train(mdp, init=trap, escape=True, escape_order=3)
+    with pytest.raises(ValueError, match="max_escapes"):
+        mk.train(mdp, init=trap, escape=True, max_escapes=-1)
+    with pytest.raises(ValueError, match="escape"):
+        mk.train(mdp, init=trap, escape="yes")
+    res = mk.train(mdp, init=trap, escape=True, max_escapes=0)  # no jumps allowed: plain ascent
+    assert res.escapes == [] and res.final_J == pytest.approx(2.103, abs=1e-9)
+
+
+# ------------------------------------------------------------------ the grid trap's stuck point
+def test_grid_trap_stuck_point_at_k4_is_2opt_and_needs_four_slots():
+    from marl_kstep.envs import grid_coordination
+    from marl_kstep.search import _joint_actions_of, _slot_layout, deterministic_values, used_observations
+
+    mdp = mk.compile_env(grid_coordination.parallel_env(**grid_coordination.TRAP_CONFIG))
+    j_star = mk.best_deterministic(mdp)[0]
+    res = mk.train(mdp, k=4, init=grid_coordination.near_stay_start(mdp), iters=2000)
+    assert res.final_J == pytest.approx(0.8, abs=1e-9) and j_star == pytest.approx(17.1875, abs=1e-9)
+    cert = certify(mdp, res.policy, order=2)
+    assert cert.rounded and cert.J == pytest.approx(0.8, abs=1e-9) and cert.one_opt and cert.two_opt
+    esc = mk.train(mdp, k=4, init=grid_coordination.near_stay_start(mdp), iters=2000, escape=True)
+    assert esc.final_J == pytest.approx(0.8, abs=1e-9) and esc.escapes == [] and esc.certificate.two_opt
+    # brute force over changes of 3 and 4 slots: none of 3 improves; some of 4 reach J*
+    radices, slot_of = _slot_layout(mdp)
+    used = used_observations(mdp)
+    tables = cert.policy.greedy_tables()
+    base = np.array([tables[i][o] for i, u in enumerate(used) for o in u])
+    best = {}
+    for size in (3, 4):
+        rows = []
+        for slots in itertools.combinations(range(len(base)), size):
+            for acts in itertools.product(*[[a for a in range(radices[q]) if a != base[q]] for q in slots]):
+                d = base.copy()
+                d[list(slots)] = acts
+                rows.append(d)
+        best[size] = deterministic_values(mdp, _joint_actions_of(mdp, np.array(rows), slot_of)).max()
+    assert best[3] <= 0.8 + 1e-9
+    assert best[4] == pytest.approx(j_star, abs=1e-9)
+
+
+# ------------------------------------------------------------------ saddles and the default start
+def test_the_symmetric_saddle_is_reported_and_the_default_start_avoids_it():
+    mdp = number_matching.build_mdp(start="far")
+    with pytest.warns(mk.SaddleWarning, match="saddle"):
+        res = mk.train(mdp, k=3, init=mk.Policy.uniform(mdp))
+    assert res.stationary == "saddle" and 0.5 < res.final_J < 1.0
+    assert not res.policy.is_deterministic()
+    default = mk.train(mdp, k=3)  # Policy.near_uniform: 1e-3 off the saddle, seeded
+    assert default.final_J == pytest.approx(6.477, abs=1e-9) and default.stationary == "vertex"
+    esc = mk.train(mdp, k=3, init=mk.Policy.uniform(mdp), escape=True)
+    assert esc.final_J == pytest.approx(6.477, abs=1e-9)
+    assert [e["kind"] for e in esc.escapes][0] in ("perturbation", "deviation")
+
+
+def test_a_flat_face_is_stochastic_but_not_a_saddle(recwarn):
+    from marl_kstep.envs import grid_coordination
+
+    mdp = mk.compile_env(grid_coordination.parallel_env(**grid_coordination.TRAP_CONFIG))
+    res = mk.train(mdp, k=2, init=grid_coordination.near_stay_start(mdp), iters=2000)
+    # at J* the rows of the end cells keep mixing "stay" with moves into the wall: the same thing
+    assert res.final_J == pytest.approx(17.1875, abs=1e-9) and res.stationary == "stochastic"
+    assert not [w for w in recwarn if issubclass(w.category, mk.SaddleWarning)]
+
+
+def test_near_uniform_start():
+    mdp = number_matching.build_mdp(n_agents=3, n_numbers=4)
+    a, b = mk.Policy.near_uniform(mdp), mk.Policy.near_uniform(mdp, 0)
+    assert a.max_abs_diff(b) == 0.0 and 0 < a.max_abs_diff(mk.Policy.uniform(mdp)) <= 1e-3 / 2 + 1e-15
+    assert mk.Policy.near_uniform(mdp, 1).max_abs_diff(a) > 0
+    a.check_compatible(mdp)
+    for bad in (0.0, -1e-3, 2.0, float("nan")):
+        with pytest.raises(ValueError, match="scale"):
+            mk.Policy.near_uniform(mdp, scale=bad)

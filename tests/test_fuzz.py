@@ -138,9 +138,11 @@ def test_fuzz_exact_estimator(key, fn, value):
 
 
 @FUZZ
-@given(key=st.sampled_from(["k", "method", "step", "iters", "tol", "init", "seed", "normalize_step"]), value=BAD)
+@given(key=st.sampled_from(["k", "method", "step", "iters", "tol", "init", "seed", "normalize_step", "escape",
+                            "escape_order", "max_escapes"]), value=BAD)
 def test_fuzz_train(key, value):
-    kw = dict(k=2, method="pgd", step=0.05, iters=3, tol=1e-10, init=None, seed=None, normalize_step=False)
+    kw = dict(k=2, method="pgd", step=0.05, iters=3, tol=1e-10, init=None, seed=None, normalize_step=False,
+              escape=True, escape_order=2, max_escapes=5)
     if key == "iters" and isinstance(value, int) and not isinstance(value, bool) and value > 1000:
         value = 1000  # a large cap is a valid request, not a hang
     kw[key] = value

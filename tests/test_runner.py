@@ -42,6 +42,21 @@ def test_a_record_holds_the_full_spec_and_the_result():
         assert other.hash != spec.hash, change
 
 
+def test_escape_is_a_setting_and_older_specs_keep_their_hashes():
+    spec = RunSpec(TWO, 1, "pgd", iters=50)
+    assert "escape" not in spec.to_dict()  # left out when False: the hash of a spec written before it
+    assert spec.hash == RunSpec.from_dict({k: v for k, v in spec.to_dict().items()}).hash
+    nm = {"scenario": "number_matching", "config": {"start": "far"}}
+    trap = RunSpec(nm, 2, "pgd", iters=100, escape=True)
+    assert trap.to_dict()["escape"] is True and trap.hash != RunSpec(nm, 2, "pgd", iters=100).hash
+    rec = run_one(trap)
+    assert rec["result"]["final_J"] == pytest.approx(6.477, abs=1e-9) and rec["result"]["two_opt"] is True
+    assert rec["result"]["stationary"] == "vertex" and isinstance(rec["result"]["escapes"], list)
+    json.dumps(rec, allow_nan=False)
+    with pytest.raises(ValueError, match="escape"):
+        RunSpec(nm, 2, escape="yes")
+
+
 def test_resume_skips_exactly_the_finished_specs_and_adds_changed_settings(tmp_path):
     first = run_specs(specs(), tmp_path)
     assert len(first) == 2 and len(RunStore(tmp_path).records()) == 2

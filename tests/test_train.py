@@ -46,8 +46,9 @@ def test_number_matching_symmetric_saddle_for_k3_pgd():
     """From the exactly symmetric SPEC start, pgd with k = 3 keeps both agents identical and
     stops at a symmetric KKT point (both mix on mismatch), not at 6.477 (see SPEC note)."""
     mdp, init = number_matching_start()
-    res = mk.train(mdp, k=3, method="pgd", step=0.05, iters=200, init=init)
-    assert res.converged
+    with pytest.warns(mk.SaddleWarning):
+        res = mk.train(mdp, k=3, method="pgd", step=0.05, iters=200, init=init)
+    assert res.converged and res.stationary == "saddle"
     np.testing.assert_allclose(res.policy.theta[0], res.policy.theta[1], atol=1e-12)
     assert 0.5 < res.final_J < 1.0
     _, grad = mk.value_and_grad(mdp, res.policy, 3)

@@ -38,6 +38,7 @@ import os
 import signal
 import subprocess
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,10 +47,10 @@ from ..envs import compile_env
 from ..estimators import ExactKStep
 from ..interrupt import checkpoint, deferred_interrupts
 from ..model import load_dpomdp
-from ..optim import train
+from ..optim import SaddleWarning, train
 from ..policy import Policy
 from ..sampling import SampledKStep
-from ..validation import check_choice, check_int, check_k, check_positive
+from ..validation import check_bool, check_choice, check_int, check_k, check_positive
 from .io import versions
 from .scenarios import SCENARIOS
 
@@ -78,11 +79,15 @@ class RunSpec:
         As in :func:`marl_kstep.train`.
     seed : int or None
         Seed of a ``random`` start and of a sampled estimator.
-    start : {"default", "uniform", "random"}
-        ``default``: the scenario's trap start (uniform for files and envs); ``random``: a
-        Dirichlet(1) start from ``seed``.
+    start : {"default", "uniform", "near_uniform", "random"}
+        ``default``: the scenario's trap start (the exact uniform policy for files and envs);
+        ``uniform``: the exact uniform policy; ``near_uniform``: ``Policy.near_uniform`` (seed
+        ``seed`` or 0), ``train``'s own default; ``random``: a Dirichlet(1) start from ``seed``.
     estimator : dict
         ``{"kind": "exact"}`` or ``{"kind": "sampled", "episodes": n, "horizon": h or None}``.
+    escape : bool
+        ``train(..., escape=True)``: certified jumps out of coordination traps (SPEC §9). Left
+        out of the canonical dict when False, so specs written before it keep their hashes.
     """
 
     target: dict
@@ -94,6 +99,7 @@ class RunSpec:
     seed: int | None = None
     start: str = "default"
     estimator: dict = field(default_factory=lambda: {"kind": "exact"})
+    escape: bool = False
 
     def __post_init__(self):
         if not isinstance(self.target, dict) or not ({"scenario", "dpomdp", "env"} & set(self.target)):
@@ -105,17 +111,23 @@ class RunSpec:
         check_positive("tol", self.tol, allow_zero=True)
         if self.seed is not None:
             check_int("seed", self.seed, minimum=0)
-        check_choice("start", self.start, ("default", "uniform", "random"))
+        check_choice("start", self.start, ("default", "uniform", "near_uniform", "random"))
+        check_bool("escape", self.escape)
         if self.start == "random" and self.seed is None:
             raise ValueError("start='random' needs a seed")
         kind = self.estimator.get("kind") if isinstance(self.estimator, dict) else None
         check_choice("estimator kind", kind, ("exact", "sampled"))
         if "env" in self.target and kind != "sampled":
             raise ValueError("a user environment has no model: its runs need the sampled estimator")
+        if "env" in self.target and self.escape:
+            raise ValueError("escape=True certifies on a model; a user environment has none")
 
     def to_dict(self) -> dict:
         """The spec as plain JSON data (canonical: the same settings give the same dict)."""
-        return json.loads(canonical_json(asdict(self)))
+        d = asdict(self)
+        if not d["escape"]:
+            del d["escape"]  # the default is left out: older specs keep their hashes
+        return json.loads(canonical_json(d))
 
     @classmethod
     def from_dict(cls, d: dict) -> RunSpec:
@@ -183,16 +195,26 @@ def run_one(spec: RunSpec) -> dict:
     space = mdp if mdp is not None else est
     if spec.start == "random":
         init = Policy.random(space, spec.seed)
+    elif spec.start == "near_uniform":
+        init = Policy.near_uniform(space, 0 if spec.seed is None else spec.seed)
     elif spec.start == "default" and default_start is not None:
         init = default_start(mdp)
     else:
         init = Policy.uniform(space)
-    res = train(est, method=spec.method, step=spec.step, iters=spec.iters, tol=spec.tol, init=init)
+    with warnings.catch_warnings():  # the record says where the run stopped
+        warnings.simplefilter("ignore", SaddleWarning)
+        res = train(est, method=spec.method, step=spec.step, iters=spec.iters, tol=spec.tol, init=init,
+                    escape=spec.escape)
     result = dict(final_J=None if math.isnan(res.final_J) else res.final_J,
                   final_J_k=res.final_J_k, iterations=res.iterations, converged=res.converged,
                   capped=not res.converged and res.iterations >= spec.iters, seconds=res.seconds,
                   history_J=[None if math.isnan(x) else x for x in res.history_J.tolist()],
-                  history_J_k=res.history_J_k.tolist(), policy=[t.tolist() for t in res.policy.theta])
+                  history_J_k=res.history_J_k.tolist(), policy=[t.tolist() for t in res.policy.theta],
+                  stationary=res.stationary)
+    if spec.escape:
+        result["escapes"] = [{key: None if isinstance(v, float) and math.isnan(v) else v for key, v in e.items()}
+                             for e in res.escapes]
+        result["two_opt"] = None if res.certificate is None else res.certificate.two_opt
     if res.history_J_k_se is not None:
         result["history_J_k_se"] = res.history_J_k_se.tolist()
     if res.history_J_k_exact is not None:

@@ -6,16 +6,26 @@ projected (``pgd``) or mirror ascent. Given a :class:`~marl_kstep.model.JointMDP
 it builds the exact estimator :class:`~marl_kstep.estimators.ExactKStep` (``train(mdp, k=3)``).
 Whenever the estimator has a model, the history also holds the exact ordinary value
 :math:`J = J_1` of every iterate.
+
+Where ascent stops (SPEC §9): at a *vertex* (every visited row deterministic, or at the
+floor) or at a *stochastic stationary point* (a saddle such as the symmetric uniform policy),
+said in :attr:`TrainResult.stationary` and, for the latter, with a :class:`SaddleWarning`.
+With ``escape=True`` and a model, a vertex is certified (:func:`~marl_kstep.certificates.certify`):
+if a change of one or two slots improves :math:`J`, the run jumps to the best such deviation
+and resumes; it stops at a certified 2-opt vertex. A stochastic stationary point is left by a
+seeded small perturbation.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..certificates import Certificate, certify, slot_visitation
 from ..estimators import ExactKStep
 from ..interrupt import checkpoint, deferred_interrupts
 from ..model import JointMDP
@@ -23,10 +33,21 @@ from ..policy import Policy
 from ..validation import check_bool, check_int, check_positive
 from .simplex import STEPS
 
-__all__ = ["TrainResult", "train"]
+__all__ = ["SaddleWarning", "TrainResult", "train"]
+
+
+class SaddleWarning(RuntimeWarning):
+    """Ascent stopped at a stationary point that is not a vertex (a saddle of :math:`J_k`)."""
+
 
 #: Above this many joint states, train records exact values alongside only when asked.
 EXACT_ALONGSIDE_MAX_STATES = 100_000
+#: A visited row is at its vertex when its largest entry is within this of ``1 - (A - 1) floor``.
+VERTEX_TOL = 1e-6
+#: Slots visited less than this (discounted visitation, summing to 1) do not count for vertices.
+VISIT_TOL = 1e-12
+#: Size of the perturbation that leaves a stochastic stationary point under ``escape=True``.
+SADDLE_KICK = 1e-3
 
 
 @dataclass
@@ -58,6 +79,22 @@ class TrainResult:
         otherwise, where ``history_J_k`` is already exact or no model exists).
     floor : float
         The smallest entry the updates kept (0 for exact estimators by default).
+    stationary : {"vertex", "saddle", "stochastic"} or None
+        Where a converged run stopped: at a vertex (every visited row deterministic, or at the
+        floor); at a *saddle*, a stochastic stationary point that one of 8 seeded moves of size
+        ``SADDLE_KICK`` improves (exact estimators; a :class:`SaddleWarning` is issued); or at
+        another stochastic stationary point (a flat face, e.g. rows mixing actions that do the same
+        thing, or a stochastic local maximum). ``None`` when the run did not converge and did not
+        stop at a certified vertex.
+    escapes : list of dict
+        With ``escape=True``: one entry per jump, ``{"iteration", "kind", "J_from", "J_to",
+        "slots"}``; ``kind`` is ``"deviation"`` (to the best improving 1- or 2-slot change,
+        ``slots`` as in :class:`~marl_kstep.certificates.Deviation`, ``J`` values exact) or
+        ``"perturbation"`` (off a saddle). ``iteration`` indexes the
+        histories: the policy after the jump is the one evaluated there.
+    certificate : Certificate or None
+        With ``escape=True``: the certificate of the last vertex examined (``two_opt`` when the
+        run stopped there).
     """
 
     policy: Policy
@@ -73,6 +110,9 @@ class TrainResult:
     history_J_k_exact: np.ndarray | None = None
     floor: float = 0.0
     extra: dict = field(default_factory=dict)
+    stationary: str | None = None
+    escapes: list = field(default_factory=list)
+    certificate: Certificate | None = None
 
     @property
     def final_J(self) -> float:
@@ -97,6 +137,43 @@ def _as_estimator(target, k, max_path_steps):
     return target
 
 
+def _at_vertex(policy: Policy, floor: float, visited=None) -> bool:
+    """Every (visited) row's largest entry within VERTEX_TOL of its floored vertex ``1 - (A-1) floor``."""
+    for i, t in enumerate(policy.theta):
+        gap = 1.0 - (t.shape[1] - 1) * floor - t.max(axis=1)
+        if visited is not None:
+            gap = gap[visited[i]]
+        if gap.size and gap.max() > VERTEX_TOL:
+            return False
+    return True
+
+
+def _ascent_off(est, policy: Policy, J_k: float, rng, tries: int = 8) -> Policy | None:
+    """At a stochastic stationary point: the best of ``tries`` seeded moves of size ``SADDLE_KICK``
+    towards random policies on the same face (same support) when it raises the exact :math:`J_k`
+    (a saddle), else ``None``."""
+    best, best_J = None, J_k + 1e-12 * max(1.0, abs(J_k))
+    support = [t > 0 for t in policy.theta]  # moves stay on the face: entries at 0 stay there
+    for _ in range(tries):
+        r = [rng.random(t.shape) * m for t, m in zip(policy.theta, support, strict=True)]
+        r = [u / u.sum(axis=1, keepdims=True) for u in r]
+        cand = Policy([(1 - SADDLE_KICK) * t + SADDLE_KICK * u for t, u in zip(policy.theta, r, strict=True)])
+        J = est.value(cand)
+        if J > best_J:
+            best, best_J = cand, J
+    return best
+
+
+def _vertex_policy(tables, n_actions, floor: float) -> Policy:
+    """The deterministic policy of ``tables`` with every entry kept at least ``floor``."""
+    theta = []
+    for tab, A in zip(tables, n_actions, strict=True):
+        t = np.full((len(tab), A), floor)
+        t[np.arange(len(tab)), tab] = 1.0 - (A - 1) * floor
+        theta.append(t)
+    return Policy(theta)
+
+
 def train(
     target,
     k: int | None = None,
@@ -112,6 +189,9 @@ def train(
     max_path_steps: int | None = None,
     floor: float | None = None,
     exact_alongside: bool | None = None,
+    escape: bool = False,
+    escape_order: int = 2,
+    max_escapes: int = 50,
 ) -> TrainResult:
     r"""Per-agent ascent on the k-step objective :math:`J_k` (SPEC §4).
 
@@ -136,9 +216,13 @@ def train(
     tol : float
         Stop when :math:`\max |\theta_{t+1} - \theta_t| < tol`.
     init : Policy, optional
-        Start point; default ``Policy.random(target, seed)`` if ``seed`` is given, else uniform.
+        Start point. Default: ``Policy.random(target, seed)`` if ``seed`` is given, else
+        ``Policy.near_uniform(target)`` (the uniform policy moved 1e-3 towards a fixed random
+        one: the exact uniform policy is often a symmetric saddle). Pass ``Policy.uniform(...)``
+        for the exact uniform start.
     seed : int or None
-        Seed for the random start when ``init`` is None.
+        Seed for the random start when ``init`` is None (and for the perturbations of
+        ``escape``).
     callback : callable, optional
         ``callback(iteration, policy, J_k, J)`` after each evaluation; return ``False``
         to stop early.
@@ -154,6 +238,22 @@ def train(
         :math:`J_k`) of every iterate when the estimator has a model. Default: yes up to
         ``EXACT_ALONGSIDE_MAX_STATES`` (10^5) joint states, where it costs little; beyond, the
         histories hold NaN (set it to True to pay for them).
+    escape : bool
+        Certify vertices and jump out of coordination traps (SPEC §9; needs a model, any
+        estimator). When the iterate sits at a vertex (every visited row at its largest entry
+        within ``VERTEX_TOL``), its deterministic tables are certified with
+        :func:`~marl_kstep.certificates.certify` (``order=escape_order``); if some change of
+        one or two slots raises the exact :math:`J`, the next iterate is the best such
+        deviation (floored like every iterate) and ascent resumes; if none does, the run stops
+        there (``stationary="vertex"``, the iterate snapped onto the vertex). At a saddle the run
+        takes the improving move of size ``SADDLE_KICK`` (exact estimators); at another
+        stochastic stationary point the greedy tables are certified and their best deviation
+        taken when it beats the current :math:`J`.
+        Every jump is an iteration and is listed in ``TrainResult.escapes``.
+    escape_order : {1, 2}
+        Largest number of slots an escape changes together.
+    max_escapes : int
+        Cap on the jumps of one run.
 
     Returns
     -------
@@ -179,7 +279,7 @@ def train(
         if floor * A >= 1.0:
             raise ValueError(f"floor must be below 1/A_i; agent {i} has {A} actions and floor={floor!r}")
     if init is None:
-        policy = Policy.random(est, seed) if seed is not None else Policy.uniform(est)
+        policy = Policy.random(est, seed) if seed is not None else Policy.near_uniform(est)
     else:
         if not isinstance(init, Policy):
             raise ValueError(f"init must be a marl_kstep.Policy; got {type(init).__name__}")
@@ -199,9 +299,25 @@ def train(
     if exact_alongside and mdp is not None and not isinstance(est, ExactKStep):
         exact_k = reference if est.k == 1 else ExactKStep(mdp, est.k)
 
+    escape = check_bool("escape", escape)
+    if isinstance(escape_order, bool) or escape_order not in (1, 2):
+        raise ValueError(f"escape_order must be 1 or 2; got escape_order={escape_order!r}")
+    max_escapes = check_int("max_escapes", max_escapes, minimum=0)
+    if escape and mdp is None:
+        raise ValueError("escape=True certifies vertices on a model; the estimator has none (its .mdp is None)")
+    kicks = np.random.default_rng(seed)
+    certificates: dict[tuple, Certificate] = {}
+    escapes: list[dict] = []
+    last_cert = None
+
+    def visited_rows(pol):
+        return [w > VISIT_TOL for w in slot_visitation(mdp, pol)]
+
     t0 = time.perf_counter()
     hist_k, hist_1, hist_se, hist_exact = [], [], [], []
     converged = False
+    stationary = None
+    stop = False
     it = 0
     with deferred_interrupts():  # Ctrl-C stops between iterations, never inside compiled code
         while True:
@@ -219,13 +335,61 @@ def train(
                 hist_exact.append(exact_k.value(policy))
             if callback is not None and callback(it, policy, e.J_k, J_1) is False:
                 break
-            if converged or it >= iters:
+            if stop:
                 break
-            new = Policy([update(t, g, eta, floor) for t, g in zip(policy.theta, e.grad, strict=True)])
-            converged = new.max_abs_diff(policy) < tol
+            jump = None
+            if escape and (converged or it % 10 == 0 or _at_vertex(policy, floor)):
+                # at a vertex (of the rows it visits), at a saddle, or stationary on a flat face?
+                at_vertex = _at_vertex(policy, floor) or _at_vertex(policy, floor, visited_rows(policy))
+                off = None
+                if not at_vertex and converged and isinstance(est, ExactKStep):
+                    off = _ascent_off(est, policy, e.J_k, kicks)
+                if at_vertex or (converged and off is None):
+                    tables = policy.greedy_tables()
+                    key = tuple(tuple(int(a) for a in t) for t in tables)
+                    if key not in certificates:
+                        certificates[key] = certify(mdp, policy, order=escape_order)
+                    last_cert = certificates[key]
+                    if last_cert.best is None and at_vertex:  # certified: stop, on the vertex itself
+                        stationary = "vertex"
+                        vertex = _vertex_policy(tables, est.n_actions, floor)
+                        if vertex.max_abs_diff(policy) == 0.0:
+                            break
+                        jump, stop = vertex, True
+                    elif last_cert.best is not None and last_cert.best.J > J_1 and len(escapes) < max_escapes:
+                        best = last_cert.best
+                        for i, o, a in best.slots:
+                            tables[i][o] = a
+                        jump = _vertex_policy(tables, est.n_actions, floor)
+                        escapes.append(dict(iteration=it + 1, kind="deviation", J_from=last_cert.J, J_to=best.J,
+                                            slots=[list(x) for x in best.slots]))
+                elif off is not None and len(escapes) < max_escapes:
+                    jump = off
+                    escapes.append(dict(iteration=it + 1, kind="perturbation", J_from=J_1,
+                                        J_to=reference.value(off) if reference is not None else est.value(off),
+                                        slots=[]))
+            if it >= iters or (converged and jump is None):
+                break
+            if jump is not None:
+                new, converged = jump, False
+            else:
+                new = Policy([update(t, g, eta, floor) for t, g in zip(policy.theta, e.grad, strict=True)])
+                converged = new.max_abs_diff(policy) < tol
             policy = new
             it += 1
             checkpoint()
+    if converged and stationary is None:
+        stationary = "vertex" if _at_vertex(policy, floor) else "stochastic"
+        if stationary == "stochastic" and mdp is not None and mdp.n_states <= EXACT_ALONGSIDE_MAX_STATES:
+            stationary = "vertex" if _at_vertex(policy, floor, visited_rows(policy)) else "stochastic"
+        if stationary == "stochastic" and isinstance(est, ExactKStep) and _ascent_off(est, policy, hist_k[-1],
+                                                                                     np.random.default_rng(0)):
+            stationary = "saddle"
+            warnings.warn(
+                f"ascent stopped at a saddle of J_k (J_k = {hist_k[-1]:.6g}, after {it} iterations): a stochastic "
+                f"stationary point that a move of size {SADDLE_KICK:g} improves, such as the symmetric uniform "
+                "start; start off it (train's default start, Policy.near_uniform) or pass escape=True",
+                SaddleWarning, stacklevel=2)
     return TrainResult(
         policy=policy,
         history_J_k=np.asarray(hist_k),
@@ -239,4 +403,7 @@ def train(
         history_J_k_se=None if all(s is None for s in hist_se) else np.asarray(hist_se, dtype=float),
         history_J_k_exact=np.asarray(hist_exact) if exact_k is not None else None,
         floor=floor,
+        stationary=stationary,
+        escapes=escapes,
+        certificate=last_cert,
     )
