@@ -1,0 +1,350 @@
+"""The measurements and figures of docs/when-k-helps.md: where k-step gradients escape, where they stop,
+and what certified escapes (``train(..., escape=True)``, SPEC §9) change.
+
+    python viz/when_k_helps.py families rates sampled timings mechanism claim plot   # parts: separate processes ok
+
+Every run goes through the experiments runner (one RunSpec per run, records in results/when_k/PART/runs.jsonl,
+so an interrupted part resumes where it stopped); each part saves its table in results/when_k/PART.json, and
+``plot`` draws docs/figures/when_k_*.png from those. Success means the final exact J is within 1e-6 (relative) of
+J*, the best deterministic value (a stochastic policy can do slightly better, SPEC §5: such runs count as successes).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import numpy as np
+from _common import FIGURES, RESULTS
+
+import marl_kstep as mk
+from marl_kstep.experiments.runner import RunSpec, RunStore, build_target, run_specs
+
+OUT = RESULTS / "when_k"
+STEPS = {"pgd": 0.05, "mirror": 0.5}  # mirror's entries decay geometrically: a longer step to converge in the cap
+ITERS = 2000
+
+
+def save(name, data):
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"{name}.json").write_text(json.dumps(data, indent=1))
+
+
+def j_star(target):
+    return mk.best_deterministic(build_target(target)[0])[0]
+
+
+def success(J, js):
+    return J is not None and J >= js - 1e-6 * max(1.0, abs(js))
+
+
+def run(part, specs, executor="process"):
+    """Records of ``specs`` (resumed from results/when_k/PART), keyed by spec hash."""
+    folder = OUT / part
+
+    def progress(rec, done, total, eta):
+        if done % 100 == 0 or done == total:
+            print(f"  [{part}: {done}/{total}, ETA {eta:.0f} s]", flush=True)
+
+    run_specs(specs, folder, resume=True, executor=executor, workers=2 if executor != "serial" else None,
+              progress=progress)
+    return {r["spec_hash"]: r for r in RunStore(folder).records()}
+
+
+def grid_target(half, decoy):
+    width = 2 * half + 3
+    layout = "\n".join(["#" * (width + 2), "#0" + "." * half + "G" + "." * half + "1#", "#" * (width + 2)])
+    cfg = dict(layout=layout, n_agents=2, observation="walls", gamma=0.95, decoys=[[1, 1], [1, width]],
+               decoy_reward=decoy, move_cost=0.0)
+    return {"scenario": "grid_coordination", "config": cfg}
+
+
+# ------------------------------------------------------------------ single-agent families and the grid corridor
+def smallest_k(target, ks, method="pgd", escape=False):
+    """Smallest k in ``ks`` whose run from the scenario's trap start reaches J* (None if none)."""
+    js = j_star(target)
+    specs = [RunSpec(target, k, method, STEPS[method], ITERS, escape=escape) for k in ks]
+    recs = run("families", specs, executor="serial")
+    finals = [recs[s.hash]["result"]["final_J"] for s in specs]
+    hit = [k for k, J in zip(ks, finals, strict=True) if success(J, js)]
+    return (hit[0] if hit else None), js, dict(zip(ks, finals, strict=True))
+
+
+def families():
+    out = {"two_state": [], "chain": [], "grid": []}
+    for c in (0.1, 0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.88, 0.89):
+        target = {"scenario": "two_state", "config": {"small_reward": c}}
+        ks = list(range(1, 41))
+        k_min, js, finals = smallest_k(target, ks)
+        k_esc, _, _ = smallest_k(target, [1], escape=True)
+        # larger k after the first success: does it stay escaped?
+        stays = all(success(finals[k], js) for k in ks if k_min is not None and k >= k_min)
+        out["two_state"].append(dict(small_reward=c, J_star=js, smallest_k=k_min, stays_escaped=stays,
+                                     escape_k1=k_esc == 1))
+        print("two_state", out["two_state"][-1], flush=True)
+    for L in range(2, 9):
+        target = {"scenario": "aggregated_chain", "config": {"length": L}}
+        ks = list(range(1, 31))
+        k_min, js, finals = smallest_k(target, ks)
+        k_esc, _, _ = smallest_k(target, [1], escape=True)
+        stays = all(success(finals[k], js) for k in ks if k_min is not None and k >= k_min)
+        out["chain"].append(dict(length=L, J_star=js, smallest_k=k_min, stays_escaped=stays, escape_k1=k_esc == 1))
+        print("chain", out["chain"][-1], flush=True)
+    for half in (1, 2, 3):
+        for decoy in (0.01, 0.02, 0.05, 0.1):
+            target = grid_target(half, decoy)
+            ks = list(range(1, 9))
+            js = j_star(target)
+            row = dict(half_length=half, decoy_reward=decoy, J_star=js)
+            for method in ("pgd", "mirror"):
+                for escape in (False, True):
+                    specs = [RunSpec(target, k, method, STEPS[method], ITERS, escape=escape) for k in ks]
+                    recs = run("families", specs, executor="serial")
+                    row[f"{method}{'+escape' if escape else ''}"] = {
+                        k: recs[s.hash]["result"]["final_J"] for k, s in zip(ks, specs, strict=True)}
+            out["grid"].append(row)
+            print("grid", half, decoy, js, row["pgd"], row["pgd+escape"], flush=True)
+    save("families", out)
+
+
+# ------------------------------------------------------------------ success rates from random starts
+RATE_CASES = {
+    "number matching, 2 agents, m = 6": {"scenario": "number_matching", "config": {"start": "far"}},
+    "number matching, 2 agents, m = 4": {"scenario": "number_matching", "config": {"start": "far", "n_numbers": 4}},
+    "number matching, 3 agents, m = 4": {"scenario": "number_matching",
+                                         "config": {"start": "far", "n_agents": 3, "n_numbers": 4}},
+    "number matching, 3 agents, m = 5": {"scenario": "number_matching",
+                                         "config": {"start": "far", "n_agents": 3, "n_numbers": 5}},
+    "grid corridor trap": grid_target(2, 0.02),
+}
+RATE_KS = (1, 2, 3, 4, 6, 8)
+RATE_SEEDS = range(20)
+
+
+def rates():
+    out = {}
+    for name, target in RATE_CASES.items():
+        js = j_star(target)
+        seeds = RATE_SEEDS if "grid" not in name else range(10)
+        specs = {(m, esc, k, s): RunSpec(target, k, m, STEPS[m], ITERS, seed=s, start="random", escape=esc)
+                 for m in ("pgd", "mirror") for esc in (False, True) for k in RATE_KS for s in seeds}
+        t = time.perf_counter()
+        recs = run("rates", list(specs.values()))
+        table = {}
+        for (m, esc, k, _s), spec in specs.items():
+            res = recs[spec.hash]["result"]
+            cell = table.setdefault(f"{m}{'+escape' if esc else ''}", {}).setdefault(
+                str(k), dict(success=0, runs=0, capped=0, mean_J=0.0, escapes=0))
+            cell["success"] += success(res["final_J"], js)
+            cell["runs"] += 1
+            cell["capped"] += bool(res["capped"])
+            cell["mean_J"] += res["final_J"] / len(seeds)
+            cell["escapes"] += len(res.get("escapes", []))
+        out[name] = dict(J_star=js, table=table, seconds=time.perf_counter() - t, seeds=len(seeds))
+        print(name, js, {m: {k: c["success"] for k, c in v.items()} for m, v in table.items()}, flush=True)
+    save("rates", out)
+
+
+# ------------------------------------------------------------------ the sampled estimator, with and without escapes
+def sampled():
+    out = {}
+    for name in ("number matching, 2 agents, m = 6", "number matching, 3 agents, m = 5"):
+        target = RATE_CASES[name]
+        js = j_star(target)
+        est = {"kind": "sampled", "episodes": 500, "horizon": None}
+        specs = {(esc, k, s): RunSpec(target, k, "pgd", 0.05, 300, seed=s, start="random", estimator=est,
+                                      escape=esc)
+                 for esc in (False, True) for k in (1, 2, 3) for s in range(12)}
+        recs = run("sampled", list(specs.values()))
+        mdp = build_target(target)[0]
+        table = {}
+        for (esc, k, _s), spec in specs.items():
+            pol = mk.Policy([np.asarray(t) for t in recs[spec.hash]["result"]["policy"]])
+            greedy = mk.value(mdp, mk.Policy.deterministic(mdp, pol.greedy_tables()))
+            cell = table.setdefault("escape" if esc else "plain", {}).setdefault(str(k), dict(success=0, runs=0))
+            cell["success"] += success(greedy, js)
+            cell["runs"] += 1
+        out[name] = dict(J_star=js, table=table)
+        print(name, table, flush=True)
+    save("sampled", out)
+
+
+# ------------------------------------------------------------------ certificate cost
+def timings():
+    from marl_kstep.envs import grid_coordination, number_matching
+
+    cases = {}
+    grid = build_target(grid_target(2, 0.02))[0]
+    stuck = mk.train(grid, k=4, init=grid_coordination.near_stay_start(grid), iters=ITERS).policy
+    cases["grid corridor trap, k = 4 stuck point"] = (grid, stuck)
+    nm3 = number_matching.build_mdp(n_agents=3, n_numbers=5, start="far")
+    cases["number matching, 3 agents, m = 5 (everyone keeps but one)"] = (
+        nm3, mk.Policy.deterministic(nm3, [[0, 0], [0, 0], [0, 1]]))
+    nm2 = number_matching.build_mdp(start="far")
+    cases["number matching, 2 agents, m = 6 (the J = 2.103 trap)"] = (nm2, mk.Policy.deterministic(nm2, [[0, 1],
+                                                                                                     [1, 1]]))
+    pos = build_target({"scenario": "grid_coordination",
+                        "config": {**grid_target(2, 0.02)["config"], "observation": "position"}})[0]
+    cases["grid corridor, position observations, 'stay everywhere'"] = (
+        pos, mk.Policy.deterministic(pos, [np.zeros(o, dtype=int) for o in pos.n_obs]))
+    nm4 = number_matching.build_mdp(n_agents=4, n_numbers=6, start="far", observation="own")
+    cases["number matching, 4 agents, m = 6, own numbers, 'everyone keeps'"] = (
+        nm4, mk.Policy.deterministic(nm4, [np.zeros(o, dtype=int) for o in nm4.n_obs]))
+    out = {}
+    for name, (mdp, pol) in cases.items():
+        mk.certify(mdp, pol, order=2)  # warm
+        secs = []
+        for _ in range(7):
+            t = time.perf_counter()
+            cert = mk.certify(mdp, pol, order=2)
+            secs.append(time.perf_counter() - t)
+        out[name] = dict(states=mdp.n_states, deviations=cert.evaluated, median_seconds=float(np.median(secs)),
+                         J=cert.J, one_opt=cert.one_opt, two_opt=cert.two_opt,
+                         best=None if cert.best is None else dict(slots=cert.best.slots, J=cert.best.J))
+        print(name, out[name], flush=True)
+    save("timings", out)
+
+
+# ------------------------------------------------------------------ the grid trap's mechanism
+def mechanism():
+    """Why k = 4, 5 fall back on the grid corridor: the "go" partial at the decoy rows, "go" after two
+    pgd iterations, and which observations the final policy ever visits."""
+    from marl_kstep.envs import grid_coordination
+
+    mdp = build_target(grid_target(2, 0.02))[0]
+    start = grid_coordination.near_stay_start(mdp)
+    s0 = int(np.flatnonzero(mdp.mu)[0])
+    decoy = [int(mdp.obs[i][s0]) for i in range(2)]  # each agent's observation on its decoy cell
+    go = [grid_coordination.ACTIONS.index("right"), grid_coordination.ACTIONS.index("left")]
+    out = []
+    for k in range(1, 7):
+        _, grad = mk.value_and_grad(mdp, start, k)
+        row = start.theta[0][decoy[0]]
+        centred = grad[0][decoy[0]] - grad[0][decoy[0]] @ row
+        early = mk.train(mdp, k=k, init=start, iters=2).policy
+        final = mk.train(mdp, k=k, init=start, iters=ITERS).policy
+        seen = mk.slot_visitation(mdp, final)
+        out.append(dict(k=k, go_partial=float(centred[go[0]]), go_after_2=float(early.theta[0][decoy[0], go[0]]),
+                        final_J=mk.value(mdp, final), visited_observations=[int(o) for o in np.flatnonzero(seen[0])],
+                        decoy_observation=decoy[0]))
+        print(out[-1], flush=True)
+    save("mechanism", out)
+
+
+# ------------------------------------------------------------------ "exponentially close in k", as measured
+def claim():
+    """The 2-agent J = 2.103 trap for k = 1..16: the gap to J*, whether the point is a strict stationary
+    point (every non-chosen action's centred partial < 0, so pgd stays), and what a bound
+    gamma^k max|r| / (1 - gamma) would allow."""
+    target = RATE_CASES["number matching, 2 agents, m = 6"]
+    mdp = build_target(target)[0]
+    js = j_star(target)
+    trap = mk.Policy.deterministic(mdp, [[0, 1], [1, 1]])
+    r_max = float(np.abs(np.asarray(mdp.rewards)).max())
+    out = []
+    for k in range(1, 17):
+        J, grad = mk.value_and_grad(mdp, trap, k)
+        worst = max(float((g - (g * t).sum(axis=1, keepdims=True))[t == 0].max()) for g, t in
+                    zip(grad, trap.theta, strict=True))
+        stays = mk.train(mdp, k=k, init=trap, iters=200).final_J
+        out.append(dict(k=k, J=J, gap=js - J, largest_other_partial=worst, strict=worst < 0, J_after_ascent=stays,
+                        gamma_k_bound=mdp.gamma ** k * r_max / (1 - mdp.gamma)))
+        print(out[-1], flush=True)
+    save("claim", out)
+
+
+# ------------------------------------------------------------------ figures
+def plot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fam = json.loads((OUT / "families.json").read_text())
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    ax = axes[0]
+    rows = fam["two_state"]
+    ax.plot([r["small_reward"] for r in rows], [r["smallest_k"] or np.nan for r in rows], "o-")
+    ax.set(xlabel="small reward c (two-state trap, gamma 0.9)", ylabel="smallest escaping k (pgd)",
+           title="Two-state trap: a step in k")
+    ax = axes[1]
+    rows = fam["chain"]
+    ax.plot([r["length"] for r in rows], [r["smallest_k"] or np.nan for r in rows], "o-", label="measured")
+    Ls = np.array([r["length"] for r in rows])
+    ax.plot(Ls, 2 * Ls - 3, "--", color="gray", label="2L - 3")
+    ax.set(xlabel="chain length L (c 0.3, gamma 0.95)", ylabel="smallest escaping k (pgd)",
+           title="Aggregated chains")
+    ax.legend()
+    ax = axes[2]
+    rows = fam["grid"]
+    ks = sorted(int(k) for k in rows[0]["pgd"])
+    ok = np.array([[success(r["pgd"][str(k)], r["J_star"]) + success(r["mirror"][str(k)], r["J_star"]) for k in ks]
+                   for r in rows])
+    ax.imshow(ok, cmap="Greens", vmin=0, vmax=2, aspect="auto")
+    ax.set_xticks(range(len(ks)), [str(k) for k in ks])
+    ax.set_yticks(range(len(rows)), [f"half {r['half_length']}, decoy {r['decoy_reward']:g}" for r in rows], fontsize=7)
+    ax.set(xlabel="k", title="Grid corridor: reaches J* (pgd, mirror)\nlight: one of them, dark: both")
+    ax.title.set_fontsize(9)
+    fig.tight_layout()
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    fig.savefig(FIGURES / "when_k_families.png", dpi=110)
+    plt.close(fig)
+
+    claim_ = json.loads((OUT / "claim.json").read_text())
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    ks = [r["k"] for r in claim_]
+    ax.plot(ks, [r["gap"] for r in claim_], "o-", label="number matching, the J = 2.103 point (every k)")
+    grid = next(r for r in fam["grid"] if r["half_length"] == 2 and r["decoy_reward"] == 0.02)
+    gk = sorted(int(k) for k in grid["pgd"])
+    ax.plot(gk, [grid["J_star"] - grid["pgd"][str(k)] for k in gk], "s-",
+            label="grid corridor trap, pgd from its start")
+    ax.plot(ks, [r["gamma_k_bound"] for r in claim_], "--", color="gray",
+            label="gamma^k max|r| / (1 - gamma), number matching")
+    ax.set(xlabel="k", ylabel="J* - J", title="The gap does not shrink like gamma^k")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(FIGURES / "when_k_gap.png", dpi=110)
+    plt.close(fig)
+
+    rates_ = json.loads((OUT / "rates.json").read_text())
+    fig, axes = plt.subplots(1, len(rates_), figsize=(4 * len(rates_), 3.8), sharey=True)
+    styles = {"pgd": ("C0", "-"), "pgd+escape": ("C0", "--"), "mirror": ("C1", "-"), "mirror+escape": ("C1", "--")}
+    for ax, (name, d) in zip(axes, rates_.items(), strict=True):
+        for key, table in d["table"].items():
+            ks = sorted(int(k) for k in table)
+            rate = [table[str(k)]["success"] / table[str(k)]["runs"] for k in ks]
+            color, ls = styles[key]
+            ax.plot(ks, rate, ls, marker="o", color=color, label=key)
+        ax.set(title=f"{name}\n({d['seeds']} random starts)", xlabel="k", ylim=(-0.05, 1.05))
+        ax.title.set_fontsize(9)
+    axes[0].set_ylabel("share of runs reaching J*")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(FIGURES / "when_k_rates.png", dpi=110)
+    plt.close(fig)
+
+    samp = json.loads((OUT / "sampled.json").read_text())
+    fig, axes = plt.subplots(1, len(samp), figsize=(5 * len(samp), 3.6), sharey=True)
+    for ax, (name, d) in zip(axes, samp.items(), strict=True):
+        for key, color in (("plain", "C0"), ("escape", "C2")):
+            ks = sorted(int(k) for k in d["table"][key])
+            rate = [d["table"][key][str(k)]["success"] / d["table"][key][str(k)]["runs"] for k in ks]
+            ax.plot(ks, rate, "o-", color=color, label=f"sampled pgd{' + escape' if key == 'escape' else ''}")
+        ax.set(title=name, xlabel="k", ylim=(-0.05, 1.05), xticks=[1, 2, 3])
+        ax.title.set_fontsize(9)
+    axes[0].set_ylabel("greedy policy at J* (12 starts)")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(FIGURES / "when_k_sampled.png", dpi=110)
+    plt.close(fig)
+
+
+PARTS = dict(families=families, rates=rates, sampled=sampled, timings=timings, mechanism=mechanism, claim=claim,
+             plot=plot)
+
+if __name__ == "__main__":
+    for part in sys.argv[1:] or list(PARTS):
+        if part not in PARTS:
+            raise SystemExit(f"unknown part {part!r}; choose from {', '.join(PARTS)}")
+        PARTS[part]()
