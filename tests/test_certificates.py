@@ -110,9 +110,11 @@ def test_escape_reaches_the_optimum_from_the_2103_trap(k, method):
     assert res.history_J[jump["iteration"]] == pytest.approx(j_star)
 
 
-def test_a_sampled_learner_escapes_the_2103_trap_too():
+@pytest.mark.parametrize("alongside", [True, False])
+def test_a_sampled_learner_escapes_the_2103_trap_too(alongside):
     mdp, trap = trap_2103()
-    res = mk.train(mk.SampledKStep(mdp, 2, episodes=200, seed=1), init=trap, iters=200, escape=True)
+    res = mk.train(mk.SampledKStep(mdp, 2, episodes=200, seed=1), init=trap, iters=200, escape=True,
+                   exact_alongside=alongside)
     assert [e["kind"] for e in res.escapes][:1] == ["deviation"]
     assert mk.value(mdp, mk.Policy.deterministic(mdp, res.policy.greedy_tables())) == pytest.approx(6.477, abs=1e-9)
     assert res.certificate.two_opt
@@ -144,8 +146,8 @@ def test_escapes_never_end_below_plain_ascent_and_end_2opt(case, method):
                 assert res.final_J == pytest.approx(res.certificate.J, abs=1e-9)
             assert res.final_J >= res.certificate.J - 1e-9
             # each jump raised the exact value, and the histories hold the jumped-to value
-            for e in res.escapes:
-                assert e["J_to"] > e["J_from"]
+            for e in res.escapes:  # (a "perturbation" off a saddle raises J_k, not necessarily J)
+                assert e["kind"] == "perturbation" or e["J_to"] > e["J_from"]
                 assert res.history_J[e["iteration"]] == pytest.approx(e["J_to"], abs=1e-9)
 
 
@@ -167,9 +169,9 @@ def test_grid_trap_stuck_point_at_k4_is_2opt_and_needs_four_slots():
     from marl_kstep.search import _joint_actions_of, _slot_layout, deterministic_values, used_observations
 
     mdp = mk.compile_env(grid_coordination.parallel_env(**grid_coordination.TRAP_CONFIG))
-    j_star = mk.best_deterministic(mdp)[0]
+    j_star = 17.1875  # best_deterministic over all 5^8 tables: tests/test_envs.py (grid demonstration)
     res = mk.train(mdp, k=4, init=grid_coordination.near_stay_start(mdp), iters=2000)
-    assert res.final_J == pytest.approx(0.8, abs=1e-9) and j_star == pytest.approx(17.1875, abs=1e-9)
+    assert res.final_J == pytest.approx(0.8, abs=1e-9)
     cert = certify(mdp, res.policy, order=2)
     assert cert.rounded and cert.J == pytest.approx(0.8, abs=1e-9) and cert.one_opt and cert.two_opt
     esc = mk.train(mdp, k=4, init=grid_coordination.near_stay_start(mdp), iters=2000, escape=True)

@@ -313,6 +313,10 @@ def train(
     def visited_rows(pol):
         return [w > VISIT_TOL for w in slot_visitation(mdp, pol)]
 
+    def exact_J(pol, known):
+        """The exact ordinary value (``known`` when it was computed alongside)."""
+        return known if not np.isnan(known) else ExactKStep(mdp, 1).value(pol)
+
     t0 = time.perf_counter()
     hist_k, hist_1, hist_se, hist_exact = [], [], [], []
     converged = False
@@ -356,7 +360,8 @@ def train(
                         if vertex.max_abs_diff(policy) == 0.0:
                             break
                         jump, stop = vertex, True
-                    elif last_cert.best is not None and last_cert.best.J > J_1 and len(escapes) < max_escapes:
+                    elif (last_cert.best is not None and len(escapes) < max_escapes
+                          and (at_vertex or last_cert.best.J > exact_J(policy, J_1))):
                         best = last_cert.best
                         for i, o, a in best.slots:
                             tables[i][o] = a
@@ -365,9 +370,8 @@ def train(
                                             slots=[list(x) for x in best.slots]))
                 elif off is not None and len(escapes) < max_escapes:
                     jump = off
-                    escapes.append(dict(iteration=it + 1, kind="perturbation", J_from=J_1,
-                                        J_to=reference.value(off) if reference is not None else est.value(off),
-                                        slots=[]))
+                    escapes.append(dict(iteration=it + 1, kind="perturbation", J_from=exact_J(policy, J_1),
+                                        J_to=exact_J(off, float("nan")), slots=[]))
             if it >= iters or (converged and jump is None):
                 break
             if jump is not None:
