@@ -308,37 +308,31 @@ def plot():
     plt.close(fig)
 
     rates_ = json.loads((OUT / "rates.json").read_text())
-    fig, axes = plt.subplots(1, len(rates_), figsize=(4 * len(rates_), 3.8), sharey=True)
-    styles = {"pgd": ("C0", "-"), "pgd+escape": ("C0", "--"), "mirror": ("C1", "-"), "mirror+escape": ("C1", "--")}
-    for ax, (name, d) in zip(axes, rates_.items(), strict=True):
-        for key, table in d["table"].items():
-            ks = sorted(int(k) for k in table)
-            rate = [table[str(k)]["success"] / table[str(k)]["runs"] for k in ks]
-            color, ls = styles[key]
-            ax.plot(ks, rate, ls, marker="o", color=color, label=key)
-        ax.set(title=f"{name}\n({d['seeds']} random starts)", xlabel="k", ylim=(-0.05, 1.05))
-        ax.title.set_fontsize(9)
-    axes[0].set_ylabel("share of runs reaching J*")
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(FIGURES / "when_k_rates.png", dpi=110)
-    plt.close(fig)
-
+    _success_panels(plt, {f"{name}\n({d['seeds']} random starts)": d["table"] for name, d in rates_.items()},
+                    [("pgd", "C0", "-", "pgd"), ("pgd+escape", "C0", "--", "pgd + escape"),
+                     ("mirror", "C1", "-", "mirror"), ("mirror+escape", "C1", "--", "mirror + escape")],
+                    "share of runs reaching J*", "when_k_rates.png", 4)
     samp = json.loads((OUT / "sampled.json").read_text())
-    fig, axes = plt.subplots(1, len(samp), figsize=(5 * len(samp), 3.6), sharey=True)
-    for ax, (name, d) in zip(axes, samp.items(), strict=True):
-        for key, color in (("plain", "C0"), ("escape", "C2")):
-            ks = sorted(int(k) for k in d["table"][key])
-            rate = [d["table"][key][str(k)]["success"] / d["table"][key][str(k)]["runs"] for k in ks]
-            ax.plot(ks, rate, "o-", color=color, label=f"sampled pgd{' + escape' if key == 'escape' else ''}")
-        ax.set(title=name, xlabel="k", ylim=(-0.05, 1.05), xticks=[1, 2, 3])
+    _success_panels(plt, {name: d["table"] for name, d in samp.items()},
+                    [("plain", "C0", "-", "sampled pgd"), ("escape", "C2", "-", "sampled pgd + escape")],
+                    "greedy policy at J* (12 starts)", "when_k_sampled.png", 5)
+
+
+def _success_panels(plt, panels, series, ylabel, filename, width):
+    """One panel per problem: the share of successful runs against k for each series (key, color, style, label)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 3.8), sharey=True)
+    for ax, (title, table) in zip(axes, panels.items(), strict=True):
+        for key, color, style, label in series:
+            ks = sorted(int(k) for k in table[key])
+            ax.plot(ks, [table[key][str(k)]["success"] / table[key][str(k)]["runs"] for k in ks], style, marker="o",
+                    color=color, label=label)
+        ax.set(title=title, xlabel="k", ylim=(-0.05, 1.05), xticks=ks)
         ax.title.set_fontsize(9)
-    axes[0].set_ylabel("greedy policy at J* (12 starts)")
+    axes[0].set_ylabel(ylabel)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(FIGURES / "when_k_sampled.png", dpi=110)
+    fig.savefig(FIGURES / filename, dpi=110)
     plt.close(fig)
-
 
 PARTS = dict(families=families, rates=rates, sampled=sampled, timings=timings, mechanism=mechanism, claim=claim,
              plot=plot)
