@@ -92,6 +92,14 @@ def _deviation_digits(base: np.ndarray, radices, order: int):
     return digits, changes
 
 
+def _check_policy(mdp: JointMDP, policy) -> None:
+    if not isinstance(policy, Policy):
+        raise ValueError(f"policy must be a marl_kstep.Policy; got {type(policy).__name__}")
+    if policy.free_entries:
+        raise ValueError("policy must lie on the simplex (it was built with check_simplex=False)")
+    policy.check_compatible(mdp)
+
+
 def count_deviations(radices, order: int) -> int:
     """Number of 1-slot (and, for order 2, 2-slot) deviations of a deterministic table."""
     alts = [r - 1 for r in radices]
@@ -127,11 +135,8 @@ def certify(mdp: JointMDP, policy: Policy, order: int = 2, *, tol: float = 1e-9,
     """
     if not isinstance(mdp, JointMDP):
         raise ValueError(f"mdp must be a JointMDP; got {type(mdp).__name__}")
-    if not isinstance(policy, Policy):
-        raise ValueError(f"policy must be a marl_kstep.Policy; got {type(policy).__name__}")
-    policy.check_compatible(mdp)
-    if isinstance(order, bool) or order not in (1, 2):
-        raise ValueError(f"order must be 1 or 2; got order={order!r}")
+    _check_policy(mdp, policy)
+    order = check_int("order", order, minimum=1, maximum=2)
     tol = check_positive("tol", tol, allow_zero=True)
     batch = check_int("batch", batch, minimum=1)
     limit = current().max_policies if max_deviations is None else check_int("max_deviations", max_deviations,
@@ -140,9 +145,10 @@ def certify(mdp: JointMDP, policy: Policy, order: int = 2, *, tol: float = 1e-9,
     n_dev = count_deviations(radices, order)
     if n_dev > limit:
         raise ValueError(f"certify(order={order}) needs {n_dev:,} deviations, above max_deviations={limit:,}")
-    rounded = not policy.is_deterministic()
     tables = policy.greedy_tables()
     used = used_observations(mdp)
+    rows = [t[u] for t, u in zip(policy.theta, used, strict=True)]  # unused observations do not count
+    rounded = not all(np.all((np.abs(r) < 1e-12) | (np.abs(r - 1) < 1e-12)) for r in rows)
     base = np.array([tables[i][o] for i, u in enumerate(used) for o in u], dtype=np.int64)
     slot_names = [(i, int(o)) for i, u in enumerate(used) for o in u]
     J0 = float(deterministic_values(mdp, _joint_actions_of(mdp, base[None, :], slot_of))[0])
@@ -172,9 +178,7 @@ def slot_visitation(mdp: JointMDP, policy: Policy) -> list[np.ndarray]:
     """
     if not isinstance(mdp, JointMDP):
         raise ValueError(f"mdp must be a JointMDP; got {type(mdp).__name__}")
-    if not isinstance(policy, Policy):
-        raise ValueError(f"policy must be a marl_kstep.Policy; got {type(policy).__name__}")
-    policy.check_compatible(mdp)
+    _check_policy(mdp, policy)
     N, nJ = mdp.n_states, mdp.n_joint_actions
     acts = mdp.joint_actions()  # (J, n)
     weight = np.ones((N, nJ))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -203,6 +204,10 @@ def test_the_symmetric_saddle_is_reported_and_the_default_start_avoids_it():
     assert not res.policy.is_deterministic()
     default = mk.train(mdp, k=3)  # Policy.near_uniform: 1e-3 off the saddle, seeded
     assert default.final_J == pytest.approx(6.477, abs=1e-9) and default.stationary == "vertex"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mk.SaddleWarning)
+        loose = mk.train(mdp, k=3, init=mk.Policy.random(mdp, 3), tol=1.0)  # stopped by tol, not stationary
+    assert loose.converged and loose.stationary is None
     esc = mk.train(mdp, k=3, init=mk.Policy.uniform(mdp), escape=True)
     assert esc.final_J == pytest.approx(6.477, abs=1e-9)
     assert [e["kind"] for e in esc.escapes][0] in ("perturbation", "deviation")
@@ -227,3 +232,107 @@ def test_near_uniform_start():
     for bad in (0.0, -1e-3, 2.0, float("nan")):
         with pytest.raises(ValueError, match="scale"):
             mk.Policy.near_uniform(mdp, scale=bad)
+
+
+# ------------------------------------------------------------------ review regressions (random models, edge cases)
+def rand_mdp(rng, gamma=0.9):
+    """A random 2-agent model: 3-6 states, 2-3 actions and 1-3 observations per agent, sparse rewards."""
+    N, A, n_obs = int(rng.integers(3, 7)), tuple(rng.integers(2, 4, size=2)), tuple(rng.integers(1, 4, size=2))
+    J = int(np.prod(A))
+    P = rng.dirichlet(np.ones(N) * 0.3, size=(N, J))
+    R = rng.normal(size=(N, J)) * (rng.random((N, J)) < 0.4)
+    obs = [rng.integers(0, o, size=N) for o in n_obs]
+    return mk.JointMDP.from_dense(P, R, obs, list(A), rng.dirichlet(np.ones(N)), gamma, n_obs=list(n_obs))
+
+
+def test_escapes_never_end_below_plain_ascent_on_random_models():
+    """Deterministic starts (where a vertex is 2-opt but ascent leaves it) and long steps (transient
+    vertices, oscillation after a jump): escape runs end at least as high as plain ascent."""
+    rng = np.random.default_rng(1)
+    for _ in range(40):
+        mdp = rand_mdp(rng)
+        for k in (1, 2):
+            for mode in ("det", "long"):
+                if mode == "det":
+                    init = mk.Policy.deterministic(mdp, [rng.integers(0, a, size=o)
+                                                         for a, o in zip(mdp.n_actions, mdp.n_obs, strict=True)])
+                    step = 0.05
+                else:
+                    init, step = mk.Policy.random(mdp, int(rng.integers(10**6))), 0.5
+                plain = mk.train(mdp, k=k, init=init, step=step, iters=300)
+                res = mk.train(mdp, k=k, init=init, step=step, iters=300, escape=True)
+                assert res.final_J >= plain.final_J - 1e-9 * max(1, abs(plain.final_J))
+                assert len(res.history_J) == res.iterations + 1
+                for e in res.escapes:
+                    assert 1 <= e["iteration"] <= res.iterations
+
+
+def test_a_vertex_that_ascent_leaves_is_not_certified():
+    """GridSmall (SPEC §5): the best deterministic policy is 2-opt, yet J_k rises into stochastic
+    policies (6.34 > J* = 6.0627); escape=True must not stop there."""
+    from marl_kstep.experiments import benchtable
+
+    path = benchtable.DEFAULT_DATA_DIR / "GridSmall.dpomdp"
+    if not path.exists():
+        pytest.skip("the shared benchmark files are not beside the repository")
+    mdp = mk.load_dpomdp(path, gamma=0.9)
+    j_star, best = mk.best_deterministic(mdp)
+    assert certify(mdp, best).two_opt
+    plain = mk.train(mdp, k=1, init=best, iters=300)
+    res = mk.train(mdp, k=1, init=best, iters=300, escape=True)
+    assert plain.final_J > j_star + 0.2 and res.final_J == pytest.approx(plain.final_J, abs=1e-12)
+
+
+def test_escape_edge_cases_cap_budget_reproducibility():
+    mdp, trap = trap_2103()
+    res = mk.train(mdp, k=2, init=trap, escape=True, iters=0)  # no iteration allowed: no jump recorded
+    assert res.iterations == 0 and res.escapes == [] and len(res.history_J) == 1
+    calls = []
+    with mk.configure(max_policies=5), pytest.raises(ValueError, match="max_policies"):
+        mk.train(mdp, k=1, init=trap, escape=True, callback=lambda *a: calls.append(a))
+    assert calls == []  # refused before the first evaluation
+    runs = [mk.train(mdp, k=3, init=mk.Policy.uniform(mdp), escape=True) for _ in range(2)]
+    assert runs[0].iterations == runs[1].iterations and runs[0].final_J == runs[1].final_J
+    np.testing.assert_array_equal(runs[0].history_J, runs[1].history_J)
+    for bad in (2.0, 0, 3):
+        with pytest.raises(ValueError, match="escape_order"):
+            mk.train(mdp, init=trap, escape=True, escape_order=bad)
+        with pytest.raises(ValueError, match="order"):
+            certify(mdp, trap, order=bad)
+    free = mk.Policy.from_arrays(mdp, [t * 2 for t in trap.theta], check_simplex=False)
+    for fn in (lambda: certify(mdp, free), lambda: mk.slot_visitation(mdp, free)):
+        with pytest.raises(ValueError, match="simplex"):
+            fn()
+
+
+@pytest.mark.parametrize("kw", [dict(method="pgd"), dict(method="mirror", step=0.5), dict(method="pgd", floor=1e-3)])
+def test_saddles_are_found_with_mirror_and_with_a_floor(kw):
+    """Entries at (or numerically near) their bound do not move in the saddle probes."""
+    mdp = number_matching.build_mdp(n_agents=2, n_numbers=3, start="far", observation="own")
+    with pytest.warns(mk.SaddleWarning):
+        res = mk.train(mdp, k=1, init=mk.Policy.uniform(mdp), iters=3000, **kw)
+    assert res.stationary == "saddle"
+    esc = mk.train(mdp, k=1, init=mk.Policy.uniform(mdp), iters=3000, escape=True, **kw)
+    assert esc.final_J > res.final_J + 1.0
+
+
+def test_a_loose_tol_is_not_a_saddle_and_a_local_maximum_is_not_either():
+    rng = np.random.default_rng(21)
+    for _ in range(20):
+        mdp = rand_mdp(rng)
+    init = mk.Policy.random(mdp, 19)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", mk.SaddleWarning)
+        loose = mk.train(mdp, k=1, init=init, tol=1e-6, iters=3000)
+        tight = mk.train(mdp, k=1, init=init, tol=1e-12, iters=20000)
+    assert loose.stationary is None and tight.stationary == "stochastic"
+
+
+def test_certificate_rounding_ignores_unused_observations():
+    P = np.zeros((2, 4, 2))
+    P[:, :, 0] = 1.0
+    R = np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    mdp = mk.JointMDP.from_dense(P, R, [[0, 0], [0, 0]], [2, 2], [1.0, 0.0], 0.9, n_obs=[2, 1])
+    pol = mk.Policy([np.array([[1.0, 0.0], [0.5, 0.5]]), np.array([[1.0, 0.0]])])  # observation 1 never occurs
+    cert = certify(mdp, pol)
+    assert not cert.rounded and cert.J == pytest.approx(10.0) and cert.two_opt

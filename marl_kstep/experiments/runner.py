@@ -112,7 +112,7 @@ class RunSpec:
         if self.seed is not None:
             check_int("seed", self.seed, minimum=0)
         check_choice("start", self.start, ("default", "uniform", "near_uniform", "random"))
-        check_bool("escape", self.escape)
+        object.__setattr__(self, "escape", check_bool("escape", self.escape))  # a NumPy bool becomes a bool
         if self.start == "random" and self.seed is None:
             raise ValueError("start='random' needs a seed")
         kind = self.estimator.get("kind") if isinstance(self.estimator, dict) else None
@@ -204,7 +204,7 @@ def run_one(spec: RunSpec) -> dict:
     with warnings.catch_warnings():  # the record says where the run stopped
         warnings.simplefilter("ignore", SaddleWarning)
         res = train(est, method=spec.method, step=spec.step, iters=spec.iters, tol=spec.tol, init=init,
-                    escape=spec.escape)
+                    seed=spec.seed, escape=spec.escape)  # the seed also seeds escape's saddle probes
     result = dict(final_J=None if math.isnan(res.final_J) else res.final_J,
                   final_J_k=res.final_J_k, iterations=res.iterations, converged=res.converged,
                   capped=not res.converged and res.iterations >= spec.iters, seconds=res.seconds,
@@ -214,7 +214,7 @@ def run_one(spec: RunSpec) -> dict:
     if spec.escape:
         result["escapes"] = [{key: None if isinstance(v, float) and math.isnan(v) else v for key, v in e.items()}
                              for e in res.escapes]
-        result["two_opt"] = None if res.certificate is None else res.certificate.two_opt
+        result["two_opt"] = res.certificate.two_opt  # of the final policy's greedy tables
     if res.history_J_k_se is not None:
         result["history_J_k_se"] = res.history_J_k_se.tolist()
     if res.history_J_k_exact is not None:

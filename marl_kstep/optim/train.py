@@ -8,12 +8,12 @@ Whenever the estimator has a model, the history also holds the exact ordinary va
 :math:`J = J_1` of every iterate.
 
 Where ascent stops (SPEC §9): at a *vertex* (every visited row deterministic, or at the
-floor) or at a *stochastic stationary point* (a saddle such as the symmetric uniform policy),
-said in :attr:`TrainResult.stationary` and, for the latter, with a :class:`SaddleWarning`.
-With ``escape=True`` and a model, a vertex is certified (:func:`~marl_kstep.certificates.certify`):
-if a change of one or two slots improves :math:`J`, the run jumps to the best such deviation
-and resumes; it stops at a certified 2-opt vertex. A stochastic stationary point is left by a
-seeded small perturbation.
+floor), at a *saddle* (such as the symmetric uniform policy; a :class:`SaddleWarning`) or at
+another stochastic stationary point, said in :attr:`TrainResult.stationary`. With
+``escape=True`` and a model, a vertex that ascent keeps is certified
+(:func:`~marl_kstep.certificates.certify`): if a change of one or two slots improves :math:`J`,
+the run jumps to the best such deviation and resumes; it stops at a certified vertex. A saddle
+is left along the direction of positive curvature that was found (:mod:`marl_kstep.optim.escape`).
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..certificates import Certificate, certify, slot_visitation
+from ..certificates import Certificate, slot_visitation
 from ..estimators import ExactKStep
 from ..interrupt import checkpoint, deferred_interrupts
 from ..model import JointMDP
 from ..policy import Policy
 from ..validation import check_bool, check_int, check_positive
+from .escape import SADDLE_KICK, STATIONARY_TOL, VISIT_TOL, Escaper, at_vertex, saddle_move
 from .simplex import STEPS
 
 __all__ = ["SaddleWarning", "TrainResult", "train"]
@@ -42,14 +43,6 @@ class SaddleWarning(RuntimeWarning):
 
 #: Above this many joint states, train records exact values alongside only when asked.
 EXACT_ALONGSIDE_MAX_STATES = 100_000
-#: A visited row is at its vertex when its largest entry is within this of ``1 - (A - 1) floor``.
-VERTEX_TOL = 1e-6
-#: Slots visited less than this (discounted visitation, summing to 1) do not count for vertices.
-VISIT_TOL = 1e-12
-#: Size of the perturbation that leaves a stochastic stationary point under ``escape=True``.
-SADDLE_KICK = 1e-3
-
-
 @dataclass
 class TrainResult:
     """Outcome of :func:`train`.
@@ -81,20 +74,26 @@ class TrainResult:
         The smallest entry the updates kept (0 for exact estimators by default).
     stationary : {"vertex", "saddle", "stochastic"} or None
         Where a converged run stopped: at a vertex (every visited row deterministic, or at the
-        floor); at a *saddle*, a stochastic stationary point that one of 8 seeded moves of size
-        ``SADDLE_KICK`` improves (exact estimators; a :class:`SaddleWarning` is issued); or at
-        another stochastic stationary point (a flat face, e.g. rows mixing actions that do the same
-        thing, or a stochastic local maximum). ``None`` when the run did not converge and did not
-        stop at a certified vertex.
+        floor); at a *saddle*, a stochastic stationary point with a direction of positive
+        curvature inside its face, found by 8 seeded symmetric probes of size ``SADDLE_KICK``
+        (exact estimators; a :class:`SaddleWarning` is issued); or at another stochastic
+        stationary point (a flat face, e.g. rows mixing actions that do the same thing, or a
+        stochastic local maximum). ``None`` when the run did not converge and did not
+        stop at a certified vertex, or its last update moved an entry by more than ``STATIONARY_TOL``
+        (1e-8: a loose ``tol`` stops runs that are not stationary).
     escapes : list of dict
         With ``escape=True``: one entry per jump, ``{"iteration", "kind", "J_from", "J_to",
         "slots"}``; ``kind`` is ``"deviation"`` (to the best improving 1- or 2-slot change,
-        ``slots`` as in :class:`~marl_kstep.certificates.Deviation`, ``J`` values exact) or
-        ``"perturbation"`` (off a saddle). ``iteration`` indexes the
+        ``slots`` as in :class:`~marl_kstep.certificates.Deviation`; ``J_from`` and ``J_to`` are
+        the exact ordinary values of the iterate and of the jumped-to policy) or
+        ``"perturbation"`` (off a saddle: it raises :math:`J_k`, not necessarily :math:`J`), or
+        ``"return"``: the run ended below a policy it had jumped to (ascent after a jump is
+        monotone only for small enough steps) and ends on that policy instead; the histories'
+        last entry is then that policy. ``iteration`` indexes the
         histories: the policy after the jump is the one evaluated there.
     certificate : Certificate or None
-        With ``escape=True``: the certificate of the last vertex examined (``two_opt`` when the
-        run stopped there).
+        With ``escape=True``: the certificate of the final policy's greedy tables (``rounded``
+        says whether the final policy was deterministic on its used observations).
     """
 
     policy: Policy
@@ -135,43 +134,6 @@ def _as_estimator(target, k, max_path_steps):
     if max_path_steps is not None:
         raise ValueError("max_path_steps applies to train(mdp, ...); set it on the estimator instead")
     return target
-
-
-def _at_vertex(policy: Policy, floor: float, visited=None) -> bool:
-    """Every (visited) row's largest entry within VERTEX_TOL of its floored vertex ``1 - (A-1) floor``."""
-    for i, t in enumerate(policy.theta):
-        gap = 1.0 - (t.shape[1] - 1) * floor - t.max(axis=1)
-        if visited is not None:
-            gap = gap[visited[i]]
-        if gap.size and gap.max() > VERTEX_TOL:
-            return False
-    return True
-
-
-def _ascent_off(est, policy: Policy, J_k: float, rng, tries: int = 8) -> Policy | None:
-    """At a stochastic stationary point: the best of ``tries`` seeded moves of size ``SADDLE_KICK``
-    towards random policies on the same face (same support) when it raises the exact :math:`J_k`
-    (a saddle), else ``None``."""
-    best, best_J = None, J_k + 1e-12 * max(1.0, abs(J_k))
-    support = [t > 0 for t in policy.theta]  # moves stay on the face: entries at 0 stay there
-    for _ in range(tries):
-        r = [rng.random(t.shape) * m for t, m in zip(policy.theta, support, strict=True)]
-        r = [u / u.sum(axis=1, keepdims=True) for u in r]
-        cand = Policy([(1 - SADDLE_KICK) * t + SADDLE_KICK * u for t, u in zip(policy.theta, r, strict=True)])
-        J = est.value(cand)
-        if J > best_J:
-            best, best_J = cand, J
-    return best
-
-
-def _vertex_policy(tables, n_actions, floor: float) -> Policy:
-    """The deterministic policy of ``tables`` with every entry kept at least ``floor``."""
-    theta = []
-    for tab, A in zip(tables, n_actions, strict=True):
-        t = np.full((len(tab), A), floor)
-        t[np.arange(len(tab)), tab] = 1.0 - (A - 1) * floor
-        theta.append(t)
-    return Policy(theta)
 
 
 def train(
@@ -239,17 +201,21 @@ def train(
         ``EXACT_ALONGSIDE_MAX_STATES`` (10^5) joint states, where it costs little; beyond, the
         histories hold NaN (set it to True to pay for them).
     escape : bool
-        Certify vertices and jump out of coordination traps (SPEC §9; needs a model, any
-        estimator). When the iterate sits at a vertex (every visited row at its largest entry
-        within ``VERTEX_TOL``), its deterministic tables are certified with
-        :func:`~marl_kstep.certificates.certify` (``order=escape_order``); if some change of
-        one or two slots raises the exact :math:`J`, the next iterate is the best such
-        deviation (floored like every iterate) and ascent resumes; if none does, the run stops
-        there (``stationary="vertex"``, the iterate snapped onto the vertex). At a saddle the run
-        takes the improving move of size ``SADDLE_KICK`` (exact estimators); at another
-        stochastic stationary point the greedy tables are certified and their best deviation
-        taken when it beats the current :math:`J`.
-        Every jump is an iteration and is listed in ``TrainResult.escapes``.
+        Certify where ascent stops and jump out of coordination traps (SPEC §9; needs a model,
+        any estimator; :mod:`marl_kstep.optim.escape`). When the iterate sits at a vertex
+        (every visited row within ``VERTEX_TOL`` of its floored vertex) that ascent keeps (a
+        *KKT vertex*: in every row the played action's partial is at least every other's;
+        within two standard errors for a sampled gradient), its tables are certified with
+        :func:`~marl_kstep.certificates.certify` (``order=escape_order``). The next iterate is
+        then the best improving change of one or two slots whose (floored) policy beats the
+        current exact :math:`J`, and ascent resumes; if there is none, the run stops on the
+        vertex (``stationary="vertex"``, the iterate snapped onto it). A vertex that ascent is
+        leaving is not certified. At a saddle (exact estimators) the run takes the improving
+        side of the probe that found it; at another stochastic stationary point, the best
+        certified deviation of its greedy tables when that beats the current :math:`J`. Every
+        jump is an iteration, listed in ``TrainResult.escapes``; the budget of a certificate
+        (``Settings.max_policies``) is checked before the run starts; ``seed`` seeds the probes
+        (0 when None), so runs repeat exactly.
     escape_order : {1, 2}
         Largest number of slots an escape changes together.
     max_escapes : int
@@ -300,100 +266,84 @@ def train(
         exact_k = reference if est.k == 1 else ExactKStep(mdp, est.k)
 
     escape = check_bool("escape", escape)
-    if isinstance(escape_order, bool) or escape_order not in (1, 2):
-        raise ValueError(f"escape_order must be 1 or 2; got escape_order={escape_order!r}")
+    escape_order = check_int("escape_order", escape_order, minimum=1, maximum=2)
     max_escapes = check_int("max_escapes", max_escapes, minimum=0)
     if escape and mdp is None:
         raise ValueError("escape=True certifies vertices on a model; the estimator has none (its .mdp is None)")
-    kicks = np.random.default_rng(seed)
-    certificates: dict[tuple, Certificate] = {}
-    escapes: list[dict] = []
-    last_cert = None
-
-    def visited_rows(pol):
-        return [w > VISIT_TOL for w in slot_visitation(mdp, pol)]
-
-    def exact_J(pol, known):
-        """The exact ordinary value (``known`` when it was computed alongside)."""
-        return known if not np.isnan(known) else ExactKStep(mdp, 1).value(pol)
+    escaper = Escaper(est, floor, escape_order, max_escapes, seed) if escape else None
 
     t0 = time.perf_counter()
     hist_k, hist_1, hist_se, hist_exact = [], [], [], []
     converged = False
     stationary = None
+    last_move = float("inf")
     stop = False
     it = 0
+    def evaluate(pol):
+        """The estimate at ``pol``, its exact J alongside (NaN without one) and its exact J_k (or None)."""
+        e = est.estimate(pol)
+        if reference is not None:
+            J_1 = reference.value(pol)
+        elif isinstance(est, ExactKStep) and est.k == 1:
+            J_1 = e.J_k
+        else:
+            J_1 = float("nan")
+        return e, J_1, None if exact_k is None else exact_k.value(pol)
+
     with deferred_interrupts():  # Ctrl-C stops between iterations, never inside compiled code
         while True:
-            e = est.estimate(policy)
-            if reference is not None:
-                J_1 = reference.value(policy)
-            elif isinstance(est, ExactKStep) and est.k == 1:
-                J_1 = e.J_k
-            else:
-                J_1 = float("nan")
+            e, J_1, J_k_exact = evaluate(policy)
             hist_k.append(e.J_k)
             hist_1.append(J_1)
             hist_se.append(e.J_k_se)
             if exact_k is not None:
-                hist_exact.append(exact_k.value(policy))
+                hist_exact.append(J_k_exact)
             if callback is not None and callback(it, policy, e.J_k, J_1) is False:
                 break
             if stop:
                 break
             jump = None
-            if escape and (converged or it % 10 == 0 or _at_vertex(policy, floor)):
-                # at a vertex (of the rows it visits), at a saddle, or stationary on a flat face?
-                at_vertex = _at_vertex(policy, floor) or _at_vertex(policy, floor, visited_rows(policy))
-                off = None
-                if not at_vertex and converged and isinstance(est, ExactKStep):
-                    off = _ascent_off(est, policy, e.J_k, kicks)
-                if at_vertex or (converged and off is None):
-                    tables = policy.greedy_tables()
-                    key = tuple(tuple(int(a) for a in t) for t in tables)
-                    if key not in certificates:
-                        certificates[key] = certify(mdp, policy, order=escape_order)
-                    last_cert = certificates[key]
-                    if last_cert.best is None and at_vertex:  # certified: stop, on the vertex itself
-                        stationary = "vertex"
-                        vertex = _vertex_policy(tables, est.n_actions, floor)
-                        if vertex.max_abs_diff(policy) == 0.0:
-                            break
-                        jump, stop = vertex, True
-                    elif (last_cert.best is not None and len(escapes) < max_escapes
-                          and (at_vertex or last_cert.best.J > exact_J(policy, J_1))):
-                        best = last_cert.best
-                        for i, o, a in best.slots:
-                            tables[i][o] = a
-                        jump = _vertex_policy(tables, est.n_actions, floor)
-                        escapes.append(dict(iteration=it + 1, kind="deviation", J_from=last_cert.J, J_to=best.J,
-                                            slots=[list(x) for x in best.slots]))
-                elif off is not None and len(escapes) < max_escapes:
-                    jump = off
-                    escapes.append(dict(iteration=it + 1, kind="perturbation", J_from=exact_J(policy, J_1),
-                                        J_to=exact_J(off, float("nan")), slots=[]))
-            if it >= iters or (converged and jump is None):
+            if it >= iters:
+                break
+            if escaper is not None:
+                settled = converged and last_move <= STATIONARY_TOL  # stationary, not merely stopped by a loose tol
+                jump, stop, where = escaper.consider(it, policy, e, settled, periodic=it % 10 == 0)
+                if where is not None:
+                    stationary = where
+                if stop and jump.max_abs_diff(policy) == 0.0:
+                    break
+            if converged and jump is None:
                 break
             if jump is not None:
                 new, converged = jump, False
             else:
                 new = Policy([update(t, g, eta, floor) for t, g in zip(policy.theta, e.grad, strict=True)])
-                converged = new.max_abs_diff(policy) < tol
+                last_move = new.max_abs_diff(policy)
+                converged = last_move < tol
             policy = new
             it += 1
             checkpoint()
-    if converged and stationary is None:
-        stationary = "vertex" if _at_vertex(policy, floor) else "stochastic"
+        back = None if escaper is None else escaper.fallback(policy)
+        if back is not None:  # the run ended below a policy it had jumped to: end there (the last entry)
+            policy, stationary = back, "vertex"
+            e, J_1, J_k_exact = evaluate(policy)
+            escaper.records[-1]["iteration"] = it
+            hist_k[-1], hist_1[-1], hist_se[-1] = e.J_k, J_1, e.J_k_se
+            if exact_k is not None:
+                hist_exact[-1] = J_k_exact
+    if converged and last_move <= STATIONARY_TOL and stationary is None:
+        stationary = "vertex" if at_vertex(policy, floor) else "stochastic"
         if stationary == "stochastic" and mdp is not None and mdp.n_states <= EXACT_ALONGSIDE_MAX_STATES:
-            stationary = "vertex" if _at_vertex(policy, floor, visited_rows(policy)) else "stochastic"
-        if stationary == "stochastic" and isinstance(est, ExactKStep) and _ascent_off(est, policy, hist_k[-1],
-                                                                                     np.random.default_rng(0)):
+            visited = [w > VISIT_TOL for w in slot_visitation(mdp, policy)]
+            stationary = "vertex" if at_vertex(policy, floor, visited) else "stochastic"
+        if stationary == "stochastic" and isinstance(est, ExactKStep) and saddle_move(
+                est.value, policy, hist_k[-1], floor, np.random.default_rng(0 if seed is None else seed)):
             stationary = "saddle"
             warnings.warn(
                 f"ascent stopped at a saddle of J_k (J_k = {hist_k[-1]:.6g}, after {it} iterations): a stochastic "
-                f"stationary point that a move of size {SADDLE_KICK:g} improves, such as the symmetric uniform "
-                "start; start off it (train's default start, Policy.near_uniform) or pass escape=True",
-                SaddleWarning, stacklevel=2)
+                f"stationary point with a direction of positive curvature (moves of size {SADDLE_KICK:g}), such as "
+                "the symmetric uniform start; start off it (train's default start, Policy.near_uniform) or pass "
+                "escape=True", SaddleWarning, stacklevel=2)
     return TrainResult(
         policy=policy,
         history_J_k=np.asarray(hist_k),
@@ -408,6 +358,6 @@ def train(
         history_J_k_exact=np.asarray(hist_exact) if exact_k is not None else None,
         floor=floor,
         stationary=stationary,
-        escapes=escapes,
-        certificate=last_cert,
+        escapes=[] if escaper is None else escaper.records,
+        certificate=None if escaper is None else escaper.final_certificate(policy),
     )
