@@ -170,8 +170,10 @@ class Escaper:
                                                   and at_vertex(policy, self.floor, self.visited(policy)))
         if near:
             tables = policy.greedy_tables()
-            if not kkt_vertex(estimate.grad, tables, estimate.grad_se):
+            if not settled and not kkt_vertex(estimate.grad, tables, estimate.grad_se):
                 return None, False, None  # ascent is leaving this vertex: let it
+            # (a settled non-KKT vertex: the run stopped there anyway, e.g. mirror ascent whose other
+            # entries are too small to grow within tol; certifying it cannot end below plain ascent)
             cert = self.certificate(policy)
             jump = self._deviation(it, policy, cert)
             if jump is not None:
