@@ -125,6 +125,26 @@ def test_fuzz_policy_constructors(which, slot, value):
 
 
 @FUZZ
+@given(which=st.sampled_from(["certify", "slot_visitation", "near_uniform"]),
+       key=st.sampled_from(["mdp", "policy", "order", "tol", "max_deviations", "batch", "seed", "scale"]), value=BAD)
+def test_fuzz_certificates(which, key, value):
+    if which == "near_uniform":
+        key = key if key in ("seed", "scale") else "scale"
+        check(lambda: mk.Policy.near_uniform(MDP, **{key: value}), [key])
+        return
+    if which == "slot_visitation":
+        key = key if key in ("mdp", "policy") else "policy"
+        kw = dict(mdp=MDP, policy=POLICY)
+        kw[key] = value
+        check(lambda: mk.slot_visitation(**kw), [key, "theta"])
+        return
+    key = key if key not in ("seed", "scale") else "order"
+    kw = dict(mdp=MDP, policy=POLICY, order=2, tol=1e-9, max_deviations=10**4, batch=64)
+    kw[key] = value
+    check(lambda: mk.certify(**kw), [key, "theta"])
+
+
+@FUZZ
 @given(key=st.sampled_from(["mdp", "policy", "k", "max_path_steps", "lump"]),
        fn=st.sampled_from(["value", "value_and_grad", "value_vector", "ExactKStep"]), value=BAD)
 def test_fuzz_exact_estimator(key, fn, value):
