@@ -43,6 +43,8 @@ class SaddleWarning(RuntimeWarning):
 
 #: Above this many joint states, train records exact values alongside only when asked.
 EXACT_ALONGSIDE_MAX_STATES = 100_000
+
+
 @dataclass
 class TrainResult:
     """Outcome of :func:`train`.
@@ -78,9 +80,9 @@ class TrainResult:
         curvature inside its face, found by 8 seeded symmetric probes of size ``SADDLE_KICK``
         (exact estimators; a :class:`SaddleWarning` is issued); or at another stochastic
         stationary point (a flat face, e.g. rows mixing actions that do the same thing, or a
-        stochastic local maximum). ``None`` when the run did not converge and did not
-        stop at a certified vertex, or its last update moved an entry by more than ``STATIONARY_TOL``
-        (1e-8: a loose ``tol`` stops runs that are not stationary).
+        stochastic local maximum). ``None`` when the run neither converged nor stopped at a
+        certified vertex, or when its last update still moved an entry by more than
+        ``STATIONARY_TOL`` (1e-8: a loose ``tol`` stops runs that are not stationary).
     escapes : list of dict
         With ``escape=True``: one entry per jump, ``{"iteration", "kind", "J_from", "J_to",
         "slots"}``; ``kind`` is ``"deviation"`` (to the best improving 1- or 2-slot change,
@@ -89,8 +91,8 @@ class TrainResult:
         ``"perturbation"`` (off a saddle: it raises :math:`J_k`, not necessarily :math:`J`), or
         ``"return"``: the run ended below a policy it had jumped to (ascent after a jump is
         monotone only for small enough steps) and ends on that policy instead; the histories'
-        last entry is then that policy. ``iteration`` indexes the
-        histories: the policy after the jump is the one evaluated there.
+        last entry is then that policy. ``iteration`` indexes the histories: the policy after
+        the jump is the one evaluated there.
     certificate : Certificate or None
         With ``escape=True``: the certificate of the final policy's greedy tables (``rounded``
         says whether the final policy was deterministic on its used observations).
@@ -279,6 +281,7 @@ def train(
     last_move = float("inf")
     stop = False
     it = 0
+
     def evaluate(pol):
         """The estimate at ``pol``, its exact J alongside (NaN without one) and its exact J_k (or None)."""
         e = est.estimate(pol)
