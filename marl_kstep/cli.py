@@ -2,7 +2,7 @@
 
     marl-kstep run SCENARIO [--k 1 2 3] [--method pgd mirror] [--iters N] [--step ETA]
                             [--seeds S ...] [--set key=value ...] [--out DIR] [--resume] [--quiet]
-                            [--estimator exact|sampled] [--episodes N] [--escape]
+                            [--estimator exact|sampled] [--episodes N] [--escape [--escape-order M]]
     marl-kstep run --env MODULE:FACTORY --gamma G [--horizon H] [--episodes N] ...
     marl-kstep plot DIR
     marl-kstep benchmarks [--iters N] [--budget STEPS] [--seeds S] [--files NAME ...]
@@ -204,7 +204,7 @@ def cmd_run(parser, args) -> int:
                  {"kind": "sampled", "episodes": args.episodes, "horizon": args.horizon})
     try:
         specs = [RunSpec(target, k, method, args.step, args.iters, args.tol, seed,
-                         "default" if seed is None else "random", estimator, args.escape)
+                         "default" if seed is None else "random", estimator, args.escape, args.escape_order)
                  for method in args.method for k in args.k for seed in (args.seeds or [None])]
         mdp, env, _ = build_target(target)
         if mdp is None:
@@ -351,8 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seeds", type=_NONNEG_INT, nargs="*", default=None,
                    help="random Dirichlet starts; without seeds, the scenario's trap start")
     r.add_argument("--escape", action="store_true",
-                   help="certify where ascent stops and jump to the best improving change of one or two slots "
-                        "(SPEC §9; needs a model)")
+                   help="certify where ascent stops and jump to the best improving change of up to "
+                        "--escape-order slots (SPEC §9; needs a model)")
+    r.add_argument("--escape-order", type=_POS_INT, default=2, metavar="M",
+                   help="largest number of slots an --escape jump changes together")
     r.add_argument("--set", nargs="*", metavar="KEY=VALUE", default=None,
                    help="scenario config (see each scenario's parallel_env), e.g. --set gamma=0.95")
     r.add_argument("--out", default="results/run", help="output folder")

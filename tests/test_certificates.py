@@ -58,7 +58,10 @@ def test_rounding_is_said_and_the_budget_refuses_before_work():
     with pytest.raises(ValueError, match="max_deviations"):
         certify(mdp, number_matching.trap_start(mdp), order=2, max_deviations=3)
     with pytest.raises(ValueError, match="order"):
-        certify(mdp, number_matching.trap_start(mdp), order=3)
+        certify(mdp, number_matching.trap_start(mdp), order=0)
+    with pytest.raises(ValueError, match="max_deviations"):  # order 40 on 4 slots: all 15 changes, counted first
+        certify(mdp, number_matching.trap_start(mdp), order=40, max_deviations=14)
+    assert certify(mdp, number_matching.trap_start(mdp), order=40).evaluated == 15
 
 
 # ------------------------------------------------------------------ visitation
@@ -155,7 +158,7 @@ def test_escapes_never_end_below_plain_ascent_and_end_2opt(case, method):
 def test_escape_needs_a_model_and_checks_its_arguments():
     mdp, trap = trap_2103()
     with pytest.raises(ValueError, match="escape_order"):
-        mk.train(mdp, init=trap, escape=True, escape_order=3)
+        mk.train(mdp, init=trap, escape=True, escape_order=0)
     with pytest.raises(ValueError, match="max_escapes"):
         mk.train(mdp, init=trap, escape=True, max_escapes=-1)
     with pytest.raises(ValueError, match="escape"):
@@ -294,7 +297,7 @@ def test_escape_edge_cases_cap_budget_reproducibility():
     runs = [mk.train(mdp, k=3, init=mk.Policy.uniform(mdp), escape=True) for _ in range(2)]
     assert runs[0].iterations == runs[1].iterations and runs[0].final_J == runs[1].final_J
     np.testing.assert_array_equal(runs[0].history_J, runs[1].history_J)
-    for bad in (2.0, 0, 3):
+    for bad in (2.0, 0, -1):
         with pytest.raises(ValueError, match="escape_order"):
             mk.train(mdp, init=trap, escape=True, escape_order=bad)
         with pytest.raises(ValueError, match="order"):
@@ -336,3 +339,47 @@ def test_certificate_rounding_ignores_unused_observations():
     pol = mk.Policy([np.array([[1.0, 0.0], [0.5, 0.5]]), np.array([[1.0, 0.0]])])  # observation 1 never occurs
     cert = certify(mdp, pol)
     assert not cert.rounded and cert.J == pytest.approx(10.0) and cert.two_opt
+
+
+# ------------------------------------------------------------------ higher orders
+def test_order_three_against_brute_force_on_three_agent_number_matching():
+    """Every deterministic policy of 3-agent number matching (m = 5): the values of all changes of up
+    to three slots from mk.value of each table, against certify(order=3) and is_opt."""
+    mdp = number_matching.build_mdp(n_agents=3, n_numbers=5, start="far")
+    tables = all_tables(mdp)
+    key = lambda t: tuple(map(tuple, t))  # noqa: E731
+    value = {key(t): mk.value(mdp, mk.Policy.deterministic(mdp, t)) for t in tables}
+    slots = [(i, o) for i in range(3) for o in range(2)]
+    n_two_opt = n_three_opt = 0
+    for t in tables:
+        J0 = value[key(t)]
+        gains = {1: [], 2: [], 3: []}
+        for size in (1, 2, 3):
+            for chosen in itertools.combinations(slots, size):
+                u = [list(x) for x in t]
+                for i, o in chosen:
+                    u[i][o] = 1 - u[i][o]  # two actions: the one alternative
+                gains[size].append(value[key(u)] - J0)
+        cert = certify(mdp, mk.Policy.deterministic(mdp, t), order=3)
+        thresh = 1e-9 * max(1, abs(J0))
+        assert cert.evaluated == 6 + 15 + 20
+        for m in (1, 2, 3):
+            assert cert.is_opt(m) == (max(g for s in range(1, m + 1) for g in gains[s]) <= thresh)
+        better = sorted((g for s in (1, 2, 3) for g in gains[s] if g > thresh), reverse=True)
+        np.testing.assert_allclose([d.gain for d in cert.improving], better, atol=1e-10)
+        n_two_opt += cert.two_opt and J0 < 6.177 - 1e-9
+        n_three_opt += cert.is_opt(3) and J0 < 6.177 - 1e-9
+    assert (n_two_opt, n_three_opt) == (7, 4)  # 2-opt traps at J = 0; 4 of them need four slots
+
+
+def test_escape_of_order_four_leaves_the_grid_trap():
+    from marl_kstep.envs import grid_coordination
+
+    mdp = mk.compile_env(grid_coordination.parallel_env(**grid_coordination.TRAP_CONFIG))
+    start = grid_coordination.near_stay_start(mdp)
+    for order in (2, 3):
+        assert mk.train(mdp, k=4, init=start, iters=2000, escape=True, escape_order=order).final_J == pytest.approx(0.8)
+    res = mk.train(mdp, k=4, init=start, iters=2000, escape=True, escape_order=4)
+    assert res.final_J == pytest.approx(17.1875, abs=1e-9) and res.certificate.is_opt(4)
+    (jump,) = res.escapes
+    assert sorted(map(tuple, jump["slots"])) == [(0, 3, 4), (0, 7, 4), (1, 3, 3), (1, 11, 3)]

@@ -55,6 +55,12 @@ def test_escape_is_a_setting_and_older_specs_keep_their_hashes():
     json.dumps(rec, allow_nan=False)
     with pytest.raises(ValueError, match="escape"):
         RunSpec(nm, 2, escape="yes")
+    assert RunSpec(nm, 2, "pgd", iters=100, escape=True, escape_order=2).hash == trap.hash  # the default is left out
+    four = RunSpec(nm, 2, "pgd", iters=100, escape=True, escape_order=4)
+    assert four.to_dict()["escape_order"] == 4 and four.hash != trap.hash
+    assert "escape_order" not in RunSpec(nm, 2, escape_order=4).to_dict()  # no escape: the order is moot
+    with pytest.raises(ValueError, match="escape_order"):
+        RunSpec(nm, 2, escape=True, escape_order=0)
 
 
 def test_resume_skips_exactly_the_finished_specs_and_adds_changed_settings(tmp_path):

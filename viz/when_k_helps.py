@@ -1,7 +1,7 @@
 """The measurements and figures of docs/when-k-helps.md: where k-step gradients escape, where they stop,
 and what certified escapes (``train(..., escape=True)``, SPEC §9) change.
 
-    python viz/when_k_helps.py families rates sampled timings mechanism claim plot   # parts: separate processes ok
+    python viz/when_k_helps.py families rates sampled timings mechanism claim orders plot   # separate processes ok
 
 Every run goes through the experiments runner (one RunSpec per run, records in results/when_k/PART/runs.jsonl,
 so an interrupted part resumes where it stopped); each part saves its table in results/when_k/PART.json, and
@@ -206,6 +206,36 @@ def timings():
     save("timings", out)
 
 
+# ------------------------------------------------------------------ escapes of higher order
+def orders():
+    """Success from random starts against escape_order (pgd), and the cost of one certificate per order."""
+    cases = {"number matching, 3 agents, m = 5": ((1, 3), range(20)), "grid corridor trap": ((1, 3, 4, 8), range(10))}
+    out = {}
+    for name, (ks, seeds) in cases.items():
+        target = RATE_CASES[name]
+        js = j_star(target)
+        specs = {(o, k, s): RunSpec(target, k, "pgd", STEPS["pgd"], ITERS, seed=s, start="random", escape=True,
+                                    escape_order=o) for o in (2, 3, 4) for k in ks for s in seeds}
+        recs = run("orders", list(specs.values()))
+        table = {}
+        for (o, k, _s), spec in specs.items():
+            cell = table.setdefault(str(o), {}).setdefault(str(k), dict(success=0, runs=0, seconds=0.0))
+            res = recs[spec.hash]["result"]
+            cell["success"] += success(res["final_J"], js)
+            cell["runs"] += 1
+            cell["seconds"] += res["seconds"]
+        mdp = build_target(target)[0]
+        pol = mk.Policy.deterministic(mdp, [np.zeros(o, dtype=int) for o in mdp.n_obs])
+        cost = {}
+        for o in (2, 3, 4):
+            t = time.perf_counter()
+            cert = mk.certify(mdp, pol, order=o)
+            cost[str(o)] = dict(deviations=cert.evaluated, seconds=time.perf_counter() - t)
+        out[name] = dict(J_star=js, table=table, certificate_cost=cost)
+        print(name, {o: {k: c["success"] for k, c in v.items()} for o, v in table.items()}, cost, flush=True)
+    save("orders", out)
+
+
 # ------------------------------------------------------------------ the grid trap's mechanism
 def mechanism():
     """Why k = 4, 5 fall back on the grid corridor: the "go" partial at the decoy rows, "go" after two
@@ -335,7 +365,7 @@ def _success_panels(plt, panels, series, ylabel, filename, width):
     plt.close(fig)
 
 PARTS = dict(families=families, rates=rates, sampled=sampled, timings=timings, mechanism=mechanism, claim=claim,
-             plot=plot)
+             orders=orders, plot=plot)
 
 if __name__ == "__main__":
     for part in sys.argv[1:] or list(PARTS):

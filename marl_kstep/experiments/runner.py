@@ -88,6 +88,9 @@ class RunSpec:
     escape : bool
         ``train(..., escape=True)``: certified jumps out of coordination traps (SPEC §9). Left
         out of the canonical dict when False, so specs written before it keep their hashes.
+    escape_order : int
+        Largest number of slots an escape changes together (``train``'s ``escape_order``; in the
+        canonical dict only when ``escape`` is set and it differs from 2).
     """
 
     target: dict
@@ -100,6 +103,7 @@ class RunSpec:
     start: str = "default"
     estimator: dict = field(default_factory=lambda: {"kind": "exact"})
     escape: bool = False
+    escape_order: int = 2
 
     def __post_init__(self):
         if not isinstance(self.target, dict) or not ({"scenario", "dpomdp", "env"} & set(self.target)):
@@ -113,6 +117,7 @@ class RunSpec:
             check_int("seed", self.seed, minimum=0)
         check_choice("start", self.start, ("default", "uniform", "near_uniform", "random"))
         object.__setattr__(self, "escape", check_bool("escape", self.escape))  # a NumPy bool becomes a bool
+        object.__setattr__(self, "escape_order", check_int("escape_order", self.escape_order, minimum=1))
         if self.start == "random" and self.seed is None:
             raise ValueError("start='random' needs a seed")
         kind = self.estimator.get("kind") if isinstance(self.estimator, dict) else None
@@ -125,8 +130,10 @@ class RunSpec:
     def to_dict(self) -> dict:
         """The spec as plain JSON data (canonical: the same settings give the same dict)."""
         d = asdict(self)
+        if not d["escape"] or d["escape_order"] == 2:
+            del d["escape_order"]  # defaults are left out: older specs keep their hashes
         if not d["escape"]:
-            del d["escape"]  # the default is left out: older specs keep their hashes
+            del d["escape"]
         return json.loads(canonical_json(d))
 
     @classmethod
@@ -204,7 +211,7 @@ def run_one(spec: RunSpec) -> dict:
     with warnings.catch_warnings():  # the record says where the run stopped
         warnings.simplefilter("ignore", SaddleWarning)
         res = train(est, method=spec.method, step=spec.step, iters=spec.iters, tol=spec.tol, init=init,
-                    seed=spec.seed, escape=spec.escape)  # the seed also seeds escape's saddle probes
+                    seed=spec.seed, escape=spec.escape, escape_order=spec.escape_order)  # seed: the probes too
     result = dict(final_J=None if math.isnan(res.final_J) else res.final_J,
                   final_J_k=res.final_J_k, iterations=res.iterations, converged=res.converged,
                   capped=not res.converged and res.iterations >= spec.iters, seconds=res.seconds,

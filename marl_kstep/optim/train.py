@@ -11,9 +11,10 @@ Where ascent stops (SPEC §9): at a *vertex* (every visited row deterministic, o
 floor), at a *saddle* (such as the symmetric uniform policy; a :class:`SaddleWarning`) or at
 another stochastic stationary point, said in :attr:`TrainResult.stationary`. With
 ``escape=True`` and a model, a vertex that ascent keeps is certified
-(:func:`~marl_kstep.certificates.certify`): if a change of one or two slots improves :math:`J`,
-the run jumps to the best such deviation and resumes; it stops at a certified vertex. A saddle
-is left along the direction of positive curvature that was found (:mod:`marl_kstep.optim.escape`).
+(:func:`~marl_kstep.certificates.certify`): if a change of up to ``escape_order`` (default 2)
+slots improves :math:`J`, the run jumps to the best such deviation and resumes; it stops at a
+certified vertex. A saddle is left along the direction of positive curvature that was found
+(:mod:`marl_kstep.optim.escape`).
 """
 
 from __future__ import annotations
@@ -209,7 +210,7 @@ def train(
         *KKT vertex*: in every row the played action's partial is at least every other's;
         within two standard errors for a sampled gradient), its tables are certified with
         :func:`~marl_kstep.certificates.certify` (``order=escape_order``). The next iterate is
-        then the best improving change of one or two slots whose (floored) policy beats the
+        then the best improving change of up to ``escape_order`` slots whose (floored) policy beats the
         current exact :math:`J`, and ascent resumes; if there is none, the run stops on the
         vertex (``stationary="vertex"``, the iterate snapped onto it). A vertex that ascent is
         leaving is not certified. At a saddle (exact estimators) the run takes the improving
@@ -218,8 +219,10 @@ def train(
         jump is an iteration, listed in ``TrainResult.escapes``; the budget of a certificate
         (``Settings.max_policies``) is checked before the run starts; ``seed`` seeds the probes
         (0 when None), so runs repeat exactly.
-    escape_order : {1, 2}
-        Largest number of slots an escape changes together.
+    escape_order : int
+        Largest number of slots an escape changes together (default 2; 3 or 4 leave traps that
+        need more slots at once, at the cost of :func:`~marl_kstep.certificates.count_deviations`
+        evaluations per certificate, checked against ``Settings.max_policies`` before the run).
     max_escapes : int
         Cap on the jumps of one run.
 
@@ -268,7 +271,7 @@ def train(
         exact_k = reference if est.k == 1 else ExactKStep(mdp, est.k)
 
     escape = check_bool("escape", escape)
-    escape_order = check_int("escape_order", escape_order, minimum=1, maximum=2)
+    escape_order = check_int("escape_order", escape_order, minimum=1)
     max_escapes = check_int("max_escapes", max_escapes, minimum=0)
     if escape and mdp is None:
         raise ValueError("escape=True certifies vertices on a model; the estimator has none (its .mdp is None)")
