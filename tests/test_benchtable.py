@@ -6,6 +6,7 @@ import pytest
 
 from marl_kstep import cli
 from marl_kstep.experiments import benchtable
+from marl_kstep.experiments.runner import RunStore
 
 needs_data = pytest.mark.skipif(not benchtable.DEFAULT_DATA_DIR.is_dir(),
                                 reason=f"benchmark folder {benchtable.DEFAULT_DATA_DIR} is absent")
@@ -91,3 +92,40 @@ def test_mdp_optimum_matches_brute_force_over_state_policies():
         V = np.linalg.solve(np.eye(N) - 0.9 * Pc, R[np.arange(N), choice])
         best = max(best, V.mean())
     assert mdp_optimum(mdp) == pytest.approx(best, abs=1e-9)
+
+
+@needs_data
+def test_benchmarks_ctrl_c_exits_130_keeps_finished_runs_and_resumes(tmp_path):
+    """SIGINT during a serial table: exit 130, one line on stderr, the finished runs kept; --resume skips them."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "bench" / "benchmarks.md"
+    cmd = [sys.executable, "-m", "marl_kstep.cli", "benchmarks", "--files", "dectiger.dpomdp", "GridSmall.dpomdp",
+           "--iters", "20000", "--seeds", "3", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (out.parent / "runs.jsonl").exists():
+        time.sleep(0.5)  # dectiger's runs finish within seconds; GridSmall's take minutes
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (stdout, stderr)
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("interrupted:") and "Traceback" not in stderr, stderr
+    kept = RunStore(out.parent).records()
+    assert kept and f"{len(kept)} finished runs" in lines[0]
+    assert not out.exists()  # no half table
+    # a resumed table skips the kept runs: after another interrupt no spec was run twice
+    proc = subprocess.Popen(cmd + ["--resume"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    time.sleep(5.0)
+    os.killpg(proc.pid, signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (stdout, stderr)
+    hashes = [json.loads(ln)["spec_hash"] for ln in (out.parent / "runs.jsonl").read_text().splitlines() if ln]
+    assert len(hashes) == len(set(hashes)) >= len(kept)
+    assert {r["spec_hash"] for r in kept} <= set(hashes)
