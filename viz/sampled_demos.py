@@ -212,7 +212,7 @@ def mpe():
             encoders = [mk.ObservationIndexer(3, decimals=3), ListenerEncoder()]
             est = mk.SampledKStep(env, k, gamma=0.95, episodes=60, seed=seed, encoders=encoders)
             t = time.perf_counter()
-            r = mk.train(est, method="mirror", step=0.05, iters=60, tol=0.0)
+            r = mk.train(est, method="mirror", step=0.05, iters=60, tol=0.0, init=mk.Policy.uniform(est))
             secs.append(time.perf_counter() - t)
             curves.append(r.history_J_k.tolist())
         out[k] = dict(curves=curves, seconds=secs)
