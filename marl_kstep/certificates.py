@@ -32,7 +32,7 @@ from scipy.sparse.linalg import splu
 
 from .model import JointMDP
 from .policy import Policy
-from .search import _joint_actions_of, _slot_layout, deterministic_values, used_observations
+from .search import _joint_actions_of, _slot_layout, deterministic_values, joint_action_weights, used_observations
 from .settings import current
 from .validation import check_int, check_positive
 
@@ -166,8 +166,7 @@ def certify(mdp: JointMDP, policy: Policy, order: int = 2, *, tol: float = 1e-9,
         raise ValueError(f"certify(order={order}) needs {n_dev:,} deviations, above max_deviations={limit:,}")
     tables = policy.greedy_tables()
     used = used_observations(mdp)
-    rows = [t[u] for t, u in zip(policy.theta, used, strict=True)]  # unused observations do not count
-    rounded = not all(np.all((np.abs(r) < 1e-12) | (np.abs(r - 1) < 1e-12)) for r in rows)
+    rounded = not Policy([t[u] for t, u in zip(policy.theta, used, strict=True)]).is_deterministic()  # used rows
     base = np.array([tables[i][o] for i, u in enumerate(used) for o in u], dtype=np.int64)
     slot_names = [(i, int(o)) for i, u in enumerate(used) for o in u]
     J0 = float(deterministic_values(mdp, _joint_actions_of(mdp, base[None, :], slot_of))[0])
@@ -199,10 +198,7 @@ def slot_visitation(mdp: JointMDP, policy: Policy) -> list[np.ndarray]:
         raise ValueError(f"mdp must be a JointMDP; got {type(mdp).__name__}")
     _check_policy(mdp, policy)
     N, nJ = mdp.n_states, mdp.n_joint_actions
-    acts = mdp.joint_actions()  # (J, n)
-    weight = np.ones((N, nJ))
-    for i, t in enumerate(policy.theta):
-        weight *= t[mdp.obs[i]][:, acts[:, i]]
+    weight = joint_action_weights(mdp, policy)
     rows = np.repeat(np.arange(N), nJ)
     S = sparse.csr_matrix((weight.ravel(), (rows, np.arange(N * nJ))), shape=(N, N * nJ))
     P_pi = (S @ mdp.transition_matrix()).tocsc()

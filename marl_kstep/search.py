@@ -72,6 +72,17 @@ def _slot_layout(mdp: JointMDP):
     return radices, slot_of
 
 
+def joint_action_weights(mdp: JointMDP, policy: Policy, skip: int | None = None) -> np.ndarray:
+    r"""``w[s, j]`` = :math:`\prod_i \theta_i[\phi_i(s), a_i(j)]` over the agents (all but ``skip``):
+    the probability of joint action ``j`` in state ``s`` (without agent ``skip``'s factor)."""
+    acts = mdp.joint_actions()
+    w = np.ones((mdp.n_states, mdp.n_joint_actions))
+    for i, t in enumerate(policy.theta):
+        if i != skip:
+            w *= t[mdp.obs[i]][:, acts[:, i]]
+    return w
+
+
 def _joint_actions_of(mdp: JointMDP, digits: np.ndarray, slot_of) -> np.ndarray:
     """Joint action per state for a batch of tables: ``digits`` (B, n_slots) -> (B, N)."""
     strides = mdp.action_strides
@@ -210,10 +221,7 @@ def best_response(mdp: JointMDP, policy: Policy, agent: int,
             f"best response of agent {agent} needs {count:,} tables, more than max_policies={max_policies:,}"
         )
     acts = mdp.joint_actions()
-    w = np.ones((N, J))
-    for other, t in enumerate(policy.theta):
-        if other != agent:
-            w *= t[mdp.obs[other]][:, acts[:, other]]
+    w = joint_action_weights(mdp, policy, skip=agent)
     # weight matrix (N*A, N*J): row s*A + a collects the joint actions with j_i = a
     rows = (np.arange(N)[:, None] * A + acts[:, agent][None, :]).ravel()
     cols = np.arange(N * J)

@@ -27,7 +27,7 @@ from ..policy import Policy
 from ..search import _slot_layout
 from ..settings import current
 
-__all__ = ["Escaper", "at_vertex", "kkt_vertex", "saddle_move", "vertex_policy"]
+__all__ = ["Escaper", "at_vertex", "classify_stop", "kkt_vertex", "saddle_move", "vertex_policy", "visited_rows"]
 
 #: A visited row is at its vertex when its largest entry is within this of ``1 - (A - 1) floor``.
 VERTEX_TOL = 1e-6
@@ -50,6 +50,26 @@ def at_vertex(policy: Policy, floor: float, visited=None) -> bool:
         if gap.size and gap.max() > VERTEX_TOL:
             return False
     return True
+
+
+def visited_rows(mdp, policy: Policy) -> list[np.ndarray]:
+    """Per agent, which observations the policy visits (discounted visitation above ``VISIT_TOL``)."""
+    return [w > VISIT_TOL for w in slot_visitation(mdp, policy)]
+
+
+def classify_stop(est, policy: Policy, J_k: float, floor: float, seed, max_states: int) -> str:
+    """Where a stationary run stopped: ``"vertex"``, ``"saddle"`` (exact estimators, by
+    :func:`saddle_move`) or ``"stochastic"``. Visitation is computed on models up to ``max_states``
+    states; beyond, every row counts as visited."""
+    if at_vertex(policy, floor):
+        return "vertex"
+    mdp = est.mdp
+    if mdp is not None and mdp.n_states <= max_states and at_vertex(policy, floor, visited_rows(mdp, policy)):
+        return "vertex"
+    if isinstance(est, ExactKStep) and saddle_move(est.value, policy, J_k, floor,
+                                                   np.random.default_rng(0 if seed is None else seed)):
+        return "saddle"
+    return "stochastic"
 
 
 def vertex_policy(tables, n_actions, floor: float) -> Policy:
@@ -131,9 +151,6 @@ class Escaper:
         self.records: list[dict] = []
         self.best: tuple[float, Policy] | None = None  # the best policy jumped to: (exact J, policy)
 
-    def visited(self, policy: Policy):
-        return [w > VISIT_TOL for w in slot_visitation(self.mdp, policy)]
-
     def certificate(self, policy: Policy) -> Certificate:
         key = tuple(tuple(int(a) for a in t) for t in policy.greedy_tables())
         if key not in self.certificates:
@@ -167,7 +184,7 @@ class Escaper:
         ``stationary`` is ``"vertex"`` for a certified stop.
         """
         near = at_vertex(policy, self.floor) or ((settled or periodic)
-                                                  and at_vertex(policy, self.floor, self.visited(policy)))
+                                                  and at_vertex(policy, self.floor, visited_rows(self.mdp, policy)))
         if near:
             tables = policy.greedy_tables()
             if not settled and not kkt_vertex(estimate.grad, tables, estimate.grad_se):

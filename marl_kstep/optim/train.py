@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..certificates import Certificate, slot_visitation
+from ..certificates import Certificate
 from ..estimators import ExactKStep
 from ..interrupt import checkpoint, deferred_interrupts
 from ..model import JointMDP
 from ..policy import Policy
 from ..validation import check_bool, check_int, check_positive
-from .escape import SADDLE_KICK, STATIONARY_TOL, VISIT_TOL, Escaper, at_vertex, saddle_move
+from .escape import SADDLE_KICK, STATIONARY_TOL, Escaper, classify_stop
 from .simplex import STEPS
 
 __all__ = ["SaddleWarning", "TrainResult", "train"]
@@ -338,13 +338,8 @@ def train(
             if exact_k is not None:
                 hist_exact[-1] = J_k_exact
     if converged and last_move <= STATIONARY_TOL and stationary is None:
-        stationary = "vertex" if at_vertex(policy, floor) else "stochastic"
-        if stationary == "stochastic" and mdp is not None and mdp.n_states <= EXACT_ALONGSIDE_MAX_STATES:
-            visited = [w > VISIT_TOL for w in slot_visitation(mdp, policy)]
-            stationary = "vertex" if at_vertex(policy, floor, visited) else "stochastic"
-        if stationary == "stochastic" and isinstance(est, ExactKStep) and saddle_move(
-                est.value, policy, hist_k[-1], floor, np.random.default_rng(0 if seed is None else seed)):
-            stationary = "saddle"
+        stationary = classify_stop(est, policy, hist_k[-1], floor, seed, EXACT_ALONGSIDE_MAX_STATES)
+        if stationary == "saddle":
             warnings.warn(
                 f"ascent stopped at a saddle of J_k (J_k = {hist_k[-1]:.6g}, after {it} iterations): a stochastic "
                 f"stationary point with a direction of positive curvature (moves of size {SADDLE_KICK:g}), such as "
