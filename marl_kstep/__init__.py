@@ -25,7 +25,7 @@ from .estimators import (
     values_and_grad,
 )
 from .model import JointMDP, Lumping, LumpingSkippedWarning, load_dpomdp, lump
-from .optim import SaddleWarning, TrainResult, mirror_step, pgd_step, project_simplex, train
+from .optim import SaddleWarning, TrainOptions, TrainResult, mirror_step, pgd_step, project_simplex, train
 from .policy import Policy
 from .sampling import BoxDiscretiser, ObservationIndexer, SampledKStep, rollout
 from .search import alternating_best_response, best_deterministic, best_response
@@ -49,6 +49,7 @@ __all__ = [
     "Settings",
     "thread_report",
     "SingularSystemError",
+    "TrainOptions",
     "TrainResult",
     "__version__",
     "alternating_best_response",

@@ -11,7 +11,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["real_array", "check_probability", "check_real", "check_choice", "check_bool", "check_seed",
+__all__ = ["check_keys", "real_array", "check_probability", "check_real", "check_choice", "check_bool", "check_seed",
            "check_sequence", "check_int", "check_k", "check_gamma", "check_positive", "check_counts",
            "check_distribution"]
 
@@ -154,3 +154,15 @@ def check_probability(name: str, value) -> float:
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 1.0:
         raise ValueError(f"{name} must be a probability in [0, 1]; got {name}={value!r}")
     return float(value)
+
+
+def check_keys(name: str, mapping, allowed) -> dict:
+    """A mapping with string keys, every one of them in ``allowed`` (a misspelt key is named with the
+    allowed ones, never ignored). Returns a plain ``dict`` copy."""
+    if not isinstance(mapping, dict):
+        raise ValueError(f"{name} must be a dict; got {name}={mapping!r}")
+    allowed = tuple(allowed)
+    for key in mapping:
+        if key not in allowed:
+            raise ValueError(f"unknown key {key!r} in {name}; allowed keys: {', '.join(allowed)}")
+    return dict(mapping)

@@ -9,7 +9,10 @@ An estimator exposes
 * ``n_agents``, ``n_obs`` (tuple :math:`O_i`), ``n_actions`` (tuple :math:`A_i`), ``k``;
 * ``estimate(policy) -> Estimate``;
 * ``mdp``: the :class:`~marl_kstep.model.JointMDP` it is built on, or ``None`` (e.g. a
-  PettingZoo environment), so that trainers can report exact values whenever a model exists.
+  PettingZoo environment), so that trainers can report exact values whenever a model exists;
+* optionally ``exact`` (True when estimates carry no sampling error: then the escapes of
+  :func:`~marl_kstep.optim.train` may probe saddles with it; default False), ``floor`` (the
+  smallest entry training should keep, default 0) and ``gamma`` (the discount).
 """
 
 from __future__ import annotations

@@ -89,6 +89,16 @@ class ExactKStep:
         return self
 
     # ----------------------------------------------------------- protocol
+    #: Exact answers (no standard errors); the protocol's ``exact``.
+    exact = True
+    #: Exact gradients see every partial: no floor is needed.
+    floor = 0.0
+
+    @property
+    def gamma(self) -> float:
+        """The model's discount."""
+        return self._mdp.gamma
+
     @property
     def mdp(self) -> JointMDP:
         """The model (not the quotient) the estimator answers for."""

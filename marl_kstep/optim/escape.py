@@ -66,7 +66,7 @@ def classify_stop(est, policy: Policy, J_k: float, floor: float, seed, max_state
     mdp = est.mdp
     if mdp is not None and mdp.n_states <= max_states and at_vertex(policy, floor, visited_rows(mdp, policy)):
         return "vertex"
-    if isinstance(est, ExactKStep) and saddle_move(est.value, policy, J_k, floor,
+    if getattr(est, "exact", False) and saddle_move(est.value, policy, J_k, floor,
                                                    np.random.default_rng(0 if seed is None else seed)):
         return "saddle"
     return "stochastic"
@@ -146,7 +146,7 @@ class Escaper:
         self.est, self.mdp, self.floor, self.order, self.max_escapes = est, mdp, floor, order, max_escapes
         self.rng = np.random.default_rng(0 if seed is None else seed)
         self.exact_J = ExactKStep(mdp, 1).value
-        self.exact_k = est.value if isinstance(est, ExactKStep) else None
+        self.exact_k = est.value if getattr(est, "exact", False) else None
         self.certificates: dict[tuple, Certificate] = {}
         self.records: list[dict] = []
         self.best: tuple[float, Policy] | None = None  # the best policy jumped to: (exact J, policy)
@@ -207,17 +207,17 @@ class Escaper:
             return self._deviation(it, policy, self.certificate(policy)), False, None
         return None, False, None
 
-    def fallback(self, policy: Policy) -> Policy | None:
-        """The best policy jumped to, when the run ends below it (ascent after a jump is monotone
-        only for steps small enough; a long step can oscillate down), else ``None``."""
-        if self.best is None:
-            return None
-        J_end = self.exact_J(policy)
-        if self.best[0] > J_end + 1e-12 * max(1.0, abs(J_end)):
-            self.records.append(dict(iteration=None, kind="return", J_from=J_end, J_to=self.best[0], slots=[]))
-            return self.best[1]
-        return None
+    def finish(self, policy: Policy, it: int) -> tuple[Policy | None, Certificate]:
+        """The end of a run at ``policy`` after ``it`` iterations: ``(back, certificate)``.
 
-    def final_certificate(self, policy: Policy) -> Certificate:
-        """The certificate of the final policy's greedy tables."""
-        return self.certificate(policy)
+        ``back`` is the best policy jumped to when the run ends below it (ascent after a jump is
+        monotone only for steps small enough; a long step can oscillate down; recorded as a
+        ``"return"`` at iteration ``it``), else ``None``; ``certificate`` is the certificate of the
+        final policy's greedy tables."""
+        back = None
+        if self.best is not None:
+            J_end = self.exact_J(policy)
+            if self.best[0] > J_end + 1e-12 * max(1.0, abs(J_end)):
+                self.records.append(dict(iteration=it, kind="return", J_from=J_end, J_to=self.best[0], slots=[]))
+                back = self.best[1]
+        return back, self.certificate(policy if back is None else back)

@@ -31,11 +31,11 @@ from ..estimators import ExactKStep
 from ..interrupt import checkpoint, deferred_interrupts
 from ..model import JointMDP
 from ..policy import Policy
-from ..validation import check_bool, check_int, check_positive
 from .escape import SADDLE_KICK, STATIONARY_TOL, Escaper, classify_stop
+from .options import TrainOptions
 from .simplex import STEPS
 
-__all__ = ["SaddleWarning", "TrainResult", "train"]
+__all__ = ["SaddleWarning", "TrainOptions", "TrainResult", "train"]
 
 
 class SaddleWarning(RuntimeWarning):
@@ -97,6 +97,8 @@ class TrainResult:
     certificate : Certificate or None
         With ``escape=True``: the certificate of the final policy's greedy tables (``rounded``
         says whether the final policy was deterministic on its used observations).
+    options : TrainOptions
+        The options the run used.
     """
 
     policy: Policy
@@ -115,6 +117,7 @@ class TrainResult:
     stationary: str | None = None
     escapes: list = field(default_factory=list)
     certificate: Certificate | None = None
+    options: TrainOptions | None = None
 
     @property
     def final_J(self) -> float:
@@ -139,24 +142,40 @@ def _as_estimator(target, k, max_path_steps):
     return target
 
 
+def _options(options, overrides: dict) -> TrainOptions:
+    """The run's :class:`TrainOptions`: ``options`` (or the defaults) with ``overrides``."""
+    if options is None:
+        options = TrainOptions()
+    elif isinstance(options, dict):
+        options = TrainOptions.from_dict(options)
+    elif not isinstance(options, TrainOptions):
+        raise ValueError(f"options must be a TrainOptions or a dict of its fields ({', '.join(TrainOptions.names())}); "
+                         f"got options={options!r} (method, step, ... are keywords: train(est, method='mirror'))")
+    return options.replace(**overrides) if overrides else options
+
+
+def _start(est, init, seed) -> Policy:
+    if init is None:
+        return Policy.random(est, seed) if seed is not None else Policy.near_uniform(est)
+    if not isinstance(init, Policy):
+        raise ValueError(f"init must be a marl_kstep.Policy; got {type(init).__name__}")
+    if init.free_entries:
+        raise ValueError("init must lie on the simplex (it was built with check_simplex=False)")
+    init.check_compatible(est)
+    return init.copy()
+
+
 def train(
     target,
     k: int | None = None,
-    method: str = "pgd",
-    step: float = 0.05,
-    iters: int = 1000,
-    tol: float = 1e-10,
+    options: TrainOptions | dict | None = None,
+    *,
     init: Policy | None = None,
     seed=None,
     callback: Callable[[int, Policy, float, float], object] | None = None,
-    *,
-    normalize_step: bool = False,
     max_path_steps: int | None = None,
-    floor: float | None = None,
-    exact_alongside: bool | None = None,
-    escape: bool = False,
-    escape_order: int = 2,
-    max_escapes: int = 50,
+    hook=None,
+    **overrides,
 ) -> TrainResult:
     r"""Per-agent ascent on the k-step objective :math:`J_k` (SPEC §4).
 
@@ -172,110 +191,81 @@ def train(
     k : int, optional
         Window length for a model target (1 = ordinary policy gradient); with an estimator,
         leave it out (or give the estimator's own ``k``).
-    method : {"pgd", "mirror"}
-    step : float
-        Step size :math:`\eta`; with ``normalize_step=True`` it is multiplied by
-        :math:`1 - \gamma`.
-    iters : int
-        Iteration cap.
-    tol : float
-        Stop when :math:`\max |\theta_{t+1} - \theta_t| < tol`.
+    options : TrainOptions or dict, optional
+        Every setting of the run (:class:`~marl_kstep.optim.TrainOptions`: ``method``, ``step``,
+        ``iters``, ``tol``, ``floor``, ``normalize_step``, ``exact_alongside``, ``escape``,
+        ``escape_order``, ``max_escapes``, with their defaults). Any of them may also be given as a
+        keyword (``train(est, method="mirror", iters=200)``), which wins over ``options``.
     init : Policy, optional
         Start point. Default: ``Policy.random(target, seed)`` if ``seed`` is given, else
         ``Policy.near_uniform(target)`` (the uniform policy moved 1e-3 towards a fixed random
         one: the exact uniform policy is often a symmetric saddle). Pass ``Policy.uniform(...)``
         for the exact uniform start.
     seed : int or None
-        Seed for the random start when ``init`` is None (and for the perturbations of
-        ``escape``).
+        Seed for the random start when ``init`` is None (and for the probes of ``escape``).
     callback : callable, optional
         ``callback(iteration, policy, J_k, J)`` after each evaluation; return ``False``
         to stop early.
     max_path_steps : int, optional
         Path budget of the exact estimator built for a model target.
-    floor : float, optional
-        Keep every entry :math:`\ge` ``floor`` (``pgd``: projection onto the floored simplex;
-        ``mirror``: mixing with the uniform row, see :mod:`marl_kstep.optim.simplex`). Default:
-        the estimator's ``floor`` attribute (:class:`~marl_kstep.SampledKStep`: 0.01, because a
-        sampled gradient cannot see the partial of an entry at 0), else 0.
-    exact_alongside : bool, optional
-        Record the exact ordinary :math:`J` (and, for a sampled estimator, the exact
-        :math:`J_k`) of every iterate when the estimator has a model. Default: yes up to
-        ``EXACT_ALONGSIDE_MAX_STATES`` (10^5) joint states, where it costs little; beyond, the
-        histories hold NaN (set it to True to pay for them).
-    escape : bool
-        Certify where ascent stops and jump out of coordination traps (SPEC §9; needs a model,
-        any estimator; :mod:`marl_kstep.optim.escape`). When the iterate sits at a vertex
-        (every visited row within ``VERTEX_TOL`` of its floored vertex) that ascent keeps (a
-        *KKT vertex*: in every row the played action's partial is at least every other's;
-        within two standard errors for a sampled gradient), its tables are certified with
-        :func:`~marl_kstep.certificates.certify` (``order=escape_order``). The next iterate is
-        then the best improving change of up to ``escape_order`` slots whose (floored) policy beats the
-        current exact :math:`J`, and ascent resumes; if there is none, the run stops on the
-        vertex (``stationary="vertex"``, the iterate snapped onto it). A vertex that ascent is
-        leaving is not certified. At a saddle (exact estimators) the run takes the improving
-        side of the probe that found it; at another stochastic stationary point, the best
-        certified deviation of its greedy tables when that beats the current :math:`J`. Every
-        jump is an iteration, listed in ``TrainResult.escapes``; the budget of a certificate
-        (``Settings.max_policies``) is checked before the run starts; ``seed`` seeds the probes
-        (0 when None), so runs repeat exactly.
-    escape_order : int
-        Largest number of slots an escape changes together (default 2; 3 or 4 leave traps that
-        need more slots at once, at the cost of :func:`~marl_kstep.certificates.count_deviations`
-        evaluations per certificate, checked against ``Settings.max_policies`` before the run).
-    max_escapes : int
-        Cap on the jumps of one run.
+    hook : object, optional
+        A stop hook consulted at every iterate, in place of the one ``escape=True`` builds
+        (:class:`~marl_kstep.optim.escape.Escaper` is the library's): ``hook.consider(it, policy,
+        estimate, settled, periodic) -> (jump, stop, stationary)`` and ``hook.finish(policy) ->
+        (policy or None, stationary or None)``; see :mod:`marl_kstep.optim.escape`.
+
+    Notes
+    -----
+    Escapes (``escape=True``; SPEC §9; needs a model, any estimator): when the iterate sits at a
+    vertex (every visited row within ``VERTEX_TOL`` of its floored vertex) that ascent keeps (a
+    *KKT vertex*: in every row the played action's partial is at least every other's; within two
+    standard errors for a sampled gradient), its tables are certified with
+    :func:`~marl_kstep.certificates.certify` (``order=escape_order``). The next iterate is then the
+    best improving change of up to ``escape_order`` slots whose (floored) policy beats the current
+    exact :math:`J`, and ascent resumes; if there is none, the run stops on the vertex
+    (``stationary="vertex"``, the iterate snapped onto it). A vertex that ascent is leaving is not
+    certified. At a saddle (exact estimators) the run takes the improving side of the probe that
+    found it; at another stochastic stationary point, the best certified deviation of its greedy
+    tables when that beats the current :math:`J`. Every jump is an iteration, listed in
+    ``TrainResult.escapes``; the budget of a certificate (``Settings.max_policies``) is checked
+    before the run starts; ``seed`` seeds the probes (0 when None), so runs repeat exactly.
 
     Returns
     -------
     TrainResult
     """
     est = _as_estimator(target, k, max_path_steps)
-    if not isinstance(method, str) or method not in STEPS:
-        raise ValueError(f"method must be one of {sorted(STEPS)}; got method={method!r}")
-    step = check_positive("step", step)
-    iters = check_int("iters", iters, minimum=0)
-    tol = check_positive("tol", tol, allow_zero=True)
+    opts = _options(options, overrides)
     mdp = est.mdp
-    if check_bool("normalize_step", normalize_step):
+    if opts.normalize_step:
         gamma = mdp.gamma if mdp is not None else getattr(est, "gamma", None)
         if gamma is None:
             raise ValueError("normalize_step=True needs a discount: the estimator has neither a model nor gamma")
-        eta = step * (1.0 - gamma)
+        eta = opts.step * (1.0 - gamma)
     else:
-        eta = step
-    update = STEPS[method]
-    floor = getattr(est, "floor", 0.0) if floor is None else check_positive("floor", floor, allow_zero=True)
+        eta = opts.step
+    update = STEPS[opts.method]
+    floor = getattr(est, "floor", 0.0) if opts.floor is None else opts.floor
     for i, A in enumerate(est.n_actions):
         if floor * A >= 1.0:
             raise ValueError(f"floor must be below 1/A_i; agent {i} has {A} actions and floor={floor!r}")
-    if init is None:
-        policy = Policy.random(est, seed) if seed is not None else Policy.near_uniform(est)
-    else:
-        if not isinstance(init, Policy):
-            raise ValueError(f"init must be a marl_kstep.Policy; got {type(init).__name__}")
-        if init.free_entries:
-            raise ValueError("init must lie on the simplex (it was built with check_simplex=False)")
-        init.check_compatible(est)
-        policy = init.copy()
+    policy = _start(est, init, seed)
+    exact_est = bool(getattr(est, "exact", False))
     # the exact ordinary value alongside, whenever there is a model
+    exact_alongside = opts.exact_alongside
     if exact_alongside is None:
         exact_alongside = mdp is not None and mdp.n_states <= EXACT_ALONGSIDE_MAX_STATES
-    exact_alongside = check_bool("exact_alongside", exact_alongside)
     reference = None
-    if exact_alongside and mdp is not None and not (isinstance(est, ExactKStep) and est.k == 1):
+    if exact_alongside and mdp is not None and not (exact_est and est.k == 1):
         reference = ExactKStep(mdp, 1)
     # a sampled estimator on a model: the exact J_k alongside
     exact_k = None
-    if exact_alongside and mdp is not None and not isinstance(est, ExactKStep):
+    if exact_alongside and mdp is not None and not exact_est:
         exact_k = reference if est.k == 1 else ExactKStep(mdp, est.k)
-
-    escape = check_bool("escape", escape)
-    escape_order = check_int("escape_order", escape_order, minimum=1)
-    max_escapes = check_int("max_escapes", max_escapes, minimum=0)
-    if escape and mdp is None:
-        raise ValueError("escape=True certifies vertices on a model; the estimator has none (its .mdp is None)")
-    escaper = Escaper(est, floor, escape_order, max_escapes, seed) if escape else None
+    if hook is None and opts.escape:
+        if mdp is None:
+            raise ValueError("escape=True certifies vertices on a model; the estimator has none (its .mdp is None)")
+        hook = Escaper(est, floor, opts.escape_order, opts.max_escapes, seed)
 
     t0 = time.perf_counter()
     hist_k, hist_1, hist_se, hist_exact = [], [], [], []
@@ -290,7 +280,7 @@ def train(
         e = est.estimate(pol)
         if reference is not None:
             J_1 = reference.value(pol)
-        elif isinstance(est, ExactKStep) and est.k == 1:
+        elif exact_est and est.k == 1:
             J_1 = e.J_k
         else:
             J_1 = float("nan")
@@ -306,16 +296,13 @@ def train(
                 hist_exact.append(J_k_exact)
             if callback is not None and callback(it, policy, e.J_k, J_1) is False:
                 break
-            if stop:
+            if stop or it >= opts.iters:
                 break
             jump = None
-            if it >= iters:
-                break
-            if escaper is not None:
+            if hook is not None:
                 settled = converged and last_move <= STATIONARY_TOL  # stationary, not merely stopped by a loose tol
-                jump, stop, where = escaper.consider(it, policy, e, settled, periodic=it % 10 == 0)
-                if where is not None:
-                    stationary = where
+                jump, stop, where = hook.consider(it, policy, e, settled, periodic=it % 10 == 0)
+                stationary = where or stationary
                 if stop and jump.max_abs_diff(policy) == 0.0:
                     break
             if converged and jump is None:
@@ -325,15 +312,14 @@ def train(
             else:
                 new = Policy([update(t, g, eta, floor) for t, g in zip(policy.theta, e.grad, strict=True)])
                 last_move = new.max_abs_diff(policy)
-                converged = last_move < tol
+                converged = last_move < opts.tol
             policy = new
             it += 1
             checkpoint()
-        back = None if escaper is None else escaper.fallback(policy)
+        back, certificate = (None, None) if hook is None else hook.finish(policy, it)
         if back is not None:  # the run ended below a policy it had jumped to: end there (the last entry)
             policy, stationary = back, "vertex"
             e, J_1, J_k_exact = evaluate(policy)
-            escaper.records[-1]["iteration"] = it
             hist_k[-1], hist_1[-1], hist_se[-1] = e.J_k, J_1, e.J_k_se
             if exact_k is not None:
                 hist_exact[-1] = J_k_exact
@@ -353,12 +339,13 @@ def train(
         converged=converged,
         seconds=time.perf_counter() - t0,
         k=est.k,
-        method=method,
+        method=opts.method,
         step=eta,
         history_J_k_se=None if all(s is None for s in hist_se) else np.asarray(hist_se, dtype=float),
         history_J_k_exact=np.asarray(hist_exact) if exact_k is not None else None,
         floor=floor,
         stationary=stationary,
-        escapes=[] if escaper is None else escaper.records,
-        certificate=None if escaper is None else escaper.final_certificate(policy),
+        escapes=[] if hook is None else list(hook.records),
+        certificate=certificate,
+        options=opts,
     )

@@ -122,6 +122,9 @@ class SampledKStep:
         ``floor`` per entry. Default 0.01; 0 turns it off.
     """
 
+    #: Estimates carry sampling error (the protocol's ``exact``).
+    exact = False
+
     def __init__(self, target, k: int, *, gamma: float | None = None, episodes: int = 1000,
                  horizon: int | None = None, tail: float = 1e-4, baseline: str = "mean", seed=None,
                  encoders: Sequence[Callable] | None = None, team_reward="mean", path: str = "auto",
