@@ -17,7 +17,7 @@ from marl_kstep.experiments.runner import execute
 
 def main():
     target = {"scenario": "grid_coordination", "config": {}}
-    specs = [RunSpec(target, k, m, iters=6000, tol=0.0) for k in (1, 2, 3, 4) for m in ("pgd", "mirror")]
+    specs = [RunSpec(target, k, method=m, iters=6000, tol=0.0) for k in (1, 2, 3, 4) for m in ("pgd", "mirror")]
     list(execute(specs[:1], "serial"))  # compile / load the cache
     print(f"load average before: {os.getloadavg()}, cores: {os.cpu_count()}, runs: {len(specs)}")
     times = {}

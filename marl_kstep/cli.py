@@ -40,9 +40,20 @@ from .experiments import (
     write_json_atomic,
     write_text_atomic,
 )
-from .experiments.runner import EXECUTORS, RunSpec, RunStore, build_target, canonical_json, run_specs
+from .experiments.records import results_from_records
+from .experiments.runner import (
+    EXECUTORS,
+    FolderLockedError,
+    RunSpec,
+    RunStore,
+    build_target,
+    canonical_json,
+    run_specs,
+    shard_of,
+)
 from .experiments.scenarios import config_keys
 from .figures import make_figures
+from .optim import TrainOptions
 from .sampling import SampledKStep
 from .search import alternating_best_response, best_deterministic, count_deterministic
 from .settings import current
@@ -130,8 +141,8 @@ def _summary_csv(rows) -> str:
     return buf.getvalue()
 
 
-def _load_env(parser, spec: str):
-    """``module:factory`` -> ``factory()``, a user's PettingZoo ParallelEnv."""
+def _load_env(parser, spec: str, kwargs: dict | None = None):
+    """``module:factory`` -> ``factory(**kwargs)``, a user's PettingZoo ParallelEnv."""
     if spec.count(":") != 1 or not all(spec.split(":")):
         parser.error(f"--env expects MODULE:FACTORY (e.g. mypkg.envs:make_env); got {spec!r}")
     mod_name, fn_name = spec.split(":")
@@ -142,7 +153,7 @@ def _load_env(parser, spec: str):
     except AttributeError:
         parser.error(f"--env: module {mod_name!r} has no {fn_name!r}")
     try:
-        env = factory()
+        env = factory(**(kwargs or {}))
     except Exception as exc:  # the user's factory failed: say so in one line
         parser.error(f"--env: {spec}() raised {type(exc).__name__}: {exc}")
     return env
@@ -179,7 +190,69 @@ def _optimum(parser, mdp, mode: str, folder: Path, target_hash: str, quiet: bool
     return value, how
 
 
+def _parse_shard(parser, text):
+    if text is None:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+        shard_of([], (i, n))
+    except ValueError:
+        parser.error(f"--shard expects I/N with 0 <= I < N (e.g. $SLURM_ARRAY_TASK_ID/8); got {text!r}")
+    return i, n
+
+
+def _parse_env_args(parser, pairs) -> dict:
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            parser.error(f"--env-arg expects KEY=VALUE; got {pair!r}")
+        key, raw = pair.split("=", 1)
+        if key in out:
+            parser.error(f"--env-arg {key} is given twice")
+        try:
+            out[key] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            out[key] = raw
+    return out
+
+
+def _run_options(parser, args) -> dict:
+    """Options that apply only with others are refused when given without them, never ignored."""
+    if args.estimator == "exact" and (args.episodes is not None or args.horizon is not None):
+        parser.error("--episodes and --horizon apply to --estimator sampled")
+    if args.escape_order is not None and not args.escape:
+        parser.error("--escape-order applies with --escape")
+    if args.executor == "serial" and args.workers is not None:
+        parser.error("--workers applies to --executor process or dask")
+    if args.executor != "dask" and args.scheduler is not None:
+        parser.error("--scheduler applies to --executor dask")
+    opts = dict(iters=args.iters, step=args.step, tol=args.tol, escape=args.escape)
+    if args.escape_order is not None:
+        opts["escape_order"] = args.escape_order
+    return opts
+
+
+def _read_optima(folder: Path) -> dict:
+    """J* cached in ``folder/optimum.json`` by target: ``{canonical target: J*}`` (exhaustive preferred)."""
+    try:
+        cached = json.loads((folder / "optimum.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    out = {}
+    if isinstance(cached, dict):
+        for key, entry in sorted(cached.items(), key=lambda kv: kv[0].endswith(":exhaustive")):
+            target, _, _ = key.rpartition(":")
+            if isinstance(entry, dict) and isinstance(entry.get("J_star"), int | float):
+                out[target] = float(entry["J_star"])
+    return out
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:80]
+
+
 def cmd_run(parser, args) -> int:
+    opts = _run_options(parser, args)
     if args.env is not None:
         if args.scenario is not None or args.set:
             parser.error("give either a SCENARIO (with --set) or --env MODULE:FACTORY, not both")
@@ -187,55 +260,69 @@ def cmd_run(parser, args) -> int:
             parser.error("--env runs on the sampled estimator (--estimator sampled); an environment has no model")
         if args.gamma is None:
             parser.error("--env needs --gamma (the discount of the sampled objective)")
-        _load_env(parser, args.env)  # fail early, in one line, on a bad module or factory
-        name, config, target = args.env, {"env": args.env}, {"env": args.env, "gamma": args.gamma}
+        kwargs = _parse_env_args(parser, args.env_arg)
+        _load_env(parser, args.env, kwargs)  # fail early, in one line, on a bad module or factory
+        name, target = args.env, {"env": args.env, "gamma": args.gamma, "kwargs": kwargs}
     else:
         if args.scenario is None:
             parser.error("give a SCENARIO (one of " + ", ".join(sorted(SCENARIOS)) + ") or --env MODULE:FACTORY")
         if args.gamma is not None:
             parser.error("--gamma is for --env; set a scenario's discount with --set gamma=...")
-        config = json.loads(json.dumps(_parse_sets(parser, args.scenario, args.set)))
-        name, target = args.scenario, {"scenario": args.scenario, "config": config}
-        try:
-            build_target(target)  # the model, built once and cached for the runs of this process
-        except (ValueError, TypeError) as exc:
-            parser.error(f"bad --set value for {args.scenario}: {exc}")
+        if args.env_arg:
+            parser.error("--env-arg is for --env; set a scenario's arguments with --set KEY=VALUE")
+        name, target = args.scenario, {"scenario": args.scenario, "config": _parse_sets(parser, args.scenario,
+                                                                                         args.set)}
     estimator = ({"kind": "exact"} if args.estimator == "exact" else
-                 {"kind": "sampled", "episodes": args.episodes, "horizon": args.horizon})
+                 {"kind": "sampled", "episodes": 1000 if args.episodes is None else args.episodes,
+                  "horizon": args.horizon})
     try:
-        specs = [RunSpec(target, k, method, args.step, args.iters, args.tol, seed,
-                         "default" if seed is None else "random", estimator, args.escape, args.escape_order)
+        specs = [RunSpec(target, k, method=method, seed=seed, start="default" if seed is None else "random",
+                         estimator=estimator, **opts)
                  for method in args.method for k in args.k for seed in (args.seeds or [None])]
-        mdp, env, _ = build_target(target)
+        mdp, env, _ = build_target(specs[0].target)  # the model, built once and cached for this process
         if mdp is None:
             SampledKStep(env, 1, gamma=args.gamma, episodes=1, horizon=args.horizon)  # checks the env once
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         parser.error(f"{name}: {exc}")
+    shard = _parse_shard(parser, args.shard)
     out = Path(args.out)
     _check_writable(parser, out)
-    results_path = out / "results.json"
     store = RunStore(out)
-    if store.exists() and not args.resume:
+    try:
+        with store.writer():
+            return _run_into(parser, args, name, specs, mdp, store, shard)
+    except FolderLockedError as exc:
+        parser.error(str(exc))
+
+
+def _run_into(parser, args, name, specs, mdp, store, shard) -> int:
+    out, results_path = store.folder, store.folder / "results.json"
+    target = specs[0].target.to_dict()
+    try:
+        scan = store.scan()
+    except ValueError as exc:
+        parser.error(str(exc))
+    if scan.records and not args.resume and shard is None:
         parser.error(f"{store.path} already holds runs; add --resume to continue them, or choose another --out")
-    if store.exists():
-        targets = {canonical_json(r["spec"]["target"]) for r in store.records()}
-        if targets and targets != {canonical_json(specs[0].to_dict()["target"])}:
-            parser.error(f"{out} holds runs of another scenario or config; use another --out")
+    for note in scan.notes(store.path):
+        print(note, file=sys.stderr)
+    targets = {canonical_json(r["spec"]["target"]) for r in scan.records}
+    if targets and targets != {canonical_json(target)}:
+        parser.error(f"{out} holds runs of another problem or config; use another --out")
     quiet = args.quiet or not sys.stderr.isatty()
-    j_star, how = _optimum(parser, mdp, args.optimum, out, canonical_json(specs[0].to_dict()["target"]),
-                           args.quiet)
-    done = store.hashes()
+    j_star, how = _optimum(parser, mdp, args.optimum, out, canonical_json(target), args.quiet)
+    done = {r.spec_hash for r in scan.records}
+    todo = specs if shard is None else shard_of(specs, shard)
     if not args.quiet:
-        for s in specs:
+        for s in todo:
             if s.hash in done:
                 print(f"skipping {s.label()}: already in {store.path}")
-    bar = tqdm(total=sum(s.hash not in done for s in specs), disable=quiet, desc=name, leave=False)
+    bar = tqdm(total=sum(s.hash not in done for s in todo), disable=quiet, desc=name, leave=False)
 
     def write_views():
         rows = [row_from_record(r, name, j_star) for r in store.records()]
-        results = results_file(name, config, mdp, j_star, rows, J_star_how=how,
-                               **({} if mdp is not None else {"gamma": args.gamma}))
-        write_json_atomic(results_path, results)
+        write_json_atomic(results_path, results_file(name, target.get("config", target), mdp, j_star, rows,
+                                                     J_star_how=how, target=target))
         write_text_atomic(out / "summary.csv", _summary_csv(rows))
         return rows
 
@@ -244,14 +331,21 @@ def cmd_run(parser, args) -> int:
         bar.update(1)
         bar.set_postfix(ETA=f"{eta:.0f}s", refresh=True)
 
+    def run_progress(spec, it, iters, J_k, elapsed):  # a long single run: where it is
+        eta = elapsed / max(it, 1) * (iters - it)
+        bar.set_postfix_str(f"{spec.label()}: iteration {it}/{iters}, J_k {J_k:.6g}, ETA {eta:.0f}s", refresh=True)
+
     try:
-        run_specs(specs, out, resume=True, executor=args.executor, workers=args.workers,
-                  scheduler=args.scheduler, progress=progress)
+        run_specs(specs, out, resume=True, executor=args.executor, workers=args.workers, scheduler=args.scheduler,
+                  shard=shard, progress=progress, run_progress=None if quiet else run_progress)
     except KeyboardInterrupt:
         bar.close()
         rows = write_views() if store.exists() else []
         print(f"\ninterrupted: {len(rows)} finished runs are saved in {store.path}", file=sys.stderr)
         return 130
+    except ValueError as exc:  # e.g. an unreachable scheduler, a model over a budget
+        bar.close()
+        parser.error(f"{name}: {exc}")
     bar.close()
     rows = write_views()
     print(format_table(rows))
@@ -262,12 +356,24 @@ def cmd_run(parser, args) -> int:
 
 
 def cmd_plot(parser, args) -> int:
-    path = Path(args.dir) / "results.json"
-    if not path.exists():
-        parser.error(f"{path} does not exist; run 'marl-kstep run SCENARIO --out {args.dir}' first")
-    results = _read_results(parser, path)
-    written = make_figures(results, Path(args.dir) / "figures", grid_gif=not args.no_gif)
-    print(f"wrote {len(written)} figures into {Path(args.dir) / 'figures'}")
+    folder = Path(args.dir)
+    store = RunStore(folder)
+    if not store.exists():
+        parser.error(f"{store.path} does not exist; run 'marl-kstep run SCENARIO --out {args.dir}' (or run_specs "
+                     "into that folder) first")
+    try:
+        scan = store.scan()
+    except ValueError as exc:
+        parser.error(str(exc))
+    for note in scan.notes(store.path):
+        print(note, file=sys.stderr)
+    cached = _read_optima(folder)
+    groups = results_from_records(scan.records, optima=cached)
+    written = []
+    for results in groups:
+        fig_dir = folder / "figures" if len(groups) == 1 else folder / "figures" / _slug(results["scenario"])
+        written += make_figures(results, fig_dir, grid_gif=not args.no_gif)
+    print(f"wrote {len(written)} figures into {folder / 'figures'}")
     return 0
 
 
@@ -292,7 +398,8 @@ def cmd_benchmarks(parser, args) -> int:
             spec = rec["spec"]
             name = Path(spec["target"]["dpomdp"]).name
             start = spec["start"] if spec["seed"] is None else f"seed {spec['seed']}"
-            print(f"[{done}/{total}, ETA {eta:.0f} s] {name:<32} {spec['method']:<6} k={spec['k']} {start:<8} "
+            method = spec["options"]["method"]
+            print(f"[{done}/{total}, ETA {eta:.0f} s] {name:<32} {method:<6} k={spec['k']} {start:<8} "
                   f"J = {rec['result']['final_J']:.4f}  {rec['result']['seconds']:.1f} s", flush=True)
 
     docs = None
@@ -337,24 +444,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scenario to train on (or --env)")
     r.add_argument("--estimator", choices=["exact", "sampled"], default="exact",
                    help="exact k-step gradients (scenarios) or sampled ones from k-coupled episodes (SPEC §8)")
-    r.add_argument("--episodes", type=_POS_INT, default=1000, help="episodes per sampled estimate")
+    r.add_argument("--episodes", type=_POS_INT, default=None, help="episodes per sampled estimate (default 1000)")
     r.add_argument("--horizon", type=_POS_INT, default=None,
                    help="steps per sampled episode (default: from gamma for a scenario, max_cycles for --env)")
     r.add_argument("--env", default=None, metavar="MODULE:FACTORY",
                    help="your own PettingZoo ParallelEnv: FACTORY() from MODULE (sampled estimator; needs --gamma)")
     r.add_argument("--gamma", type=_NONNEG_FLOAT, default=None, help="discount for --env")
+    r.add_argument("--env-arg", nargs="*", metavar="KEY=VALUE", default=None,
+                   help="keyword arguments of the --env factory (Python literals, else strings)")
     r.add_argument("--k", type=_POS_INT, nargs="+", default=[1, 2, 3], help="window lengths")
     r.add_argument("--method", nargs="+", choices=["pgd", "mirror"], default=["pgd", "mirror"], help="update rules")
-    r.add_argument("--iters", type=_NONNEG_INT, default=500, help="iteration cap per run")
-    r.add_argument("--step", type=_POS_FLOAT, default=0.05, help="step size eta")
-    r.add_argument("--tol", type=_NONNEG_FLOAT, default=1e-10, help="stop when no entry moves by more than this")
+    defaults = TrainOptions()  # the library's one set of defaults
+    r.add_argument("--iters", type=_NONNEG_INT, default=defaults.iters, help="iteration cap per run")
+    r.add_argument("--step", type=_POS_FLOAT, default=defaults.step, help="step size eta")
+    r.add_argument("--tol", type=_NONNEG_FLOAT, default=defaults.tol,
+                   help="stop when no entry moves by more than this")
     r.add_argument("--seeds", type=_NONNEG_INT, nargs="*", default=None,
                    help="random Dirichlet starts; without seeds, the scenario's trap start")
     r.add_argument("--escape", action="store_true",
                    help="certify where ascent stops and jump to the best improving change of up to "
                         "--escape-order slots (SPEC §9; needs a model)")
-    r.add_argument("--escape-order", type=_POS_INT, default=2, metavar="M",
-                   help="largest number of slots an --escape jump changes together")
+    r.add_argument("--escape-order", type=_POS_INT, default=None, metavar="M",
+                   help=f"largest number of slots an --escape jump changes together (default {defaults.escape_order})")
     r.add_argument("--set", nargs="*", metavar="KEY=VALUE", default=None,
                    help="scenario config (see each scenario's parallel_env), e.g. --set gamma=0.95")
     r.add_argument("--out", default="results/run", help="output folder")
@@ -365,6 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=_POS_INT, default=None, help="processes for --executor process/dask "
                    "(default: the number of cores)")
     r.add_argument("--scheduler", default=None, metavar="ADDRESS", help="an existing Dask scheduler (--executor dask)")
+    r.add_argument("--shard", default=None, metavar="I/N",
+                   help="run only the I-th of N slices of the runs (0 <= I < N; e.g. a SLURM array job: "
+                        "--shard $SLURM_ARRAY_TASK_ID/N); shards append to the same --out")
     r.add_argument("--optimum", choices=["auto", "exhaustive", "abr", "none"], default="auto",
                    help="J*: exhaustive search (auto: when the count fits Settings.max_policies), alternating best "
                         "response (a lower bound), or none")
@@ -373,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("plot", help="write the figures of a results folder into DIR/figures",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    pl.add_argument("dir", help="folder holding results.json")
+    pl.add_argument("dir", help="folder holding runs.jsonl (from marl-kstep run or run_specs)")
     pl.add_argument("--no-gif", action="store_true", help="skip the animated grid GIFs")
     pl.set_defaults(func=cmd_plot)
 

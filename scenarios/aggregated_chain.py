@@ -23,7 +23,7 @@ def smallest_escaping_k(length, k_max=14, method="pgd", step=0.05, iters=3000):
     target = {"scenario": "aggregated_chain", "config": dict(length=length, **CONFIG)}
     j_star = best_deterministic(build_target(target)[0])[0]
     for k in range(1, k_max + 1):
-        rec = run_one(RunSpec(target, k, method, step, iters))
+        rec = run_one(RunSpec(target, k, method=method, step=step, iters=iters))
         if abs(rec["result"]["final_J"] - j_star) <= 1e-6:
             return k, j_star, rec
     return None, j_star, None

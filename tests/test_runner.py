@@ -15,50 +15,54 @@ NM = {"scenario": "number_matching", "config": {"n_numbers": 4}}
 
 
 def specs(target=TWO, ks=(1, 3), seeds=(None,), **kw):
-    return [RunSpec(target, k, "pgd", iters=kw.get("iters", 60), step=kw.get("step", 0.05), seed=s,
+    return [RunSpec(target, k, method="pgd", iters=kw.get("iters", 60), step=kw.get("step", 0.05), seed=s,
                     start="default" if s is None else "random") for k in ks for s in seeds]
 
 
 def comparable(rec):
-    """A record without its wall time (the only setting-independent field)."""
-    r = json.loads(json.dumps(rec))
+    """A record without its wall time, date and host (the only setting-independent fields)."""
+    r = json.loads(json.dumps(rec.to_dict()))
     r["result"].pop("seconds")
+    r.pop("date")
+    r.pop("host")
     return r
 
 
 def test_a_record_holds_the_full_spec_and_the_result():
-    spec = RunSpec(TWO, 3, "mirror", step=0.1, iters=40, tol=1e-9, seed=2, start="random")
+    spec = RunSpec(TWO, 3, method="mirror", step=0.1, iters=40, tol=1e-9, seed=2, start="random")
     rec = run_one(spec)
     assert rec["spec"] == spec.to_dict() and rec["spec_hash"] == spec.hash
-    assert rec["spec"]["iters"] == 40 and rec["spec"]["tol"] == 1e-9 and rec["spec"]["estimator"] == {"kind": "exact"}
+    opts = rec["spec"]["options"]
+    assert opts["iters"] == 40 and opts["tol"] == 1e-9 and rec["spec"]["estimator"] == {"kind": "exact"}
+    assert rec["spec"]["target"]["config"] == {"small_reward": 0.5, "gamma": 0.9, "max_cycles": 200}  # resolved
     res = rec["result"]
     assert len(res["history_J"]) == len(res["history_J_k"]) == res["iterations"] + 1
     assert res["capped"] == (not res["converged"] and res["iterations"] == 40)
     assert "numpy" in rec["versions"] and RunSpec.from_dict(rec["spec"]) == spec
     # every setting is part of the hash
     for change in (dict(step=0.2), dict(iters=41), dict(tol=1e-8), dict(seed=3), dict(method="pgd"),
-                   dict(estimator={"kind": "sampled", "episodes": 10, "horizon": None})):
-        other = RunSpec(**{**spec.__dict__, **change})
+                   dict(estimator={"kind": "sampled", "episodes": 10, "horizon": None}),
+                   dict(target={"scenario": "two_state", "config": {"gamma": 0.8}}), dict(escape=True)):
+        other = spec.replace(**change)
         assert other.hash != spec.hash, change
 
 
-def test_escape_is_a_setting_and_older_specs_keep_their_hashes():
-    spec = RunSpec(TWO, 1, "pgd", iters=50)
-    assert "escape" not in spec.to_dict()  # left out when False: the hash of a spec written before it
-    assert spec.hash == RunSpec.from_dict({k: v for k, v in spec.to_dict().items()}).hash
+def test_escape_is_a_setting():
+    spec = RunSpec(TWO, 1, method="pgd", iters=50)
+    assert spec.to_dict()["options"]["escape"] is False
+    assert spec.hash == RunSpec.from_dict(spec.to_dict()).hash
     nm = {"scenario": "number_matching", "config": {"start": "far"}}
-    trap = RunSpec(nm, 2, "pgd", iters=100, escape=True)
-    assert trap.to_dict()["escape"] is True and trap.hash != RunSpec(nm, 2, "pgd", iters=100).hash
+    trap = RunSpec(nm, 2, method="pgd", iters=100, escape=True)
+    assert trap.to_dict()["options"]["escape"] is True and trap.hash != RunSpec(nm, 2, method="pgd", iters=100).hash
     rec = run_one(trap)
     assert rec["result"]["final_J"] == pytest.approx(6.477, abs=1e-9) and rec["result"]["two_opt"] is True
     assert rec["result"]["stationary"] == "vertex" and isinstance(rec["result"]["escapes"], list)
-    json.dumps(rec, allow_nan=False)
+    json.dumps(rec.to_dict(), allow_nan=False)
     with pytest.raises(ValueError, match="escape"):
         RunSpec(nm, 2, escape="yes")
-    assert RunSpec(nm, 2, "pgd", iters=100, escape=True, escape_order=2).hash == trap.hash  # the default is left out
-    four = RunSpec(nm, 2, "pgd", iters=100, escape=True, escape_order=4)
-    assert four.to_dict()["escape_order"] == 4 and four.hash != trap.hash
-    assert "escape_order" not in RunSpec(nm, 2, escape_order=4).to_dict()  # no escape: the order is moot
+    assert RunSpec(nm, 2, method="pgd", iters=100, escape=True, escape_order=2).hash == trap.hash  # the default
+    four = RunSpec(nm, 2, method="pgd", iters=100, escape=True, escape_order=4)
+    assert four.to_dict()["options"]["escape_order"] == 4 and four.hash != trap.hash
     with pytest.raises(ValueError, match="escape_order"):
         RunSpec(nm, 2, escape=True, escape_order=0)
 
@@ -73,15 +77,16 @@ def test_resume_skips_exactly_the_finished_specs_and_adds_changed_settings(tmp_p
     assert len(more) == 3  # the two specs with another cap are new runs; k = 4 is new
     recs = RunStore(tmp_path).records()
     assert len(recs) == 5 and len({r["spec_hash"] for r in recs}) == 5
-    assert sorted(r["spec"]["iters"] for r in recs if r["spec"]["k"] == 1) == [60, 80]  # never mixed
+    assert sorted(r["spec"]["options"]["iters"] for r in recs if r["spec"]["k"] == 1) == [60, 80]  # never mixed
 
 
 def _append_many(folder, start, n):
-    spec_rec = run_one(specs(ks=(1,))[0])
+    spec = specs(ks=(1,))[0]
+    rec = run_one(spec)
     store = RunStore(folder)
-    for i in range(start, start + n):
-        rec = dict(spec_rec, spec_hash=f"{i:016d}")
-        store.append(rec)
+    for i in range(start, start + n):  # distinct specs: the same run under another seed value
+        other = spec.replace(seed=i)
+        store.append(dict(rec.to_dict(), spec=other.to_dict(), spec_hash=other.hash))
 
 
 def test_concurrent_writers_keep_every_record(tmp_path):
@@ -113,7 +118,7 @@ def test_process_executor_gives_the_serial_records():
 
 def test_dask_local_cluster_gives_the_serial_records():
     pytest.importorskip("distributed")
-    todo = specs(NM, ks=(1, 2), seeds=(0,)) + [RunSpec(NM, 2, "mirror", iters=30, seed=1, start="random",
+    todo = specs(NM, ks=(1, 2), seeds=(0,)) + [RunSpec(NM, 2, method="mirror", iters=30, seed=1, start="random",
                                                        estimator={"kind": "sampled", "episodes": 200})]
     serial = {r["spec_hash"]: comparable(r) for r in execute(todo, "serial")}
     dask = {r["spec_hash"]: comparable(r) for r in execute(todo, "dask", workers=2)}
@@ -155,4 +160,4 @@ def test_ctrl_c_with_worker_processes_exits_130_and_keeps_finished_runs(tmp_path
     assert "Traceback" not in stderr and "interrupted" in stderr, stderr
     assert len([ln for ln in stderr.splitlines() if ln.strip()]) == 1, stderr
     records = RunStore(out).records()
-    assert [(r["spec"]["k"], r["spec"]["iters"]) for r in records] == [(1, 5)]  # the quick run, and only it
+    assert [(r["spec"]["k"], r["spec"]["options"]["iters"]) for r in records] == [(1, 5)]  # the quick run only

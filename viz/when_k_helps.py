@@ -64,7 +64,7 @@ def grid_target(half, decoy):
 def smallest_k(target, ks, method="pgd", escape=False):
     """Smallest k in ``ks`` whose run from the scenario's trap start reaches J* (None if none)."""
     js = j_star(target)
-    specs = [RunSpec(target, k, method, STEPS[method], ITERS, escape=escape) for k in ks]
+    specs = [RunSpec(target, k, method=method, step=STEPS[method], iters=ITERS, escape=escape) for k in ks]
     recs = run("families", specs, executor="serial")
     finals = [recs[s.hash]["result"]["final_J"] for s in specs]
     hit = [k for k, J in zip(ks, finals, strict=True) if success(J, js)]
@@ -99,7 +99,8 @@ def families():
             row = dict(half_length=half, decoy_reward=decoy, J_star=js)
             for method in ("pgd", "mirror"):
                 for escape in (False, True):
-                    specs = [RunSpec(target, k, method, STEPS[method], ITERS, escape=escape) for k in ks]
+                    specs = [RunSpec(target, k, method=method, step=STEPS[method], iters=ITERS, escape=escape)
+                             for k in ks]
                     recs = run("families", specs, executor="serial")
                     row[f"{method}{'+escape' if escape else ''}"] = {
                         k: recs[s.hash]["result"]["final_J"] for k, s in zip(ks, specs, strict=True)}
@@ -127,7 +128,8 @@ def rates():
     for name, target in RATE_CASES.items():
         js = j_star(target)
         seeds = RATE_SEEDS if "grid" not in name else range(10)
-        specs = {(m, esc, k, s): RunSpec(target, k, m, STEPS[m], ITERS, seed=s, start="random", escape=esc)
+        specs = {(m, esc, k, s): RunSpec(target, k, method=m, step=STEPS[m], iters=ITERS, seed=s, start="random",
+                                         escape=esc)
                  for m in ("pgd", "mirror") for esc in (False, True) for k in RATE_KS for s in seeds}
         t = time.perf_counter()
         recs = run("rates", list(specs.values()))
@@ -153,8 +155,8 @@ def sampled():
         target = RATE_CASES[name]
         js = j_star(target)
         est = {"kind": "sampled", "episodes": 500, "horizon": None}
-        specs = {(esc, k, s): RunSpec(target, k, "pgd", 0.05, 300, seed=s, start="random", estimator=est,
-                                      escape=esc)
+        specs = {(esc, k, s): RunSpec(target, k, method="pgd", step=0.05, iters=300, seed=s, start="random",
+                                      estimator=est, escape=esc)
                  for esc in (False, True) for k in (1, 2, 3) for s in range(12)}
         recs = run("sampled", list(specs.values()))
         mdp = build_target(target)[0]
@@ -214,8 +216,8 @@ def orders():
     for name, (ks, seeds) in cases.items():
         target = RATE_CASES[name]
         js = j_star(target)
-        specs = {(o, k, s): RunSpec(target, k, "pgd", STEPS["pgd"], ITERS, seed=s, start="random", escape=True,
-                                    escape_order=o) for o in (2, 3, 4) for k in ks for s in seeds}
+        specs = {(o, k, s): RunSpec(target, k, method="pgd", step=STEPS["pgd"], iters=ITERS, seed=s, start="random",
+                                    escape=True, escape_order=o) for o in (2, 3, 4) for k in ks for s in seeds}
         recs = run("orders", list(specs.values()))
         table = {}
         for (o, k, _s), spec in specs.items():

@@ -93,8 +93,9 @@ def table_specs(facts: dict, *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), seed
         for k in ks:
             if facts["steps"][str(k)] > max_path_steps:
                 continue
-            specs.append(RunSpec(target, k, method, step, iters, 1e-8, None, "uniform"))
-            specs += [RunSpec(target, k, method, step, iters, 1e-8, s, "random") for s in seeds]
+            opts = dict(method=method, step=step, iters=iters, tol=1e-8)
+            specs.append(RunSpec(target, k, start="uniform", **opts))
+            specs += [RunSpec(target, k, seed=s, start="random", **opts) for s in seeds]
     return specs
 
 
@@ -112,8 +113,9 @@ def problem_rows_from(facts: dict, records: dict, *, ks=(1, 2, 3, 4), methods=("
             if steps > max_path_steps:
                 cells[key] = dict(over_budget=True, steps=steps)
                 continue
-            u = records.get(RunSpec(target, k, method, step, iters, 1e-8, None, "uniform").hash)
-            rs = [records.get(RunSpec(target, k, method, step, iters, 1e-8, s, "random").hash) for s in seeds]
+            opts = dict(method=method, step=step, iters=iters, tol=1e-8)
+            u = records.get(RunSpec(target, k, start="uniform", **opts).hash)
+            rs = [records.get(RunSpec(target, k, seed=s, start="random", **opts).hash) for s in seeds]
             if u is None or any(r is None for r in rs):
                 continue  # not run yet (an interrupted or partial table)
             finals = [r["result"]["final_J"] for r in rs]

@@ -26,11 +26,15 @@ def versions() -> dict:
 
 def write_text_atomic(path, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file and an atomic rename, so an
-    interruption leaves either the old file or the new one, never a partial file."""
+    interruption leaves either the old file or the new one, never a partial file. The file is
+    readable by everyone (mode 0644 less the umask), like any other result file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o644 & ~umask)
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
             fh.flush()

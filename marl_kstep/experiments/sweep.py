@@ -1,8 +1,7 @@
 """Sweeps over window lengths and update rules, and the scenario reports of ``scenarios/``.
 
 :func:`run_scenario` and :func:`scenario_report` (the scenario scripts and the demo) go through run specs
-(:mod:`marl_kstep.experiments.runner`); :func:`run_sweep` trains a given model from a given policy (any
-start, any model) in this process.
+(:mod:`marl_kstep.experiments.runner`).
 """
 
 from __future__ import annotations
@@ -10,62 +9,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..model import JointMDP
-from ..optim import train
-from ..policy import Policy
+from .executors import execute
 from .io import write_json_atomic
-from .records import format_table, optimum_or_none, results_file, row_from_record, run_record
-from .runner import RunSpec, build_target, execute
+from .records import format_table, optimum_or_none, results_file, row_from_record
+from .run import build_target
+from .spec import RunSpec
 
-__all__ = ["run_scenario", "run_sweep", "scenario_report", "scenario_specs"]
-
-
-def run_sweep(
-    mdp: JointMDP,
-    ks: Iterable[int],
-    methods: Iterable[str] = ("pgd", "mirror"),
-    *,
-    init: Policy | None = None,
-    step: float = 0.05,
-    iters: dict | int = 1000,
-    tol: float = 1e-10,
-    j_star: float | None = None,
-    scenario: str = "",
-    progress=None,
-) -> list[dict]:
-    """Train every (k, method) pair from the same start and collect one run record per run.
-
-    Parameters
-    ----------
-    iters : int or dict
-        Iteration cap, or one per method (e.g. ``{"pgd": 200, "mirror": 2000}``).
-    j_star : float, optional
-        Best deterministic value to report the gap ``J* - J`` against.
-    progress : callable, optional
-        ``progress(record)`` after each run.
-
-    Returns
-    -------
-    list of dict
-        :func:`~marl_kstep.experiments.records.run_record` of every run.
-    """
-    rows = []
-    for method in methods:
-        cap = iters[method] if isinstance(iters, dict) else iters
-        for k in ks:
-            res = train(mdp, k=k, method=method, step=step, iters=cap, tol=tol, init=init)
-            row = run_record(res, scenario=scenario, j_star=j_star)
-            rows.append(row)
-            if progress is not None:
-                progress(row)
-    return rows
+__all__ = ["run_scenario", "scenario_report", "scenario_specs"]
 
 
 def scenario_specs(name: str, config: dict, ks: Iterable[int], methods: Iterable[str] = ("pgd", "mirror"), *,
                    step: float = 0.05, iters: dict | int = 1000, tol: float = 1e-10) -> list[RunSpec]:
     """Run specs of a built-in scenario swept over (method, k) from its default (trap) start."""
-    return [RunSpec({"scenario": name, "config": config}, k, method, step,
-                    iters[method] if isinstance(iters, dict) else iters, tol, None, "default")
+    return [RunSpec({"scenario": name, "config": config}, k, method=method, step=step,
+                    iters=iters[method] if isinstance(iters, dict) else iters, tol=tol, start="default")
             for method in methods for k in ks]
 
 
@@ -79,7 +36,7 @@ def run_scenario(name: str, config: dict, ks: Iterable[int], methods: Iterable[s
     j_star = optimum_or_none(mdp)
     recs = {r["spec_hash"]: r for r in execute(specs, executor, workers=workers)}
     rows = [row_from_record(recs[s.hash], name, j_star) for s in specs]
-    return results_file(name, config, mdp, j_star, rows)
+    return results_file(name, specs[0].target["config"], mdp, j_star, rows, target=specs[0].target.to_dict())
 
 
 def scenario_report(name: str, config: dict, *, ks: Iterable[int], step: float = 0.05,
