@@ -107,21 +107,6 @@ _POS_INT, _NONNEG_INT = _number(int, 0, True), _number(int, 0, False)
 _POS_FLOAT, _NONNEG_FLOAT = _number(float, 0.0, True), _number(float, 0.0, False)
 
 
-def _read_results(parser, path: Path) -> dict:
-    """A results file, or a one-line error naming it when it is unreadable or damaged."""
-    try:
-        results = json.loads(path.read_text())
-        if not isinstance(results, dict) or not isinstance(results.get("rows"), list) or "scenario" not in results:
-            raise ValueError("not a marl-kstep results file (no 'scenario' and 'rows')")
-        for i, r in enumerate(results["rows"]):
-            missing = [key for key in ("k", "method", "history_J", "final_J", "policy") if key not in r]
-            if missing:
-                raise ValueError(f"row {i} lacks {missing}")
-    except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError) as exc:
-        parser.error(f"{path} is unreadable or damaged ({exc}); move it away or choose another folder")
-    return results
-
-
 def _check_writable(parser, folder: Path) -> None:
     """Fail before any computation when ``folder`` cannot hold the results."""
     try:
@@ -279,11 +264,14 @@ def cmd_run(parser, args) -> int:
         specs = [RunSpec(target, k, method=method, seed=seed, start="default" if seed is None else "random",
                          estimator=estimator, **opts)
                  for method in args.method for k in args.k for seed in (args.seeds or [None])]
+    except (ValueError, TypeError) as exc:
+        parser.error(f"{name}: {exc}")
+    try:
         mdp, env, _ = build_target(specs[0].target)  # the model, built once and cached for this process
         if mdp is None:
             SampledKStep(env, 1, gamma=args.gamma, episodes=1, horizon=args.horizon)  # checks the env once
     except (ValueError, TypeError) as exc:
-        parser.error(f"{name}: {exc}")
+        parser.error(f"bad --set value for {name}: {exc}" if args.env is None else f"{name}: {exc}")
     shard = _parse_shard(parser, args.shard)
     out = Path(args.out)
     _check_writable(parser, out)
@@ -321,8 +309,9 @@ def _run_into(parser, args, name, specs, mdp, store, shard) -> int:
 
     def write_views():
         rows = [row_from_record(r, name, j_star) for r in store.records()]
+        extra = {} if mdp is not None else {"gamma": target.get("gamma")}
         write_json_atomic(results_path, results_file(name, target.get("config", target), mdp, j_star, rows,
-                                                     J_star_how=how, target=target))
+                                                     J_star_how=how, target=target, **extra))
         write_text_atomic(out / "summary.csv", _summary_csv(rows))
         return rows
 

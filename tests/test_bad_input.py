@@ -185,15 +185,21 @@ def test_8_cli_unwritable_out_and_damaged_results(tmp_path, capsys):
     out = tmp_path / "res"
     assert cli.main(["run", "two_state", "--k", "1", "--method", "pgd", "--iters", "2", "--out", str(out),
                      "--quiet"]) == 0
-    good = (out / "results.json").read_text()
-    damaged = [good[: len(good) // 2], "[]", "{}", json.dumps({"scenario": "two_state", "rows": [{"k": 1}]}),
-               json.dumps({"scenario": "two_state", "rows": "x"}), "\x00\x01", ""]
-    for text in damaged:
-        (out / "results.json").write_text(text)
+    # plot reads runs.jsonl (results.json is only a view): a damaged view does not matter...
+    (out / "results.json").write_text("\x00\x01")
+    assert cli.main(["plot", str(out), "--no-gif"]) == 0
+    # ...and a damaged record is named by file and line, in one line
+    good = (out / "runs.jsonl").read_text().splitlines()[0]
+    rec = json.loads(good)
+    for bad in ([1, 2], dict(rec, schema=1), dict(rec, spec_hash="0" * 16), dict(rec, spec=dict(rec["spec"], k=9)),
+                {"spec": {}, "result": {}}):
+        (out / "runs.jsonl").write_text(good + "\n" + json.dumps(bad) + "\n")
         with pytest.raises(SystemExit) as exc:
             cli.main(["plot", str(out)])
         err = capsys.readouterr().err
-        assert exc.value.code == 2 and "is unreadable or damaged" in err and "Traceback" not in err, (text, err)
+        assert exc.value.code == 2 and "runs.jsonl:2" in err and "Traceback" not in err, (bad, err)
+        assert len(err.strip().splitlines()) == 1, err
+    (out / "runs.jsonl").write_text(good + "\n")
     # results.json is a view: run --resume rebuilds it from runs.jsonl, whose torn or foreign lines are skipped
     with open(out / "runs.jsonl", "a") as fh:
         fh.write('\x00\x01{"spec": [1, 2')

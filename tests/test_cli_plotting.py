@@ -31,7 +31,7 @@ def test_run_writes_results_and_summary(two_state_results):
     lines = (out / "summary.csv").read_text().splitlines()
     assert lines[0].startswith("scenario,k,method,seed,estimator,step,iters,final_J") and len(lines) == 3
     records = [json.loads(ln) for ln in (out / "runs.jsonl").read_text().splitlines()]
-    assert [r["spec"]["k"] for r in records] == [1, 3] and all(r["spec"]["iters"] == 100 for r in records)
+    assert [r["spec"]["k"] for r in records] == [1, 3] and all(r["spec"]["options"]["iters"] == 100 for r in records)
     assert all(len(r["history_J"]) == r["iterations"] + 1 for r in res["rows"])
     assert "numpy" in res["versions"] and res["gamma"] == 0.9
 
@@ -159,7 +159,7 @@ def test_interrupted_write_keeps_previous_results(two_state_results, monkeypatch
         (["run", "two_state", "--set", "foo=1"], "unknown --set key 'foo' for two_state; valid keys: small_reward"),
         (["run", "two_state", "--set", "gamma=1.5"], "bad --set value for two_state: gamma must lie in [0, 1)"),
         (["run", "two_state", "--set", "gamma"], "--set expects key=value"),
-        (["plot", "/nonexistent/dir"], "results.json does not exist"),
+        (["plot", "/nonexistent/dir"], "runs.jsonl does not exist"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(argv, msg, capsys):
@@ -175,7 +175,7 @@ def test_help_lists_options_with_defaults():
     assert out.returncode == 0
     for opt in ("--k", "--method", "--iters", "--step", "--seeds", "--set", "--out", "--resume", "--quiet"):
         assert opt in out.stdout
-    assert "(default: 500)" in out.stdout and "(default: 0.05)" in out.stdout
+    assert "(default: 1000)" in out.stdout and "(default: 0.05)" in out.stdout  # TrainOptions: one set of defaults
 
 
 def test_console_script_and_demo(tmp_path):
