@@ -320,11 +320,12 @@ def check_model(pf: PolicyFile, model, *, check_fingerprint: bool = True, source
         if pf.model["fingerprint"] != facts.fingerprint["fingerprint"]:
             differ = [p for p in FINGERPRINT_PARTS if pf.model["parts"][p] != facts.fingerprint["parts"][p]]
             what = ", ".join(differ) if differ else "the fingerprint"
-            detail = ""
+            notes = []
             if "gamma" in differ and isinstance(pf.model.get("gamma"), int | float):
-                detail = f" (gamma: file {pf.model['gamma']!r}, model {facts.fingerprint['gamma']!r})"
+                notes.append(f"gamma: file {pf.model['gamma']!r}, model {facts.fingerprint['gamma']!r}")
             if isinstance(pf.model.get("n_states"), int) and pf.model["n_states"] != facts.fingerprint["n_states"]:
-                detail += f" (states: file {pf.model['n_states']}, model {facts.fingerprint['n_states']})"
+                notes.append(f"states: file {pf.model['n_states']}, model {facts.fingerprint['n_states']}")
+            detail = f" ({'; '.join(notes)})" if notes else ""
             raise ValueError(f"{head}: its fingerprint differs in {what}{detail}; pass check_fingerprint=False "
                              "to use it with this same-shaped model")
 
