@@ -390,7 +390,9 @@ def test_evaluate_reports_the_student_interval_and_is_reproducible():
     r = evaluate(mdp, pol, k=2, episodes=300, seed=7, level=0.9)
     assert isinstance(r, Evaluation) and r.n == 300 and r.k == 2 and r.level == 0.9 and r.path == "fast"
     t = stats.t.ppf(0.95, 299)
-    assert r.ci == pytest.approx((r.J - t * r.se, r.J + t * r.se), rel=0, abs=1e-12)
+    b = r.truncation_bound
+    assert np.abs(mdp.rewards).max() == 101 and b == pytest.approx(0.9**r.horizon * 101 / 0.1, rel=1e-12)
+    assert r.ci == pytest.approx((r.J - t * r.se - b, r.J + t * r.se + b), rel=0, abs=1e-12)
     assert r.horizon == mk.sampling.horizon_for(0.9, 1e-4) and r.gamma == 0.9
     assert r == evaluate(mdp, pol, k=2, episodes=300, seed=7, level=0.9)
     assert evaluate(mdp, pol, k=2, episodes=300, seed=8).J != r.J
@@ -399,6 +401,18 @@ def test_evaluate_reports_the_student_interval_and_is_reproducible():
     e = est.estimate(pol)
     assert (e.J_k, e.J_k_se) == (r.J, r.se)
     assert "J_2 = " in str(r) and "90% CI" in str(r) and "exact" in str(r)
+
+
+def test_the_interval_covers_the_exact_value_of_a_deterministic_policy():
+    """Always listening in dectiger: returns vary only by rounding, so the Student-t part alone misses
+    J_k = -20 by the truncated tail; the truncation bound makes the interval cover it."""
+    mdp = PROBLEMS["dectiger"]
+    listen = mk.Policy.deterministic(mdp, [[0, 0, 0], [0, 0, 0]])
+    r = evaluate(mdp, listen, k=2, episodes=100, seed=0)
+    assert r.exact == mk.value(mdp, listen, 2) == pytest.approx(-1 / (1 - 0.9) * 2, abs=1e-9)
+    t_half = stats.t.ppf(0.975, 99) * r.se
+    assert not r.J - t_half <= r.exact <= r.J + t_half
+    assert abs(r.J - r.exact) <= r.truncation_bound and r.ci[0] <= r.exact <= r.ci[1]
 
 
 def test_evaluate_in_environments_and_at_another_discount():
@@ -416,6 +430,22 @@ def test_evaluate_in_environments_and_at_another_discount():
     half = evaluate(mdp, pol, episodes=400, seed=1, gamma=0.5)
     assert half.gamma == 0.5 and half.exact == mk.value(dataclasses.replace(mdp, gamma=0.5), pol, 1)
     assert abs(half.z) < 4
+
+
+def test_the_docs_example_runs(tmp_path, monkeypatch, capsys):
+    import re
+    import shutil
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "policies.md").read_text()
+    code = re.findall(r"```python\n(.*?)```", text, re.S)[0]
+    shutil.copy(DECTIGER, tmp_path / "dectiger.dpomdp")
+    monkeypatch.chdir(tmp_path)
+    ns = {}
+    exec(compile(code, "docs/policies.md", "exec"), ns)
+    out = capsys.readouterr().out
+    assert re.fullmatch(r"J_2 = \S+ \+- \S+ \(se\); 95% CI \[\S+, \S+\] \(Student t \+ truncation 0.095; n = 2000, "
+                        r"horizon 88, gamma 0.9\); exact \S+\n", out), out
+    assert same_bits(ns["pol"], ns["result"].policy)
 
 
 def test_evaluate_refuses_bad_input():

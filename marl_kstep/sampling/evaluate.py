@@ -7,11 +7,14 @@ batched twins in :class:`~marl_kstep.sampling.SampledKStep` -- and returns
 * :math:`\hat J = \frac1n \sum_e G_e`, the mean of the discounted returns
   :math:`G_e = \sum_{t<H} \gamma^t r_t`;
 * its standard error :math:`\mathrm{se} = s / \sqrt n` (:math:`s^2` the unbiased sample variance);
-* the Student-t interval :math:`\hat J \pm t_{n-1,\,(1+\text{level})/2}\,\mathrm{se}`. The returns
-  are bounded, so the interval's coverage tends to ``level`` as ``n`` grows (central limit
-  theorem); it covers the value of the *truncated* episodes, which differs from :math:`J_k` by at
-  most ``truncation_bound`` :math:`= \gamma^H \max|r| / (1-\gamma)` (models only; the default
-  horizon makes :math:`\gamma^H \le 10^{-4}`);
+* the interval :math:`\hat J \pm (t_{n-1,\,(1+\text{level})/2}\,\mathrm{se} + b)`. The Student-t
+  part covers the value :math:`J_k^H` of the episodes truncated at ``H`` steps with a coverage
+  that tends to ``level`` as ``n`` grows (the returns are bounded: central limit theorem);
+  :math:`b` = ``truncation_bound`` :math:`= \gamma^H \max|r| / (1-\gamma) \ge |J_k - J_k^H|`
+  (known for a JointMDP; 0 otherwise, where the interval is for :math:`J_k^H`) widens it to an
+  interval for :math:`J_k` itself. The default horizon makes :math:`\gamma^H \le 10^{-4}`, but a
+  nearly deterministic policy has so small an ``se`` that only :math:`b` makes the interval
+  cover :math:`J_k`;
 * for a :class:`~marl_kstep.model.JointMDP`, the exact :math:`J_k` (:func:`marl_kstep.value`).
 """
 
@@ -42,7 +45,8 @@ class Evaluation:
     se : float
         Its standard error :math:`s / \sqrt n`.
     ci : tuple of float
-        The Student-t interval :math:`\hat J \pm t_{n-1,(1+\text{level})/2}\,\mathrm{se}`.
+        :math:`\hat J \pm (t_{n-1,(1+\text{level})/2}\,\mathrm{se} + b)`, ``b`` the ``truncation_bound``
+        (0 when it is unknown): an interval for :math:`J_k` (see the module docstring).
     level : float
         Its nominal coverage.
     n : int
@@ -80,8 +84,9 @@ class Evaluation:
 
     def __str__(self) -> str:
         pct = f"{100 * self.level:g}%"
+        trunc = "" if self.truncation_bound is None else f" + truncation {self.truncation_bound:.2g}"
         text = (f"J_{self.k} = {self.J:.6g} +- {self.se:.2g} (se); {pct} CI [{self.ci[0]:.6g}, {self.ci[1]:.6g}] "
-                f"(Student t, n = {self.n}, horizon {self.horizon}, gamma {self.gamma:g})")
+                f"(Student t{trunc}; n = {self.n}, horizon {self.horizon}, gamma {self.gamma:g})")
         if self.exact is not None:
             text += f"; exact {self.exact:.6g}"
         return text
@@ -139,8 +144,9 @@ def evaluate(target, policy: Policy, *, k: int = 1, episodes: int = 1000, horizo
     est = SampledKStep(target, k, gamma=gamma, episodes=episodes, horizon=horizon, seed=seed, baseline="none",
                        floor=0.0)
     sample = est.estimate(policy)
-    half = float(stats.t.ppf(0.5 + level / 2, episodes - 1)) * sample.J_k_se
+    bound = est.truncation_bound
+    half = float(stats.t.ppf(0.5 + level / 2, episodes - 1)) * sample.J_k_se + (bound or 0.0)
     exact_value = float(value(target, policy, k)) if exact else None
     return Evaluation(J=float(sample.J_k), se=float(sample.J_k_se), ci=(sample.J_k - half, sample.J_k + half),
                       level=level, n=episodes, k=k, gamma=float(est.gamma), horizon=int(est.horizon),
-                      exact=exact_value, truncation_bound=est.truncation_bound, path=est.path)
+                      exact=exact_value, truncation_bound=bound, path=est.path)
