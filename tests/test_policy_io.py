@@ -1,5 +1,6 @@
 """Policy files (Policy.save / load / to_dict / from_dict, marl_kstep.policy_io) and evaluate_policy."""
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -12,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 from test_architecture import import_graph
+from test_fuzz import BAD, FUZZ, check
 
 import marl_kstep as mk
 from marl_kstep import policy_io
@@ -463,3 +465,73 @@ def test_evaluate_refuses_bad_input():
     with pytest.raises(ValueError, match="policy has 2 agents"):
         evaluate(mdp, mk.Policy.uniform(PROBLEMS["dectiger"]))
     assert mk.evaluate_policy is evaluate
+
+
+# ------------------------------------------------------------------------------------ fuzzing (as tests/test_fuzz.py)
+FUZZ_DOC = policy_io.encode([np.array([[0.5, 0.5], [1.0, 0.0]]), np.array([[0.25, 0.75]])], free_entries=False,
+                            metadata={"run": 1})
+
+
+@FUZZ
+@given(where=st.sampled_from(["doc", "top", "agent", "row", "names", "model"]),
+       key=st.sampled_from(["schema", "free_entries", "names_from_model", "agents", "model", "metadata", "name",
+                            "observations", "actions", "shape", "table", "fingerprint", "parts", "gamma",
+                            "n_states", 0, 1]),
+       value=BAD)
+def test_fuzz_from_dict(where, key, value):
+    """One entry of a valid document replaced by a malformed value: loads, or a ValueError naming the document."""
+    doc = json.loads(json.dumps(FUZZ_DOC))
+    doc["model"] = {"fingerprint": "x", "parts": {p: "y" for p in policy_io.FINGERPRINT_PARTS}, "n_states": 3,
+                    "gamma": 0.9}
+    if where == "doc":
+        doc = value
+    elif where == "top":
+        doc[str(key)] = value
+    elif where == "agent":
+        doc["agents"][1][str(key)] = value
+    elif where == "row":
+        doc["agents"][0]["table"][int(key == 1)] = value
+    elif where == "names":
+        doc["names_from_model"][str(key)] = value
+    else:
+        doc["model"][str(key)] = value
+    check(lambda: mk.Policy.from_dict(doc, source="the fuzzed document"), ["the fuzzed document"])
+    check(lambda: mk.Policy.from_dict(doc, PROBLEMS["two_state"], source="the fuzzed document"),
+          ["the fuzzed document"])
+
+
+@FUZZ
+@given(key=st.sampled_from(["path", "model", "metadata", "check_fingerprint"]), value=BAD)
+def test_fuzz_save_and_load(key, value, tmp_path_factory):
+    mdp = PROBLEMS["two_state"]
+    folder = tmp_path_factory.mktemp("fuzz")
+    kw = dict(path=folder / "p.json", model=mdp, metadata=None)
+    if key == "check_fingerprint":
+        mk.Policy.uniform(mdp).save(**kw)
+        check(lambda: mk.Policy.load(kw["path"], mdp, check_fingerprint=value), ["check_fingerprint"])
+        return
+    kw[key] = value
+    if key == "path":
+        with contextlib.chdir(folder):  # a short string is a valid relative path: write it there
+            try:
+                check(lambda: mk.Policy.uniform(mdp).save(**kw), ["path"])
+            except (TypeError, OSError):  # not a path, or no such place: Python's own errors for paths
+                pass
+        return
+    check(lambda: mk.Policy.uniform(mdp).save(**kw), [key, "policy has", "theta"])
+    if key == "model":
+        mk.Policy.uniform(mdp).save(folder / "q.json", mdp)
+        check(lambda: mk.Policy.load(folder / "q.json", value), ["model", "is for another model"])
+
+
+@FUZZ
+@given(key=st.sampled_from(["target", "policy", "k", "episodes", "horizon", "gamma", "seed", "level", "exact"]),
+       value=BAD)
+def test_fuzz_evaluate(key, value):
+    mdp = PROBLEMS["two_state"]
+    if key in ("episodes", "horizon") and isinstance(value, int) and not isinstance(value, bool) and value > 200:
+        value = 200  # many episodes or steps are a valid request, not a hang
+    kw = dict(target=mdp, policy=mk.Policy.uniform(mdp), k=2, episodes=5, horizon=10, gamma=None, seed=0,
+              level=0.95, exact=None)
+    kw[key] = value
+    check(lambda: evaluate(kw.pop("target"), kw.pop("policy"), **kw), [key, "policy has"])
