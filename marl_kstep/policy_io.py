@@ -32,6 +32,7 @@ import json
 import math
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,7 @@ _NAME_KINDS = ("agents", "observations", "actions")
 
 
 # ----------------------------------------------------------------------------- the model's side
+@dataclass(frozen=True)
 class ModelFacts:
     """What a policy file records about (and checks against) a model.
 
@@ -66,12 +68,12 @@ class ModelFacts:
         ``{"fingerprint", "parts", "n_states", "gamma"}`` for a JointMDP, else ``None``.
     """
 
-    __slots__ = ("n_obs", "n_actions", "agent_names", "obs_names", "action_names", "fingerprint")
-
-    def __init__(self, n_obs, n_actions, agent_names=None, obs_names=None, action_names=None, fingerprint=None):
-        self.n_obs, self.n_actions = n_obs, n_actions
-        self.agent_names, self.obs_names, self.action_names = agent_names, obs_names, action_names
-        self.fingerprint = fingerprint
+    n_obs: tuple[int, ...]
+    n_actions: tuple[int, ...]
+    agent_names: tuple[str, ...] | None = None
+    obs_names: tuple[tuple[str, ...], ...] | None = None
+    action_names: tuple[tuple[str, ...], ...] | None = None
+    fingerprint: dict | None = None
 
 
 def _names(value):
@@ -190,17 +192,29 @@ def encode(tables, *, free_entries: bool, facts: ModelFacts | None = None, metad
             "metadata": _json_value(metadata, "metadata")}
 
 
+@dataclass(frozen=True)
 class PolicyFile:
-    """A decoded policy document: ``tables`` (float64 arrays), ``free_entries``, the per-agent
-    ``agent_names``, ``obs_names``, ``action_names``, the recorded ``model`` fingerprint (or
-    ``None``) and ``metadata``."""
+    """A decoded policy document.
 
-    __slots__ = ("tables", "free_entries", "agent_names", "obs_names", "action_names", "model", "metadata")
+    Attributes
+    ----------
+    tables : list of ndarray
+        ``tables[i]``, float64 of shape ``(O_i, A_i)``.
+    free_entries : bool
+    agent_names, obs_names, action_names : tuple or None
+        As saved, or ``None`` where the file's names are the generic ones.
+    model : dict or None
+        The recorded fingerprint (:func:`model_fingerprint`).
+    metadata : JSON value
+    """
 
-    def __init__(self, tables, free_entries, agent_names, obs_names, action_names, model, metadata):
-        self.tables, self.free_entries = tables, free_entries
-        self.agent_names, self.obs_names, self.action_names = agent_names, obs_names, action_names
-        self.model, self.metadata = model, metadata
+    tables: list
+    free_entries: bool
+    agent_names: tuple[str, ...] | None
+    obs_names: tuple[tuple[str, ...], ...] | None
+    action_names: tuple[tuple[str, ...], ...] | None
+    model: dict | None
+    metadata: object
 
 
 def _get(doc: dict, key: str, types, where: str):
