@@ -28,7 +28,7 @@ from scipy import stats
 from ..estimators.exact import value
 from ..model import JointMDP
 from ..policy import Policy
-from ..validation import check_bool, check_int, check_k, check_real
+from ..validation import check_bool, check_gamma, check_int, check_k, check_real
 from .sampled import SampledKStep
 
 __all__ = ["Evaluation", "evaluate"]
@@ -108,15 +108,16 @@ def evaluate(target, policy: Policy, *, k: int = 1, episodes: int = 1000, horizo
     episodes : int
         Number of episodes ``n`` (at least 2, for a standard error).
     horizon : int, optional
-        Steps per episode. Default: for a model the smallest ``H`` with :math:`\gamma^H \le 10^{-4}`
-        (:func:`~marl_kstep.sampling.horizon_for`); for an environment its ``max_cycles``.
+        Steps per episode. Default: for a JointMDP or a built-in scenario (or its environment) the
+        smallest ``H`` with :math:`\gamma^H \le 10^{-4}` (:func:`~marl_kstep.sampling.horizon_for`);
+        for another environment its ``max_cycles``.
     gamma : float, optional
         Discount. Default the target's. For a JointMDP another value evaluates the same model at
         that discount (the exact value too); an environment without a model needs it.
     seed : int or None
         Seed of the episodes (default 0: the same call gives the same numbers).
     level : float
-        Coverage of the Student-t interval, in (0, 1).
+        Nominal coverage of the interval, in (0, 1).
     exact : bool, optional
         Also compute the exact :math:`J_k` (default: when ``target`` is a JointMDP; a model over
         the enumeration budget is then a ``ValueError`` -- pass ``exact=False``).
@@ -135,7 +136,8 @@ def evaluate(target, policy: Policy, *, k: int = 1, episodes: int = 1000, horizo
     if seed is not None:
         seed = check_int("seed", seed, minimum=0)
     if isinstance(target, JointMDP) and gamma is not None:
-        target = dataclasses.replace(target, gamma=gamma)
+        if check_gamma(gamma) != target.gamma:
+            target = dataclasses.replace(target, gamma=gamma)
         gamma = None
     if exact is None:
         exact = isinstance(target, JointMDP)
