@@ -82,21 +82,20 @@ def _names(value):
 
 def model_facts(model) -> ModelFacts:
     """Shapes, names and fingerprint of ``model``: a JointMDP, an estimator (its ``mdp`` when it has
-    one, else its shapes), a scenario model, or a marl_kstep PettingZoo environment."""
-    agent_names = None
+    one, else its shapes), a scenario model, or a marl_kstep PettingZoo environment (its model: the
+    environment's agent ids are generated, ``agent_i``, and are not names of the model)."""
     base = getattr(model, "unwrapped", model)
     if hasattr(base, "possible_agents") and hasattr(base, "model"):  # a scenario environment
-        agent_names = tuple(str(a) for a in base.possible_agents)
         model = base.model
-    elif not hasattr(model, "indptr") and getattr(model, "mdp", None) is not None:  # an estimator on a model
+    if not hasattr(model, "indptr") and getattr(model, "mdp", None) is not None:  # an estimator or env on a model
         model = model.mdp
     if not all(hasattr(model, a) for a in ("n_agents", "n_obs", "n_actions")):
         raise ValueError(f"model must be a JointMDP, an estimator, a scenario model or environment "
                          f"(with n_agents, n_obs, n_actions); got {type(model).__name__}")
     n_obs = tuple(int(o) for o in model.n_obs)
     n_actions = tuple(int(a) for a in model.n_actions)
-    if agent_names is None and getattr(model, "agent_names", None) is not None:
-        agent_names = tuple(str(a) for a in _names(model.agent_names))
+    agent_names = _names(getattr(model, "agent_names", None))
+    agent_names = None if agent_names is None else tuple(str(a) for a in agent_names)
     obs_names, action_names = _names(getattr(model, "obs_names", None)), _names(getattr(model, "action_names", None))
     obs_names = None if obs_names is None else tuple(tuple(str(x) for x in row) for row in obs_names)
     action_names = None if action_names is None else tuple(tuple(str(x) for x in row) for row in action_names)

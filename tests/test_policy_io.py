@@ -99,12 +99,18 @@ def test_names_come_from_the_model_or_are_generic(tmp_path):
     # a file without a model still loads for the model (no names or fingerprint to compare)
     mk.Policy.uniform(tiger).save(tmp_path / "bare.json")
     assert same_bits(mk.Policy.load(tmp_path / "bare.json", tiger), mk.Policy.uniform(tiger))
-    # a scenario environment gives its agents' names; a compiled model has none of its own
+    # a scenario environment gives its model's names (its agent ids agent_i are generated, not names)
     module, config, _ = SCENARIOS["number_matching"]
-    env = module.parallel_env(**config)
-    doc = mk.Policy.uniform(PROBLEMS["number_matching"]).to_dict(env)
-    assert [ag["name"] for ag in doc["agents"]] == env.possible_agents
+    doc = mk.Policy.uniform(PROBLEMS["number_matching"]).to_dict(module.parallel_env(**config))
+    assert doc["names_from_model"] == {"agents": False, "observations": True, "actions": True}
     assert doc["agents"][0]["actions"] == ["keep", "inc"] and doc["model"] is None
+    # the environment of a JointMDP stands for the JointMDP: names and fingerprint
+    path = tmp_path / "tiger.json"
+    mk.Policy.uniform(tiger).save(path, mdp_parallel_env(tiger))
+    assert json.loads(path.read_text()) == mk.Policy.uniform(tiger).to_dict(tiger)
+    assert same_bits(mk.Policy.load(path, mdp_parallel_env(tiger)), mk.Policy.uniform(tiger))
+    with pytest.raises(ValueError, match="fingerprint differs in gamma"):
+        mk.Policy.load(path, mdp_parallel_env(dataclasses.replace(tiger, gamma=0.5)))
 
 
 def test_special_floats_round_trip_bitwise(tmp_path):
