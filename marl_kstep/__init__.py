@@ -28,6 +28,7 @@ from .model import JointMDP, Lumping, LumpingSkippedWarning, load_dpomdp, lump
 from .optim import SaddleWarning, TrainOptions, TrainResult, mirror_step, pgd_step, project_simplex, train
 from .policy import Policy
 from .sampling import BoxDiscretiser, ObservationIndexer, SampledKStep, rollout
+from .sampling.evaluate import evaluate as evaluate_policy
 from .search import alternating_best_response, best_deterministic, best_response
 from .settings import Settings, configure
 from .threads import thread_report  # sets OMP_WAIT_POLICY=passive unless the user set it (threads.py)
@@ -60,6 +61,7 @@ __all__ = [
     "configure",
     "count_path_steps",
     "estimate_path_steps",
+    "evaluate_policy",
     "load_dpomdp",
     "lump",
     "mirror_step",

@@ -8,14 +8,20 @@ The constructors take anything that states the table shapes -- a
 :class:`~marl_kstep.model.JointMDP` or an estimator (attributes ``n_agents``, ``n_obs``,
 ``n_actions``) -- so a policy can be made for an environment that has no model. The
 per-agent update rules live in :mod:`marl_kstep.optim`.
+
+A policy is kept in a JSON file (:meth:`Policy.save`, :meth:`Policy.load`; the schema
+``marl_kstep.policy/1`` is in :mod:`marl_kstep.policy_io`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
+from . import policy_io
 from .settings import current
 from .validation import check_bool, check_positive, check_seed, check_sequence, real_array
 
@@ -166,6 +172,71 @@ class Policy:
             if off.any():
                 o = int(np.flatnonzero(off)[0])
                 raise ValueError(f"row theta[{i}][{o}] sums to {float(sums[o])!r}; policy rows must lie on the simplex")
+
+    # ----------------------------------------------------------------- files
+    def to_dict(self, model=None, *, metadata=None) -> dict:
+        """The policy as a JSON-ready document of schema ``marl_kstep.policy/1``.
+
+        Parameters
+        ----------
+        model : JointMDP, estimator, scenario model or environment, optional
+            Checked to fit the tables (:meth:`check_compatible`); gives the agent, observation and
+            action names it has (else ``agent_i``, ``obs_o``, ``a_j``) and, for a JointMDP (or an
+            estimator on one), the model fingerprint that :meth:`from_dict` checks.
+        metadata : JSON-like, optional
+            Free-form record kept in the document (e.g. the run spec); numpy scalars and arrays
+            are converted, anything else that is not JSON is a ``ValueError``.
+        """
+        facts = None if model is None else policy_io.model_facts(model)
+        self.check_compatible(self._own_shape() if facts is None else
+                              SimpleNamespace(n_agents=len(facts.n_actions), n_obs=facts.n_obs,
+                                              n_actions=facts.n_actions))
+        return policy_io.encode(self.theta, free_entries=self.free_entries, facts=facts, metadata=metadata)
+
+    @classmethod
+    def from_dict(cls, doc, model=None, *, check_fingerprint: bool = True, source: str = "policy document") -> Policy:
+        """The policy of a document made by :meth:`to_dict` (or read from a file).
+
+        Checks the schema version, the structure and shapes, that every entry is finite and
+        (unless the policy was saved with ``free_entries``) every row lies on the simplex within
+        ``Settings.simplex_tol``; with ``model``, that it is the model the policy was saved for:
+        agent count, per-agent observation and action counts, names where both sides have them
+        and, with ``check_fingerprint`` (default), the fingerprint. Every ``ValueError`` names
+        ``source``.
+        """
+        check_fingerprint = check_bool("check_fingerprint", check_fingerprint)
+        pf = policy_io.decode(doc, source=source)
+        pol = cls(pf.tables, free_entries=pf.free_entries)
+        try:
+            pol.check_compatible(pol._own_shape())
+        except ValueError as err:
+            raise ValueError(f"{source}: {err}") from None
+        if model is not None:
+            policy_io.check_model(pf, model, check_fingerprint=check_fingerprint, source=source)
+        return pol
+
+    def save(self, path, model=None, *, metadata=None) -> Path:
+        """Write the policy to ``path`` as JSON (:meth:`to_dict`), atomically: an interruption leaves
+        the old file or the new one. Returns the path."""
+        return policy_io.write_document(path, self.to_dict(model, metadata=metadata))
+
+    @classmethod
+    def load(cls, path, model=None, *, check_fingerprint: bool = True) -> Policy:
+        """Read a policy file written by :meth:`save`, checked as in :meth:`from_dict`.
+
+        Without ``model`` the shapes come from the file. A damaged file (the line and column are
+        named), a file of another schema or version, or a policy for another model is a
+        ``ValueError`` naming the file. ``check_fingerprint=False`` accepts a model of the same
+        shapes and names whose arrays differ (e.g. another discount). The metadata is
+        :func:`marl_kstep.policy_io.read_document` ``(path)["metadata"]``.
+        """
+        source = f"policy file {str(Path(path))!r}"
+        return cls.from_dict(policy_io.read_document(path), model, check_fingerprint=check_fingerprint,
+                             source=source)
+
+    def _own_shape(self):
+        return SimpleNamespace(n_agents=len(self.theta), n_obs=tuple(t.shape[0] for t in self.theta),
+                               n_actions=tuple(t.shape[1] for t in self.theta))
 
     # -------------------------------------------------------------- helpers
     @property
