@@ -1,10 +1,11 @@
-"""The ``marl-kstep`` command line: run, plot, benchmarks, demo.
+"""The ``marl-kstep`` command line: run, plot, eval, benchmarks, demo.
 
     marl-kstep run SCENARIO [--k 1 2 3] [--method pgd mirror] [--iters N] [--step ETA]
                             [--seeds S ...] [--set key=value ...] [--out DIR] [--resume] [--quiet]
                             [--estimator exact|sampled] [--episodes N] [--escape [--escape-order M]]
     marl-kstep run --env MODULE:FACTORY --gamma G [--horizon H] [--episodes N] ...
     marl-kstep plot DIR
+    marl-kstep eval DIR_OR_POLICY [--episodes N] [--k K] [--greedy] [--save-policies]
     marl-kstep benchmarks [--iters N] [--budget STEPS] [--seeds S] [--files NAME ...]
     marl-kstep demo [--out DIR]
 
@@ -26,8 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
+from . import policy_io
 from ._version import __version__
 from .demo import run_demo
 from .experiments import (
@@ -54,7 +57,9 @@ from .experiments.runner import (
 from .experiments.scenarios import config_keys
 from .figures import make_figures
 from .optim import TrainOptions
+from .policy import Policy
 from .sampling import SampledKStep
+from .sampling.evaluate import evaluate as evaluate_policy
 from .search import alternating_best_response, best_deterministic, count_deterministic
 from .settings import current
 
@@ -104,6 +109,13 @@ def _number(kind, minimum, strict: bool):
 
 
 _POS_INT, _NONNEG_INT = _number(int, 0, True), _number(int, 0, False)
+
+
+def _level(text: str) -> float:
+    value = _number(float, 0.0, True)(text)
+    if not value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
+    return value
 _POS_FLOAT, _NONNEG_FLOAT = _number(float, 0.0, True), _number(float, 0.0, False)
 
 
@@ -366,6 +378,67 @@ def cmd_plot(parser, args) -> int:
     return 0
 
 
+def _eval_items(parser, path: Path, greedy: bool):
+    """``(label, spec dict, policy)`` of a results folder's records, or of one policy file."""
+    if path.is_dir():
+        store = RunStore(path)
+        if not store.exists():
+            parser.error(f"{store.path} does not exist: give a results folder or a policy file")
+        try:
+            scan = store.scan()
+        except ValueError as exc:
+            parser.error(str(exc))
+        for note in scan.notes(store.path):
+            print(note, file=sys.stderr)
+        return [(rec.spec_hash, rec.spec, rec.policy(greedy=greedy)) for rec in scan.records]
+    try:
+        doc = policy_io.read_document(path)
+        spec = (doc.get("metadata") or {}).get("spec")
+        if not isinstance(spec, dict) or not isinstance(spec.get("target"), dict):
+            raise ValueError("it names no problem (no run spec in its metadata): evaluate it in Python with "
+                             "mk.evaluate_policy(env_or_model, mk.Policy.load(path, model))")
+        mdp, env, _ = build_target(spec["target"])
+        policy = Policy.from_dict(doc, mdp if mdp is not None else None, source=str(path))
+    except (OSError, ValueError) as exc:
+        parser.error(f"{path}: {exc}")
+    if greedy:
+        policy = Policy([np.eye(t.shape[1])[a] for t, a in zip(policy.theta, policy.greedy_tables(), strict=True)])
+    return [(path.name, spec, policy)]
+
+
+def cmd_eval(parser, args) -> int:
+    path = Path(args.path)
+    if not path.exists():
+        parser.error(f"{path} does not exist: give a results folder (runs.jsonl) or a policy file")
+    items = _eval_items(parser, path, args.greedy)
+    if args.save_policies and not path.is_dir():
+        parser.error("--save-policies applies to a results folder")
+    head = (f"{'run':<22} {'k':>2} {'method':<7} {'seed':>5} {'J (rollouts)':>13} {f'{args.level:.0%} interval':>25} "
+            f"{'n':>7} {'exact J':>11}")
+    print(head + "\n" + "-" * len(head))
+    for label, spec, policy in items:
+        mdp, env, _ = build_target(spec["target"])
+        try:
+            ev = evaluate_policy(mdp if mdp is not None else env, policy, k=args.k, episodes=args.episodes,
+                                 seed=args.seed, level=args.level,
+                                 gamma=None if mdp is not None else spec["target"].get("gamma"))
+        except ValueError as exc:
+            parser.error(f"{label}: {exc}")
+        exact = "—" if ev.exact is None else f"{ev.exact:.6f}"
+        seed = "—" if spec.get("seed") is None else spec["seed"]
+        print(f"{label:<22} {spec['k']:>2} {spec['options']['method']:<7} {seed:>5} {ev.J:>13.6f} "
+              f"{f'[{ev.ci[0]:.6f}, {ev.ci[1]:.6f}]':>25} {ev.n:>7} {exact:>11}", flush=True)
+    if args.save_policies:
+        folder = path / "policies"
+        for rec in RunStore(path).records():
+            rec.save_policy(folder / f"{rec.spec_hash}.json", greedy=args.greedy)
+        print(f"wrote {len(items)} policy files into {folder} (mk.Policy.load, or marl-kstep eval FILE)")
+    what = "greedy rounding of each policy" if args.greedy else "policy as returned"
+    print(f"(J of the {what}: {args.episodes} k-coupled episodes with k = {args.k}, seed {args.seed}; the interval "
+          "adds the truncation bound where the model gives one)")
+    return 0
+
+
 def cmd_benchmarks(parser, args) -> int:
     data = Path(args.data)
     if not data.is_dir():
@@ -497,6 +570,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also regenerate the checkout's docs/benchmarks.md (next to the package)")
     b.add_argument("--quiet", action="store_true", help="no per-cell progress lines")
     b.set_defaults(func=cmd_benchmarks)
+
+    e = sub.add_parser("eval", help="roll stored policies out: J with a confidence interval",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    e.add_argument("path", help="a results folder (every record's policy) or a policy file saved from a record")
+    e.add_argument("--episodes", type=_POS_INT, default=1000, help="episodes per policy")
+    e.add_argument("--k", type=_POS_INT, default=1, help="window of the k-coupled execution (1: ordinary)")
+    e.add_argument("--seed", type=_NONNEG_INT, default=0, help="seed of the rollouts")
+    e.add_argument("--level", type=_level, default=0.95, help="coverage of the interval")
+    e.add_argument("--greedy", action="store_true", help="evaluate the greedy rounding of each policy")
+    e.add_argument("--save-policies", action="store_true",
+                   help="also write every record's policy as DIR/policies/SPEC_HASH.json")
+    e.set_defaults(func=cmd_eval)
 
     d = sub.add_parser("demo", help="the main job: two-state trap and number matching, tables and figures",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -346,11 +346,16 @@ def check_model(pf: PolicyFile, model, *, check_fingerprint: bool = True, source
 # ----------------------------------------------------------------------------- files
 def write_text_atomic(path, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file in the same folder, ``fsync`` and
-    ``os.replace``: an interruption leaves the old file or the new one, never a partial file."""
+    ``os.replace``: an interruption leaves the old file or the new one, never a partial file. The
+    file is readable by everyone (mode 0644 less the umask), like any other file the user writes.
+    (The package's one atomic write: result files use it too.)"""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o644 & ~umask)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()

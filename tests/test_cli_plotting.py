@@ -145,7 +145,7 @@ def test_interrupted_write_keeps_previous_results(two_state_results, monkeypatch
         raise KeyboardInterrupt
 
     monkeypatch.setattr(experiments.json, "dumps", lambda *a, **k: "{\"partial\": ")  # a torn payload...
-    monkeypatch.setattr(experiments.os, "replace", boom)  # ...interrupted before the rename
+    monkeypatch.setattr(os, "replace", boom)  # ...interrupted before the rename
     with pytest.raises(KeyboardInterrupt):
         experiments.write_json_atomic(path, {"rows": []})
     assert path.read_text() == before

@@ -238,7 +238,7 @@ def test_the_experiments_doc_sweep_runs_when_pasted_as_a_script(tmp_path):
     import the script (spawn), so it needs its ``if __name__ == "__main__":`` guard."""
     doc = (os.path.dirname(__file__) + "/../docs/experiments.md")
     text = open(doc).read()
-    block = text.split("```python\n# sweep.py", 1)[1].split("```", 1)[0]
+    block = "# sweep.py" + text.split("```python\n# sweep.py", 1)[1].split("```", 1)[0]
     small = (block.replace("for k in (1, 2, 3) for s in range(8)", "for k in (1, 2) for s in range(1)")
              .replace("iters=500", "iters=5").replace('"results/nm3"', repr(str(tmp_path / "nm3"))))
     assert small != block
@@ -248,3 +248,28 @@ def test_the_experiments_doc_sweep_runs_when_pasted_as_a_script(tmp_path):
                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(doc))})
     assert out.returncode == 0, out.stderr[-2000:]
     assert len(RunStore(tmp_path / "nm3").records()) == 2
+
+
+def test_every_records_policy_loads_and_eval_rolls_it_out(tmp_path, capsys):
+    specs = [RunSpec(NM, k, iters=60, method="pgd") for k in (1, 2)]
+    recs = run_specs(specs, tmp_path)
+    assert main(["eval", str(tmp_path), "--episodes", "200", "--save-policies"]) == 0
+    out = capsys.readouterr().out
+    for rec in recs:
+        mdp = build_target(rec.spec["target"])[0]
+        loaded = mk.Policy.load(tmp_path / "policies" / f"{rec.spec_hash}.json", mdp)
+        assert all(np.array_equal(a, b) for a, b in zip(loaded.theta, rec.policy().theta, strict=True))
+        line = next(ln for ln in out.splitlines() if ln.startswith(rec.spec_hash))
+        J, lo, hi, exact = _eval_numbers(line)
+        assert lo <= exact <= hi and exact == pytest.approx(mk.value(mdp, rec.policy()), abs=1e-6)
+    # a policy file that names no problem is refused in one line
+    mk.Policy.uniform(build_target(NM)[0]).save(tmp_path / "bare.json")
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", str(tmp_path / "bare.json")])
+    assert exc.value.code == 2 and "names no problem" in capsys.readouterr().err
+
+
+def _eval_numbers(line: str):
+    """(J, low, high, exact) of one line of the eval table."""
+    parts = line.replace("[", " ").replace("]", " ").replace(",", " ").split()
+    return float(parts[4]), float(parts[5]), float(parts[6]), float(parts[8])

@@ -30,6 +30,8 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..envs import compile_env
 from ..estimators import ExactKStep, value
 from ..model import load_dpomdp
@@ -143,9 +145,20 @@ class RunRecord:
     def run_spec(self) -> RunSpec:
         return RunSpec.from_dict(self.spec)
 
-    def policy(self) -> Policy:
-        """The returned policy."""
-        return Policy(self.result["policy"])
+    def policy(self, *, greedy: bool = False) -> Policy:
+        """The returned policy (``greedy``: its greedy rounding, one action per observation)."""
+        pol = Policy(self.result["policy"])
+        if greedy:
+            pol = Policy([np.eye(t.shape[1])[a] for t, a in zip(pol.theta, pol.greedy_tables(), strict=True)])
+        return pol
+
+    def save_policy(self, path, *, greedy: bool = False):
+        """Write the record's policy as a policy file (:meth:`Policy.save`, schema ``marl_kstep.policy/1``)
+        with the model's names and fingerprint and, in its metadata, the spec and its hash, so that
+        ``Policy.load(path, model)`` and ``marl-kstep eval PATH`` find the problem again."""
+        mdp, env, _ = build_target(self.spec["target"])
+        return self.policy(greedy=greedy).save(path, mdp if mdp is not None else None, metadata=dict(
+            spec=self.spec, spec_hash=self.spec_hash, greedy=greedy))
 
     def to_dict(self) -> dict:
         return dict(schema=RECORD_SCHEMA, spec=self.spec, spec_hash=self.spec_hash, result=self.result,
