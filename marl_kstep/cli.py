@@ -22,6 +22,7 @@ import importlib
 import io
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -44,6 +45,7 @@ from .experiments import (
     write_text_atomic,
 )
 from .experiments.records import results_from_records
+from .experiments.run import check_sampled
 from .experiments.runner import (
     EXECUTORS,
     FolderLockedError,
@@ -58,7 +60,6 @@ from .experiments.scenarios import config_keys
 from .figures import make_figures
 from .optim import TrainOptions
 from .policy import Policy
-from .sampling import SampledKStep
 from .sampling.evaluate import evaluate as evaluate_policy
 from .search import alternating_best_response, best_deterministic, count_deterministic
 from .settings import current
@@ -86,6 +87,8 @@ def _parse_sets(parser, scenario: str, pairs) -> dict:
         key, raw = pair.split("=", 1)
         if key not in keys:
             parser.error(f"unknown --set key {key!r} for {scenario}; valid keys: {', '.join(keys)}")
+        if key in out:
+            parser.error(f"--set {key} is given twice")
         try:
             out[key] = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
@@ -119,14 +122,14 @@ def _level(text: str) -> float:
 _POS_FLOAT, _NONNEG_FLOAT = _number(float, 0.0, True), _number(float, 0.0, False)
 
 
-def _check_writable(parser, folder: Path) -> None:
+def _check_writable(parser, folder: Path, option: str = "--out") -> None:
     """Fail before any computation when ``folder`` cannot hold the results."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
             pass
-    except OSError as exc:
-        parser.error(f"cannot write into --out {folder}: {exc.strerror or exc}")
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        parser.error(f"cannot write into {option} {str(folder)!r}: {getattr(exc, 'strerror', None) or exc}")
 
 
 def _summary_csv(rows) -> str:
@@ -149,6 +152,8 @@ def _load_env(parser, spec: str, kwargs: dict | None = None):
         parser.error(f"--env: cannot import {mod_name!r} ({exc})")
     except AttributeError:
         parser.error(f"--env: module {mod_name!r} has no {fn_name!r}")
+    except Exception as exc:  # the module itself fails on import (a syntax error, an exception at import time)
+        parser.error(f"--env: importing {mod_name!r} raised {type(exc).__name__}: {exc}")
     try:
         env = factory(**(kwargs or {}))
     except Exception as exc:  # the user's factory failed: say so in one line
@@ -166,8 +171,12 @@ def _optimum(parser, mdp, mode: str, folder: Path, target_hash: str, quiet: bool
     except (OSError, ValueError):
         cached = {}
     key = f"{target_hash}:{mode}"
-    if key in cached:
-        return cached[key]["J_star"], cached[key]["how"]
+    entry = cached.get(key) if isinstance(cached, dict) else None
+    if (isinstance(entry, dict) and isinstance(entry.get("J_star"), int | float) and math.isfinite(entry["J_star"])
+            and entry.get("how") in ("exhaustive", "abr")):
+        return float(entry["J_star"]), entry["how"]
+    if not isinstance(cached, dict):
+        cached = {}  # a damaged cache is rebuilt, never trusted
     count = count_deterministic(mdp)
     limit = current().max_policies
     if mode == "exhaustive" and count > limit:
@@ -255,11 +264,16 @@ def cmd_run(parser, args) -> int:
             parser.error("give either a SCENARIO (with --set) or --env MODULE:FACTORY, not both")
         if args.estimator == "exact":
             parser.error("--env runs on the sampled estimator (--estimator sampled); an environment has no model")
-        if args.gamma is None:
-            parser.error("--env needs --gamma (the discount of the sampled objective)")
         kwargs = _parse_env_args(parser, args.env_arg)
-        _load_env(parser, args.env, kwargs)  # fail early, in one line, on a bad module or factory
-        name, target = args.env, {"env": args.env, "gamma": args.gamma, "kwargs": kwargs}
+        env = _load_env(parser, args.env, kwargs)  # fail early, in one line, on a bad module or factory
+        model_gamma = getattr(getattr(getattr(env, "unwrapped", env), "model", None), "gamma", None)
+        gamma = args.gamma if args.gamma is not None else model_gamma  # a scenario env carries its discount
+        if gamma is None:
+            parser.error("--env needs --gamma (the discount of the sampled objective)")
+        if model_gamma is not None and gamma != model_gamma:
+            parser.error(f"--gamma {gamma} differs from the discount of the env's own model ({model_gamma}); "
+                         "leave --gamma out")
+        name, target = args.env, {"env": args.env, "gamma": gamma, "kwargs": kwargs}
     else:
         if args.scenario is None:
             parser.error("give a SCENARIO (one of " + ", ".join(sorted(SCENARIOS)) + ") or --env MODULE:FACTORY")
@@ -280,8 +294,9 @@ def cmd_run(parser, args) -> int:
         parser.error(f"{name}: {exc}")
     try:
         mdp, env, _ = build_target(specs[0].target)  # the model, built once and cached for this process
-        if mdp is None:
-            SampledKStep(env, 1, gamma=args.gamma, episodes=1, horizon=args.horizon)  # checks the env once
+        for spec in {s.k: s for s in specs}.values():  # the sampled estimator's settings, checked before any run
+            if spec.estimator.kind == "sampled":
+                check_sampled(spec, mdp, env)
     except (ValueError, TypeError) as exc:
         parser.error(f"bad --set value for {name}: {exc}" if args.env is None else f"{name}: {exc}")
     shard = _parse_shard(parser, args.shard)
@@ -344,9 +359,13 @@ def _run_into(parser, args, name, specs, mdp, store, shard) -> int:
         rows = write_views() if store.exists() else []
         print(f"\ninterrupted: {len(rows)} finished runs are saved in {store.path}", file=sys.stderr)
         return 130
-    except ValueError as exc:  # e.g. an unreachable scheduler, a model over a budget
+    except Exception as exc:  # e.g. an unreachable scheduler, a model over a budget, a user env's step() failing
         bar.close()
-        parser.error(f"{name}: {exc}")
+        if os.environ.get("MARL_KSTEP_DEBUG"):
+            raise
+        n = len(store.records())
+        parser.error(f"{name}: a run failed with {type(exc).__name__}: {exc} ({n} finished runs are kept in "
+                     f"{store.path}; MARL_KSTEP_DEBUG=1 shows the traceback)")
     bar.close()
     rows = write_views()
     print(format_table(rows))
@@ -471,6 +490,7 @@ def cmd_benchmarks(parser, args) -> int:
             parser.error(f"--write-docs: no docs/ folder beside the package ({docs.parent}); "
                          "it regenerates the checkout's docs/benchmarks.md")
     _check_writable(parser, Path(args.out).parent)
+    _check_writable(parser, Path(args.json).parent, "--json")  # checked before the table, not after it
     try:
         out = benchtable.write_report(data, args.out, json_path=args.json, iters=args.iters, step=args.step,
                                       budget=args.budget, seeds=args.seeds, files=args.files, progress=progress,
@@ -481,6 +501,10 @@ def cmd_benchmarks(parser, args) -> int:
         print(f"\ninterrupted: {n} finished runs are saved in {folder / 'runs.jsonl'}; --resume continues",
               file=sys.stderr)
         return 130
+    except ValueError as exc:  # a damaged .dpomdp file, a damaged record, a problem over a budget
+        if os.environ.get("MARL_KSTEP_DEBUG"):
+            raise
+        parser.error(f"benchmarks: {exc}")
     print(f"wrote {out}")
     if docs is not None:
         write_text_atomic(docs, Path(out).read_text())

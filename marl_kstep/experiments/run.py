@@ -76,10 +76,24 @@ def _estimator(spec: RunSpec, mdp, env):
     est = spec.estimator
     if est.kind == "exact":
         return ExactKStep(mdp, spec.k)
-    return SampledKStep(mdp if mdp is not None else env, spec.k,
-                        gamma=None if mdp is not None else spec.target["gamma"],
+    gamma = None
+    if mdp is None:
+        gamma = spec.target["gamma"]
+        model_gamma = getattr(getattr(getattr(env, "unwrapped", env), "model", None), "gamma", None)
+        if model_gamma is not None:  # an env that carries its model (a scenario's): the model's discount
+            if model_gamma != gamma:
+                raise ValueError(f"target gamma {gamma} differs from the discount of the env's own model "
+                                 f"({model_gamma})")
+            gamma = None
+    return SampledKStep(mdp if mdp is not None else env, spec.k, gamma=gamma,
                         episodes=est.episodes, horizon=est.horizon, floor=est.floor,
                         seed=0 if spec.seed is None else spec.seed)
+
+
+def check_sampled(spec: RunSpec, mdp, env) -> None:
+    """Build the spec's sampled estimator once (its sizes, budget and the env's first answers are
+    checked on construction), so that a bad setting is refused before any run."""
+    _estimator(spec, mdp, env)
 
 
 def _start(spec: RunSpec, mdp, est, default_start) -> Policy:

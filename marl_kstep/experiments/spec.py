@@ -235,10 +235,10 @@ class EstimatorSpec:
                     raise ValueError(f"estimator {key!r} applies to the sampled estimator only; got "
                                      f"{key}={getattr(self, key)!r} with kind='exact'")
             return
-        set_(self, "episodes", check_int("estimator episodes", 1000 if self.episodes is None else self.episodes,
-                                         minimum=1))
+        set_(self, "episodes", int(check_int("estimator episodes", 1000 if self.episodes is None else self.episodes,
+                                             minimum=1, maximum=2**62)))
         if self.horizon is not None:
-            set_(self, "horizon", check_int("estimator horizon", self.horizon, minimum=1))
+            set_(self, "horizon", int(check_int("estimator horizon", self.horizon, minimum=1, maximum=2**62)))
         floor = 0.01 if self.floor is None else self.floor
         if isinstance(floor, bool | np.bool_) or not isinstance(floor, numbers.Real) or not 0.0 <= floor < 1.0:
             raise ValueError(f"estimator floor must be a number in [0, 1); got floor={floor!r}")
