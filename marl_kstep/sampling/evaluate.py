@@ -23,8 +23,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from scipy import stats
-
 from ..estimators.exact import value
 from ..model import JointMDP
 from ..policy import Policy
@@ -147,6 +145,8 @@ def evaluate(target, policy: Policy, *, k: int = 1, episodes: int = 1000, horizo
                        floor=0.0)
     sample = est.estimate(policy)
     bound = est.truncation_bound
+    from scipy import stats  # here, not at import: scipy.stats costs about 0.5 s of every first import
+
     half = float(stats.t.ppf(0.5 + level / 2, episodes - 1)) * sample.J_k_se + (bound or 0.0)
     exact_value = float(value(target, policy, k)) if exact else None
     return Evaluation(J=float(sample.J_k), se=float(sample.J_k_se), ci=(sample.J_k - half, sample.J_k + half),
