@@ -27,7 +27,7 @@ from .estimators import (
 from .model import JointMDP, Lumping, LumpingSkippedWarning, load_dpomdp, lump
 from .optim import SaddleWarning, TrainResult, mirror_step, pgd_step, project_simplex, train
 from .policy import Policy
-from .sampling import BoxDiscretiser, ObservationIndexer, SampledKStep, rollout
+from .sampling import BoxDiscretiser, NonCooperativeRewardWarning, ObservationIndexer, SampledKStep, rollout
 from .search import alternating_best_response, best_deterministic, best_response
 from .settings import Settings, configure
 from .threads import thread_report  # sets OMP_WAIT_POLICY=passive unless the user set it (threads.py)
@@ -45,6 +45,7 @@ __all__ = [
     "ObservationIndexer",
     "Policy",
     "SaddleWarning",
+    "NonCooperativeRewardWarning",
     "SampledKStep",
     "Settings",
     "thread_report",

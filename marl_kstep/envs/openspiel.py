@@ -29,6 +29,7 @@ deterministic tables, evaluating each by an exact walk of the game tree (chance 
 from __future__ import annotations
 
 import itertools
+import math
 import numbers
 
 import numpy as np
@@ -94,28 +95,62 @@ def check_game(game, *, cooperative: bool = False) -> None:
                          "return, so there is no team optimum to search")
 
 
+def _children(state) -> list[int]:
+    return [a for a, _ in state.chance_outcomes()] if state.is_chance_node() else state.legal_actions()
+
+
+def probe_tree_size(game, probes: int = 8, stop: float = math.inf, seed: int = 0) -> float:
+    r"""The smallest of ``probes`` Knuth estimates of the game tree's node count.
+
+    One probe follows a uniformly random path (chance outcomes included) and returns
+    :math:`1 + b_1 + b_1 b_2 + \dots`, :math:`b_d` the branching at depth :math:`d`: an unbiased
+    estimate of the tree size (Knuth 1975). By Markov's inequality each probe exceeds
+    :math:`c` times the true size with probability at most :math:`1/c`, so the smallest of 8
+    exceeds it with probability at most :math:`c^{-8}`. A probe stops once it passes ``stop``.
+    """
+    rng = np.random.default_rng(seed)
+    smallest = math.inf
+    for _ in range(probes):
+        state = game.new_initial_state()
+        total = weight = 1.0
+        while not state.is_terminal() and total <= stop:
+            acts = _children(state)
+            weight *= len(acts)
+            total += weight
+            state.apply_action(acts[int(rng.integers(len(acts)))])
+        smallest = min(smallest, total)
+    return smallest
+
+
 def _info_states(game, max_nodes: int = MAX_NODES) -> list[list[str]]:
     """Every player's information-state strings, in depth-first (preorder) order of the game tree,
-    walked with an explicit stack; more than ``max_nodes`` nodes is refused when reached."""
+    walked with an explicit stack (one state per level); a tree whose size is surely above
+    ``max_nodes`` (:func:`probe_tree_size` above 100 times it) is refused before the walk, and
+    the walk stops with a ValueError on reaching more than ``max_nodes`` nodes."""
+    name = game.get_type().short_name
+    probe = probe_tree_size(game, stop=100.0 * max_nodes)
+    if probe > 100.0 * max_nodes:
+        raise ValueError(f"game {name!r} has about {probe:.3g} or more game-tree nodes (random probes), far more than "
+                         f"max_nodes={max_nodes:,}: the adapter enumerates every information state")
     seen = [dict() for _ in range(game.num_players())]
-    stack = [game.new_initial_state()]
-    nodes = 0
+    root = game.new_initial_state()
+    stack = [(root, _children(root) if not root.is_terminal() else [], 0)]
+    nodes = 1
     while stack:
-        state = stack.pop()
-        nodes += 1
-        if nodes > max_nodes:
-            raise ValueError(f"game {game.get_type().short_name!r} has more than max_nodes={max_nodes:,} game-tree "
-                             "nodes; the adapter enumerates every information state (raise max_nodes for a larger "
-                             "game that fits in memory)")
-        if state.is_terminal():
-            continue
-        if state.is_chance_node():
-            children = [a for a, _ in state.chance_outcomes()]
-        else:
+        state, acts, q = stack[-1]
+        if q == 0 and not state.is_terminal() and not state.is_chance_node():
             p = state.current_player()
             seen[p].setdefault(state.information_state_string(p), len(seen[p]))
-            children = state.legal_actions()
-        stack.extend(state.child(a) for a in reversed(children))
+        if q == len(acts):
+            stack.pop()
+            continue
+        stack[-1] = (state, acts, q + 1)
+        child = state.child(acts[q])
+        nodes += 1
+        if nodes > max_nodes:
+            raise ValueError(f"game {name!r} has more than max_nodes={max_nodes:,} game-tree nodes; the adapter "
+                             "enumerates every information state (raise max_nodes for a larger game)")
+        stack.append((child, _children(child) if not child.is_terminal() else [], 0))
     return [list(d) for d in seen]
 
 

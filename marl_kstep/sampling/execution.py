@@ -38,6 +38,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from ..policy import Policy
+from ..settings import current
 from ..validation import check_gamma, check_int, check_k
 from .encoders import space_encoder
 
@@ -121,6 +122,15 @@ class Episode:
         return float(self.rewards @ gamma ** np.arange(self.rewards.size))
 
 
+def check_sample_steps(episodes: int, horizon: int) -> None:
+    """Refuse ``episodes * horizon`` above ``Settings.max_sample_steps`` (read at call time)."""
+    budget = current().max_sample_steps
+    if episodes * horizon > budget:
+        raise ValueError(f"episodes * horizon = {episodes} * {horizon} = {episodes * horizon:.3g} simulated steps per "
+                         f"call exceed Settings.max_sample_steps = {budget:.3g}; lower episodes or horizon (or raise "
+                         "the budget with marl_kstep.configure(max_sample_steps=...))")
+
+
 def check_team_reward(how):
     """``None`` (the mean, with a warning when agents' rewards differ), ``"mean"``, ``"sum"`` or a callable."""
     if how is None or callable(how) or (isinstance(how, str) and how in ("mean", "sum")):
@@ -150,8 +160,9 @@ def as_parallel_env(env):
     if not isinstance(env, AECEnv):
         return env
     if not getattr(env, "metadata", {}).get("is_parallelizable", False):
-        raise ValueError(f"env is an AEC (turn-by-turn) env ({env}) whose metadata does not declare "
-                         "'is_parallelizable': True; give its ParallelEnv (e.g. module.parallel_env()) instead")
+        raise ValueError(f"env {env} is an AEC (turn-by-turn) env whose metadata does not declare "
+                         "'is_parallelizable': True, so it cannot be converted to a ParallelEnv (every agent acting "
+                         "at every step); give a ParallelEnv (e.g. the module's parallel_env())")
     return aec_to_parallel(env)
 
 
@@ -211,8 +222,9 @@ def _reward(v, a, t) -> float:
     return f
 
 
-class _Checked:
-    """One env's outputs checked against its agents and spaces (module docstring)."""
+class Checked:
+    """One env's outputs checked against its agents and spaces (module docstring); build one per
+    run of episodes and pass it to :func:`checked_episode`."""
 
     def __init__(self, env, encoders, n_obs, team_reward):
         self.env = env
@@ -283,7 +295,7 @@ class _Checked:
                 self.differed = True
                 warnings.warn(f"{_where(t)}: the agents received different rewards ({dict(rew)}) and no team_reward "
                               "was chosen; the team reward is their mean. Pass team_reward='mean' (to keep it), "
-                              "'sum' or a callable", NonCooperativeRewardWarning, stacklevel=4)
+                              "'sum' or a callable", NonCooperativeRewardWarning, stacklevel=2)
         elif team == "sum":
             r = total
         else:
@@ -337,8 +349,17 @@ def k_coupled_episode(env, agents: Sequence[KCoupledAgent], *, horizon: int, res
     n_obs : sequence of int, optional
         :math:`O_i`, to check the encoded observations (default the encoders' ``n``).
     """
-    chk = _Checked(env, encoders, n_obs, team_reward)
-    encode, n_obs = chk.encode, chk.n_obs
+    return checked_episode(Checked(env, encoders, n_obs, team_reward), agents, horizon=horizon,
+                           reset_seed=reset_seed, record_states=record_states)
+
+
+def checked_episode(chk: Checked, agents, *, horizon: int, reset_seed=None, record_states: bool = False) -> Episode:
+    """:func:`k_coupled_episode` with its checker built once by the caller (one per run of many
+    episodes: :class:`NonCooperativeRewardWarning` is then raised once per run)."""
+    env, encode = chk.env, chk.encode
+    if len(agents) != len(chk.names):
+        raise ValueError(f"agents must hold one KCoupledAgent per possible agent ({len(chk.names)}); got {len(agents)}")
+    n_obs = [min(n, ag.theta.shape[0]) for n, ag in zip(chk.n_obs, agents, strict=True)]
     with _exclusive(env):
         obs, live = chk.reset(reset_seed)
         for ag in agents:
@@ -462,6 +483,7 @@ def rollout(env, policy, k: int, episodes: int, horizon: int | None = None, seed
             raise ValueError("horizon is required for an environment without max_cycles")
         horizon = max_cycles
     horizon = check_int("horizon", horizon, minimum=1, maximum=max_cycles)
+    check_sample_steps(episodes, horizon)
     encoders, n_obs, n_act = env_spaces(env, encoders)
     check_cooperative(env, team_reward)
     _check_policy_fits(policy, n_obs, n_act)
@@ -472,8 +494,11 @@ def rollout(env, policy, k: int, episodes: int, horizon: int | None = None, seed
               zip(policy.theta, np.random.default_rng(agent_seed).spawn(len(policy.theta)), strict=True)]
     first = int(env_seed.generate_state(1)[0])
     returns = np.empty(episodes)
-    for e in range(episodes):
-        returns[e] = k_coupled_episode(env, agents, horizon=horizon, reset_seed=(first + e) % (2**31),
-                                       encoders=encoders, team_reward=team_reward,
-                                       n_obs=n_obs).discounted_return(gamma)
+    chk = Checked(env, encoders, n_obs, team_reward)
+    with np.errstate(over="ignore"):  # an overflow is refused below, by name
+        for e in range(episodes):
+            returns[e] = checked_episode(chk, agents, horizon=horizon,
+                                         reset_seed=(first + e) % (2**31)).discounted_return(gamma)
+    if not np.all(np.isfinite(returns)):
+        raise ValueError("the discounted returns overflow float64 (rewards too large); rescale the rewards")
     return returns

@@ -37,7 +37,8 @@ at most ``Settings.max_sample_steps`` per call (the default horizon at a discoun
 included), the scratch memory of one call at most ``settings.model_bytes_limit()``, and
 returns that overflow float64 (rewards near 1e308) are an error, never an infinite estimate.
 Keywords that would have no effect are refused: ``tail`` where the horizon is given or comes
-from the env, ``team_reward`` and ``encoders`` off the env path.
+from the env, ``encoders`` and a ``team_reward`` other than ``"mean"`` off the env path (a
+model's reward is already the team's).
 """
 
 from __future__ import annotations
@@ -54,18 +55,20 @@ from ..envs.vectorised import VectorisedModel
 from ..estimators.base import Estimate
 from ..model import JointMDP
 from ..policy import Policy
-from ..settings import current, model_bytes_limit
+from ..settings import model_bytes_limit
 from ..threads import parallel_section
 from ..validation import check_choice, check_gamma, check_int, check_k, check_positive, check_seed
 from . import _kernels
 from .execution import (
+    Checked,
     KCoupledAgent,
     as_parallel_env,
     check_cooperative,
+    check_sample_steps,
     check_team_reward,
+    checked_episode,
     draw_cdf,
     env_spaces,
-    k_coupled_episode,
 )
 
 __all__ = ["SampledKStep", "horizon_for"]
@@ -115,11 +118,7 @@ def _seed_root(seed):
 def check_sample_budget(episodes: int, horizon: int, n_agents: int, n_rows: int, path: str) -> None:
     """Refuse a call of more than ``Settings.max_sample_steps`` simulated steps, or whose
     scratch memory exceeds :func:`~marl_kstep.settings.model_bytes_limit` (before any work)."""
-    budget = current().max_sample_steps
-    if episodes * horizon > budget:
-        raise ValueError(f"episodes * horizon = {episodes} * {horizon} = {episodes * horizon:.3g} simulated steps per "
-                         f"call exceed Settings.max_sample_steps = {budget:.3g}; lower episodes or horizon (or raise "
-                         "the budget with marl_kstep.configure(max_sample_steps=...))")
+    check_sample_steps(episodes, horizon)
     per_episode = 8 * (4 * (horizon + 1) + 3 * horizon * n_agents)  # returns, baseline, draws of one episode
     if path == "batched":
         need = min(BATCH, episodes) * (per_episode + 16 * n_rows)
@@ -219,9 +218,9 @@ class SampledKStep:
                 raise ValueError("path='batched' needs a scenario model with the array protocol (VectorisedModel); "
                                  "a JointMDP runs on path='fast' (or 'env')")
             self.path = "fast" if self.path == "auto" else self.path
-            if team_reward is not None and self.path != "env":
-                raise ValueError(f"team_reward applies to the env path; a JointMDP has one reward per step "
-                                 f"(got team_reward={team_reward!r})")
+            if team_reward not in (None, "mean") and self.path != "env":
+                raise ValueError(f"team_reward applies to the env path; a JointMDP has one (team) reward per step "
+                                 f"(got team_reward={team_reward!r}; pass path='env' to use it)")
             self._mdp = target
             self.gamma = target.gamma
             self.horizon = horizon_for(self.gamma, DEFAULT_TAIL if tail is None else tail) if horizon is None \
@@ -244,7 +243,7 @@ class SampledKStep:
                 raise ValueError(f"gamma is the model's ({model.gamma}) for a scenario model; got gamma={gamma!r}")
             if encoders is not None:
                 raise ValueError("encoders apply to an environment, not to a scenario model")
-            if team_reward is not None:
+            if team_reward not in (None, "mean"):
                 raise ValueError(f"team_reward applies to the env path; a scenario model has one reward per step "
                                  f"(got team_reward={team_reward!r}; pass path='env' to use it)")
             self.path = "batched"
@@ -285,6 +284,8 @@ class SampledKStep:
             check_cooperative(target, self.team_reward)
         else:
             raise ValueError(f"target must be a JointMDP or a PettingZoo ParallelEnv; got {type(target).__name__}")
+        if self.path == "env":
+            self._checked = Checked(self.env, self.encoders, self._n_obs, self.team_reward)
         self._layout = _layout(self._n_obs, self._n_actions)
         check_sample_budget(self.episodes, self.horizon, self.n_agents, self._layout[1].size, self.path)
 
@@ -349,7 +350,8 @@ class SampledKStep:
                 _kernels.simulate_chunks(parallel, per, seeds, self.baseline == "mean", min(self.k, self.horizon),
                                          self.horizon,
                                          self.gamma, theta, self._layout, self._arrays, acc_sum, acc_sq, jstats)
-            tot_sum, tot_sq, js = acc_sum.sum(axis=0), acc_sq.sum(axis=0), jstats.sum(axis=0)
+            with np.errstate(over="ignore"):  # an overflow is refused below, by name
+                tot_sum, tot_sq, js = acc_sum.sum(axis=0), acc_sq.sum(axis=0), jstats.sum(axis=0)
         elif self.path == "batched":
             tot_sum, tot_sq, js = self._batched_episodes(policy, theta, ss)
         else:
@@ -381,8 +383,7 @@ class SampledKStep:
         first = int(env_seed.generate_state(1)[0])
         disc = self.gamma ** np.arange(H)
         for e in range(self.episodes):
-            ep = k_coupled_episode(self.env, agents, horizon=H, reset_seed=(first + e) % (2**31),
-                                   encoders=self.encoders, team_reward=self.team_reward, n_obs=self._n_obs)
+            ep = checked_episode(self._checked, agents, horizon=H, reset_seed=(first + e) % (2**31))
             T = ep.rewards.size
             scratch.rd[:T] = ep.rewards * disc[:T]
             D = 0
