@@ -222,6 +222,13 @@ def _reward(v, a, t) -> float:
     return f
 
 
+def _flag(v, what, a, t) -> bool:
+    """A termination / truncation flag: a bool (NumPy's too) or the integer 0 or 1."""
+    if isinstance(v, bool | np.bool_) or (isinstance(v, numbers.Integral) and v in (0, 1)):
+        return bool(v)
+    raise ValueError(f"{_where(t)}: the {what} of agent {a!r} must be True or False; got {v!r}")
+
+
 class Checked:
     """One env's outputs checked against its agents and spaces (module docstring); build one per
     run of episodes and pass it to :func:`checked_episode`."""
@@ -305,11 +312,16 @@ class Checked:
             r = float(r)
         if not math.isfinite(r):
             raise ValueError(f"{_where(t)}: the team reward of rewards {dict(rew)} overflows float64 ({r})")
+        ended = True
         for a in actions:
             if a not in term or a not in trunc:
                 raise ValueError(f"{_where(t)}: terminations and truncations must hold every agent that acted; "
                                  f"{a!r} is missing")
-        done = not getattr(self.env, "agents", None) or all(term[a] or trunc[a] for a in actions)
+            te, tr = term[a], trunc[a]
+            if te.__class__ is not bool or tr.__class__ is not bool:
+                te, tr = _flag(te, "termination", a, t), _flag(tr, "truncation", a, t)
+            ended = ended and (te or tr)
+        done = ended or not getattr(self.env, "agents", None)
         return obs, r, done
 
     def _reward_keys(self, rew, actions, t):
