@@ -257,7 +257,10 @@ class Checked:
         index = self.index
         live = []
         for a in agents:
-            i = index.get(a) if isinstance(a, str | int | tuple) else None
+            try:
+                i = index.get(a)
+            except TypeError:  # unhashable
+                i = None
             if i is None:
                 raise ValueError(f"{_where(t)}: env.agents holds {a!r}, which is not in possible_agents {self.names}")
             if a not in obs:
