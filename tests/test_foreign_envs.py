@@ -1,6 +1,6 @@
-"""Data from code we do not own (issue 22, causes 1, 2, 3, 5, 7): users' ParallelEnvs checked step
-by step, AEC envs converted, non-cooperative games refused or warned about, the sampled
-estimator's limits, the OpenSpiel adapter's checks.
+"""Data from code we do not own (issue 22, causes 1, 2, 3, 5, 6, 7): users' ParallelEnvs checked
+step by step, AEC envs converted, non-cooperative games refused or warned about, the sampled
+estimator's limits, the observation encoders' edges, the OpenSpiel adapter's checks.
 
 The fuzzed versions of these checks are in ``tests/test_fuzz_sampling.py``; here each cause has
 its named cases, and every refusal is checked for the culprit it names.
@@ -20,7 +20,13 @@ from pettingzoo import ParallelEnv
 import marl_kstep as mk
 from marl_kstep.envs import number_matching
 from marl_kstep.envs.pz import mdp_parallel_env
-from marl_kstep.sampling import NonCooperativeRewardWarning, rollout
+from marl_kstep.sampling import (
+    BoxDiscretiser,
+    NonCooperativeRewardWarning,
+    ObservationIndexer,
+    rollout,
+    space_encoder,
+)
 from marl_kstep.sampling.execution import KCoupledAgent, k_coupled_episode
 
 Z_MAX = 4.5
@@ -525,6 +531,56 @@ def test_an_env_that_steps_itself_inside_its_step_is_refused():
 
     with pytest.raises(ValueError, match="already running an episode"):
         sample(Reentrant())
+
+
+# ---------------------------------------------------------------- cause 6: encoders
+def test_box_bin_counts_that_overflow_are_refused():
+    with pytest.raises(ValueError, match=r"bins must multiply to fewer than 2\*\*62"):
+        BoxDiscretiser([0.0] * 3, [1.0] * 3, [2**21] * 3)  # was n = -2**63
+    assert BoxDiscretiser([0.0] * 3, [1.0] * 3, [2**20] * 3).n == 2**60
+    with pytest.raises(ValueError, match="space .* too many"):
+        space_encoder(spaces.MultiDiscrete([2**31] * 2))
+
+
+def test_box_cells_on_the_widest_range_and_at_infinity():
+    wide = BoxDiscretiser([-1e308], [1e308], 4)  # cells of width 5e307
+    cells = {-np.inf: 0, -1e308: 0, -6e307: 0, -1e307: 1, 0.0: 2, 1e307: 2, 6e307: 3, 1e308: 3, np.inf: 3}
+    assert {v: wide([v]) for v in cells} == cells  # before: every one in cell 0
+    box = BoxDiscretiser([0.0, -1.0], [1.0, 1.0], [4, 2])
+    assert box([np.inf, -np.inf]) == 3 * 2 + 0 and box([-np.inf, np.inf]) == 1 and box([0.5, 0.0]) == 2 * 2 + 1
+    for bad, fragment in [([np.nan, 0.0], "entry 0 is NaN"), ([0.0, np.nan], "entry 1 is NaN"),
+                          (None, "real numbers"), (["x", "y"], "real numbers"), ([1 + 1j, 0], "real numbers"),
+                          ([0.5], "has 1 entries")]:
+        with pytest.raises(ValueError, match=fragment):
+            box(bad)
+
+
+def test_observation_indexer_refuses_nan_and_bounds_decimals():
+    ix = ObservationIndexer(6, decimals=300)
+    assert [ix(np.array([1.5])), ix(np.array([1e300])), ix([1.5]), ix(("left", "open")), ix(("left", "open"))] == \
+        [0, 1, 0, 2, 2]
+    for bad in (np.nan, np.float32(np.nan), np.array([0.0, np.nan]), [np.nan], (1.0, np.nan), ("a", np.nan)):
+        with pytest.raises(ValueError, match="NaN"):
+            ix(bad)  # before: a new id for every NaN
+    for bad in ({}, ["a", "b"], [[1], [1, 2]]):
+        with pytest.raises(ValueError, match="observation"):
+            ix(bad)
+    for bad in (10**30, 301, -1, 1.5, "2"):
+        with pytest.raises(ValueError, match="decimals"):
+            ObservationIndexer(3, decimals=bad)
+
+
+def test_space_encoders_take_integers_exactly():
+    d = space_encoder(spaces.Discrete(3))
+    assert [d(1), d(1.0), d(np.int64(2)), d(np.array(0)), d(True)] == [1, 1, 2, 0, 1]
+    for bad in (1.5, np.nan, None, "1", 2**70, 3, -1, [1], 1 + 0j):
+        with pytest.raises(ValueError, match="is not in Discrete"):
+            d(bad)  # before: 1.5 -> 1
+    m = space_encoder(spaces.MultiDiscrete([2, 3]))
+    assert [m([1, 2]), m((0, 1)), m(np.array([1.0, 0.0]))] == [5, 1, 3]
+    for bad in ([1], [1, 2, 0], [[1, 2]], [1.5, 0], None, [2**70, 0], ["1", "0"], [2, 0]):
+        with pytest.raises(ValueError, match="is not in MultiDiscrete"):
+            m(bad)  # before: [1] broadcast to id 4
 
 
 # ---------------------------------------------------------------- cause 7: the OpenSpiel adapter

@@ -178,8 +178,9 @@ class BoxDiscretiser:
 class ObservationIndexer:
     """Ids in the order observations are first seen, at most ``n`` of them.
 
-    Arrays (and lists, tuples) are keyed by their float values after rounding to ``decimals``
-    (if given, 0..300); other observations must be hashable and are keyed by themselves. NaN
+    Arrays (and lists, tuples of numbers) are keyed by their float values after rounding to
+    ``decimals`` (if given, 0..300); other observations (tuples of strings too) must be hashable
+    and are keyed by themselves. NaN
     is refused (it equals nothing, not even itself, so it has no id). Seeing more than ``n``
     distinct observations raises a ``ValueError`` (choose a coarser encoder). The ids are kept
     across episodes, so one indexer serves a whole training run.
@@ -197,6 +198,8 @@ class ObservationIndexer:
             except (ValueError, TypeError, OverflowError) as err:
                 raise ValueError(f"observation {obs!r} must be an array of real numbers ({err})") from None
             if a.dtype.kind not in "biuf":
+                if isinstance(obs, tuple) and a.dtype.kind in "USO":
+                    return self._hashable(obs)  # e.g. ("left", "open"): keyed by itself
                 raise ValueError(f"observation {obs!r} must hold real numbers; got dtype {a.dtype}")
             a = a.astype(float)
             if np.isnan(a).any():
@@ -208,10 +211,16 @@ class ObservationIndexer:
             return a.shape, a.tobytes()
         if isinstance(obs, float | np.floating) and math.isnan(obs):
             raise ValueError(f"observation {obs!r} is NaN, which has no id")
+        return self._hashable(obs)
+
+    @staticmethod
+    def _hashable(obs):
         try:
             hash(obs)
         except TypeError:
-            raise ValueError(f"observation {obs!r} must be hashable or an array") from None
+            raise ValueError(f"observation {obs!r} must be hashable or an array of real numbers") from None
+        if isinstance(obs, tuple) and any(isinstance(x, float) and math.isnan(x) for x in obs):
+            raise ValueError(f"observation {obs!r} holds NaN, which has no id")
         return obs
 
     def __call__(self, obs) -> int:
