@@ -321,6 +321,12 @@ def test_a_turn_based_aec_env_is_refused_by_name():
 
 
 # ---------------------------------------------------------------- cause 3: non-cooperative games
+class Unequal(Pair):
+    def step(self, actions):
+        out = super().step(actions)
+        return (out[0], {"a": 1.0, "b": 2.0}) + out[2:]
+
+
 def test_different_rewards_warn_once_when_no_team_reward_was_chosen():
     rps_v2 = pytest.importorskip("pettingzoo.classic.rps_v2")
     with pytest.warns(NonCooperativeRewardWarning) as rec:
@@ -329,11 +335,16 @@ def test_different_rewards_warn_once_when_no_team_reward_was_chosen():
         est.estimate(mk.Policy.uniform(est))
     assert sum(r.category is NonCooperativeRewardWarning for r in rec) == 1
     assert "player_0" in str(rec[0].message)
+    for choice in ("mean", "sum"):  # chosen, but 0 in a zero-sum game: still a warning, saying so
+        with pytest.warns(NonCooperativeRewardWarning, match=f"their {choice} is 0"):
+            sample(rps_v2.parallel_env(max_cycles=8), team_reward=choice, episodes=20)
     with warnings.catch_warnings():
         warnings.simplefilter("error", NonCooperativeRewardWarning)
-        for choice in ("mean", "sum", lambda r: r["player_0"]):  # chosen: no warning
-            sample(rps_v2.parallel_env(max_cycles=8), team_reward=choice, episodes=20)
+        sample(rps_v2.parallel_env(max_cycles=8), team_reward=lambda r: r["player_0"], episodes=20)
         sample(Pair(), episodes=20)  # equal rewards: no warning
+        sample(Unequal(), episodes=20, team_reward="mean")  # chosen, unequal, not zero-sum: no warning
+    with pytest.warns(NonCooperativeRewardWarning, match="no team_reward was chosen"):
+        sample(Unequal(), episodes=20)
 
 
 def test_zero_sum_openspiel_games_need_a_team_reward():

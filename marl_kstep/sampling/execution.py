@@ -12,9 +12,9 @@ naming the call, the step, the agent and the value): ``reset()`` returns
 an observation inside its declared space (or that its encoder accepts); ``step()`` returns the
 5-tuple ``(observations, rewards, terminations, truncations, infos)`` of dicts; rewards are
 finite real numbers, one for every agent that acted and for no other. A step whose agents
-received different rewards, when no ``team_reward`` was chosen, raises
-:class:`NonCooperativeRewardWarning` (the mean of a zero-sum game's rewards is 0 whatever the
-agents do). An AEC env is converted with PettingZoo's ``aec_to_parallel`` (:func:`as_parallel_env`).
+received different rewards, when no ``team_reward`` was chosen (or ``"mean"`` / ``"sum"`` was
+and it is 0), raises :class:`NonCooperativeRewardWarning` (the mean of a zero-sum game's rewards
+is 0 whatever the agents do). An AEC env is converted with PettingZoo's ``aec_to_parallel`` (:func:`as_parallel_env`).
 One env is never stepped by two episodes at a time (another thread's episode in progress is
 refused, not interleaved).
 
@@ -47,9 +47,10 @@ __all__ = ["KCoupledAgent", "Episode", "NonCooperativeRewardWarning", "as_parall
 
 
 class NonCooperativeRewardWarning(UserWarning):
-    """The agents of an env received different rewards in one step and no ``team_reward`` was
-    chosen: the default team reward (their mean) is then not what any agent maximises (a
-    zero-sum game's mean is 0 whatever the agents do). Choose ``team_reward=`` explicitly."""
+    """The agents of an env received different rewards in one step and either no ``team_reward``
+    was chosen (the default team reward, their mean, is then not what any agent maximises), or
+    ``"mean"`` / ``"sum"`` was and it is 0 (a zero-sum game: the team reward is 0 whatever the
+    agents do). Raised once per estimator or ``rollout`` call; a callable ``team_reward`` silences it."""
 
 
 def draw_cdf(theta: np.ndarray) -> np.ndarray:
@@ -242,7 +243,6 @@ class Checked:
         self.encode = list(encoders)
         self.n_obs = [int(getattr(e, "n", 2**62)) for e in self.encode] if n_obs is None else list(n_obs)
         self.team = check_team_reward(team_reward)
-        self.warn_differ = team_reward is None
         self.differed = False
 
     def live(self, obs, t):
@@ -301,11 +301,6 @@ class Checked:
         team = self.team
         if team is None or team == "mean":
             r = total / len(rew)
-            if self.warn_differ and lo != hi and not self.differed:
-                self.differed = True
-                warnings.warn(f"{_where(t)}: the agents received different rewards ({dict(rew)}) and no team_reward "
-                              "was chosen; the team reward is their mean. Pass team_reward='mean' (to keep it), "
-                              "'sum' or a callable", NonCooperativeRewardWarning, stacklevel=2)
         elif team == "sum":
             r = total
         else:
@@ -313,6 +308,14 @@ class Checked:
             if isinstance(r, bool | np.bool_) or not isinstance(r, numbers.Real) or not math.isfinite(float(r)):
                 raise ValueError(f"{_where(t)}: team_reward({rew!r}) must return a finite real number; got {r!r}")
             r = float(r)
+        if lo != hi and not self.differed and (team is None or (total == 0.0 and not callable(team))):
+            self.differed = True
+            why = ("no team_reward was chosen; the team reward is their mean. Pass team_reward='mean' (to keep it), "
+                   "'sum' or a callable" if team is None else
+                   f"their {team} is 0 (a zero-sum game?): the team reward ignores what the agents do. Pass a "
+                   "callable team_reward to score the agents' rewards another way")
+            warnings.warn(f"{_where(t)}: the agents received different rewards ({dict(rew)}) and {why}",
+                          NonCooperativeRewardWarning, stacklevel=2)
         if not math.isfinite(r):
             raise ValueError(f"{_where(t)}: the team reward of rewards {dict(rew)} overflows float64 ({r})")
         ended = True
