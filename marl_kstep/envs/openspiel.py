@@ -256,6 +256,11 @@ def spiel_value(game, tables, info_ids) -> float:
     """Exact expected common return of deterministic tables ``tables[p][id]`` (ids as in the env);
     the game must be sequential with identical utility (:func:`check_game`)."""
     check_game(game, cooperative=True)
+    return _value(game, tables, info_ids)
+
+
+def _value(game, tables, info_ids) -> float:
+    """:func:`spiel_value` without the game's check (the exhaustive search checks it once)."""
 
     def walk(state, prob):
         if state.is_terminal():
@@ -290,7 +295,7 @@ def best_deterministic_spiel(game, max_policies: int | None = None):
         for sz in sizes:
             tables.append((0,) + flat[off:off + sz])  # id 0 (waiting) never acts
             off += sz
-        v = spiel_value(game, tables, env._ids)
+        v = _value(game, tables, env._ids)
         if v > best + 1e-12:
             best, best_tables = v, tables
     return best, best_tables, count

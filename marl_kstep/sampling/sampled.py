@@ -146,7 +146,9 @@ class SampledKStep:
         A model (fast path, or the env path with ``path="env"``), a scenario model with the array
         protocol (batched path), or any ParallelEnv whose agents have Discrete action spaces and
         Discrete observations or an encoder (env path; a built-in scenario's env runs on the
-        batched path unless ``path="env"``).
+        batched path unless ``path="env"``). A parallelizable AEC env is converted with
+        ``aec_to_parallel``. Every output of an env is checked as it arrives
+        (:mod:`marl_kstep.sampling.execution`).
     k : int
         Window length (1 = ordinary REINFORCE).
     gamma : float, optional
