@@ -427,6 +427,12 @@ def test_the_default_horizon_near_gamma_one_is_refused_and_the_budget_is_read_at
     assert np.isfinite(est.estimate(mk.Policy.uniform(est)).J_k)
     with pytest.raises(ValueError, match="tail sets the default horizon of a model"):
         mk.SampledKStep(Pair(), 2, gamma=0.9, tail=1e-3)
+    for bad in (10**12, 6.5, 0, None, "6"):
+        env = Pair()
+        env.max_cycles = bad
+        with pytest.raises(ValueError, match="horizon"):
+            mk.SampledKStep(env, 2, gamma=0.9)
+        assert mk.SampledKStep(env, 2, gamma=0.9, horizon=6).horizon == 6
 
 
 def test_seed_sequences_and_generators_are_seeds():

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 from collections.abc import Callable, Sequence
 
 import numba
@@ -279,8 +280,11 @@ class SampledKStep:
             if horizon is None:
                 if max_cycles is None:
                     raise ValueError("horizon is required for an environment without max_cycles")
-                horizon = check_int("the env's max_cycles (the default horizon)", max_cycles, minimum=1,
-                                    maximum=MAX_HORIZON)
+                if isinstance(max_cycles, bool) or not isinstance(max_cycles, numbers.Integral) \
+                        or not 1 <= max_cycles <= MAX_HORIZON:
+                    raise ValueError(f"horizon: the env's max_cycles = {max_cycles!r} is not a usable default horizon "
+                                     f"(an integer in 1..{MAX_HORIZON}); give horizon=")
+                horizon = int(max_cycles)
             self.horizon = horizon
             self.encoders, self._n_obs, self._n_actions = env_spaces(target, encoders)
             check_cooperative(target, self.team_reward)
