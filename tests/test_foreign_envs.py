@@ -643,6 +643,15 @@ def test_openspiel_step_refuses_illegal_and_non_integer_actions():
     assert env.state.history()[: len(history)] == history and len(env.state.history()) > len(history)
     with pytest.raises(ValueError, match="reset"):
         SpielParallelEnv(pyspiel.load_game("kuhn_poker")).step({"player_0": 0})
+    for bad in (-1, 1.5, "3", np.nan, True):
+        with pytest.raises(ValueError, match="seed"):
+            env.reset(seed=bad)
+    obs, _ = env.reset(seed=np.int64(3))
+    while env.agents:  # play to the end with legal actions; then step() is refused
+        cur = f"player_{env.state.current_player()}"
+        env.step({cur: env.state.legal_actions()[0]})
+    with pytest.raises(ValueError, match="call reset"):
+        env.step({cur: 0})
 
 
 def test_best_deterministic_spiel_checks_max_policies():

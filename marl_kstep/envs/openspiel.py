@@ -213,7 +213,7 @@ class SpielParallelEnv(ParallelEnv):
 
     def reset(self, seed=None, options=None):
         if seed is not None:
-            self.rng = np.random.default_rng(seed)
+            self.rng = np.random.default_rng(check_int("seed", seed, minimum=0))
         self.state = self.game.new_initial_state()
         self._resolve_chance()
         self.agents = list(self.possible_agents)
