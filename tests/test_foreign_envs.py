@@ -622,6 +622,24 @@ def test_openspiel_games_the_adapter_cannot_represent_are_refused():
         spiel_value(pyspiel.load_game("kuhn_poker"), [], [])
 
 
+@pytest.mark.parametrize("name", ["kuhn_poker", "leduc_poker"])
+def test_tree_size_probes_are_unbiased(name):
+    """Knuth's estimate (one probe) has the exact node count as its mean: z-test over 400 probes."""
+    pyspiel = pytest.importorskip("pyspiel")
+    from marl_kstep.envs.openspiel import probe_tree_size
+    game = pyspiel.load_game(name)
+
+    def count(state):
+        if state.is_terminal():
+            return 1
+        acts = [a for a, _ in state.chance_outcomes()] if state.is_chance_node() else state.legal_actions()
+        return 1 + sum(count(state.child(a)) for a in acts)
+
+    exact = count(game.new_initial_state())
+    est = np.array([probe_tree_size(game, probes=1, seed=s) for s in range(400)])
+    assert est.std() > 0 and abs(est.mean() - exact) <= Z_MAX * est.std() / np.sqrt(est.size), (exact, est.mean())
+
+
 def test_openspiel_step_refuses_illegal_and_non_integer_actions():
     pyspiel = pytest.importorskip("pyspiel")
     from marl_kstep.envs.openspiel import SpielParallelEnv
