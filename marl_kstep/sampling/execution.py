@@ -236,7 +236,10 @@ class Checked:
 
     def __init__(self, env, encoders, n_obs, team_reward):
         self.env = env
-        self.names = list(env.possible_agents)
+        names = getattr(env, "possible_agents", None)
+        if not isinstance(names, list | tuple) or not names:
+            raise ValueError(f"env.possible_agents must be a non-empty list of agents; got {names!r}")
+        self.names = list(names)
         self.index = {a: i for i, a in enumerate(self.names)}
         if encoders is None:
             encoders, n_obs, _ = env_spaces(env)
