@@ -27,7 +27,7 @@ from .estimators import (
 from .model import JointMDP, Lumping, LumpingSkippedWarning, load_dpomdp, lump
 from .optim import SaddleWarning, TrainOptions, TrainResult, mirror_step, pgd_step, project_simplex, train
 from .policy import Policy
-from .sampling import BoxDiscretiser, ObservationIndexer, SampledKStep, rollout
+from .sampling import BoxDiscretiser, NonCooperativeRewardWarning, ObservationIndexer, SampledKStep, rollout
 from .sampling.evaluate import evaluate as evaluate_policy
 from .search import alternating_best_response, best_deterministic, best_response
 from .settings import Settings, configure
@@ -46,6 +46,7 @@ __all__ = [
     "ObservationIndexer",
     "Policy",
     "SaddleWarning",
+    "NonCooperativeRewardWarning",
     "SampledKStep",
     "Settings",
     "thread_report",

@@ -83,6 +83,9 @@ class Settings:
         The .dpomdp loader refuses models whose dense arrays would hold more entries.
     dpomdp_prob_tol : float
         Tolerance on T and O rows of a .dpomdp file summing to one.
+    max_sample_steps : int
+        Budget on simulated steps (episodes times horizon) per call of the sampled estimator
+        (``SampledKStep``, ``rollout``); a larger request is refused before any work.
     """
 
     max_path_steps: int = 300_000_000
@@ -104,6 +107,7 @@ class Settings:
     search_batch_bytes: int = 64 * 2**20
     dpomdp_max_dense_entries: int = 60_000_000
     dpomdp_prob_tol: float = 1e-6
+    max_sample_steps: int = 2_000_000_000
 
 
 _DEFAULTS = Settings()

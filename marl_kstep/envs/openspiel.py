@@ -5,6 +5,16 @@ payoff variants A--F of Sokota et al. 2021), and usable for any small turn-based
 in which every player receives the same return. Needs the optional extra ``open_spiel``
 (``pip install marl_kstep[games]``).
 
+Checked on construction (``ValueError``): the game is sequential (turn-based; simultaneous-move
+games are refused), has at least two players, provides information-state strings, and its tree
+has at most ``max_nodes`` nodes (counted by an iterative walk that stops at the limit, so
+``chess`` is refused at once, never a RecursionError). A game whose utility is not
+``IDENTICAL`` (zero-sum, constant-sum, general-sum) gives every player its own return and is
+marked ``cooperative = False``: :class:`~marl_kstep.SampledKStep` then needs an explicit
+``team_reward=``, and the exact search (:func:`best_deterministic_spiel`, :func:`spiel_value`)
+refuses it. :meth:`SpielParallelEnv.step` refuses an illegal action, a missing one, and
+actions that are not integers (floats, bools).
+
 Every env step is one move of the player to act; the other agents' actions are ignored that
 step. An agent's observation id is 0 while it waits and ``1 + q`` when it acts at its
 ``q``-th information state (OpenSpiel's ``information_state_string``, numbered in the order a
@@ -19,10 +29,15 @@ deterministic tables, evaluating each by an exact walk of the game tree (chance 
 from __future__ import annotations
 
 import itertools
+import math
+import numbers
 
 import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
+
+from ..settings import current
+from ..validation import check_int
 
 __all__ = ["SpielParallelEnv", "TINY_HANABI_PAYOFFS", "best_deterministic_spiel", "spiel_value",
            "tiny_hanabi_game"]
@@ -54,23 +69,88 @@ def tiny_hanabi_game(variant: str = "E"):
                                              "payoff": ";".join(str(x) for x in payoff)})
 
 
-def _info_states(game) -> list[list[str]]:
-    """Every player's information-state strings, in depth-first order of the game tree."""
+#: Default limit on the game-tree nodes :class:`SpielParallelEnv` walks.
+MAX_NODES = 10**6
+
+
+def check_game(game, *, cooperative: bool = False) -> None:
+    """Refuse games the adapter cannot represent: simultaneous-move or mean-field dynamics,
+    fewer than two players, no information-state strings (and, with ``cooperative``, a utility
+    other than ``IDENTICAL``)."""
+    import pyspiel
+
+    if not isinstance(game, pyspiel.Game):
+        raise ValueError(f"game must be a pyspiel.Game (pyspiel.load_game(...)); got {type(game).__name__}")
+    t = game.get_type()
+    if t.dynamics != pyspiel.GameType.Dynamics.SEQUENTIAL:
+        raise ValueError(f"game {t.short_name!r} has {t.dynamics.name.lower()} dynamics; only sequential (turn-based) "
+                         "games are supported (pyspiel.convert_to_turn_based(game) turns a simultaneous-move game "
+                         "into one)")
+    if game.num_players() < 2:
+        raise ValueError(f"game {t.short_name!r} has {game.num_players()} player(s); a team needs at least 2")
+    if not t.provides_information_state_string:
+        raise ValueError(f"game {t.short_name!r} does not provide information-state strings (the observation ids)")
+    if cooperative and t.utility != pyspiel.GameType.Utility.IDENTICAL:
+        raise ValueError(f"game {t.short_name!r} has {t.utility.name.lower()} utility: its players do not share one "
+                         "return, so there is no team optimum to search")
+
+
+def _children(state) -> list[int]:
+    return [a for a, _ in state.chance_outcomes()] if state.is_chance_node() else state.legal_actions()
+
+
+def probe_tree_size(game, probes: int = 8, stop: float = math.inf, seed: int = 0) -> float:
+    r"""The smallest of ``probes`` Knuth estimates of the game tree's node count.
+
+    One probe follows a uniformly random path (chance outcomes included) and returns
+    :math:`1 + b_1 + b_1 b_2 + \dots`, :math:`b_d` the branching at depth :math:`d`: an unbiased
+    estimate of the tree size (Knuth 1975). By Markov's inequality each probe exceeds
+    :math:`c` times the true size with probability at most :math:`1/c`, so the smallest of 8
+    exceeds it with probability at most :math:`c^{-8}`. A probe stops once it passes ``stop``.
+    """
+    rng = np.random.default_rng(seed)
+    smallest = math.inf
+    for _ in range(probes):
+        state = game.new_initial_state()
+        total = weight = 1.0
+        while not state.is_terminal() and total <= stop:
+            acts = _children(state)
+            weight *= len(acts)
+            total += weight
+            state.apply_action(acts[int(rng.integers(len(acts)))])
+        smallest = min(smallest, total)
+    return smallest
+
+
+def _info_states(game, max_nodes: int = MAX_NODES) -> list[list[str]]:
+    """Every player's information-state strings, in depth-first (preorder) order of the game tree,
+    walked with an explicit stack (one state per level); a tree whose size is surely above
+    ``max_nodes`` (:func:`probe_tree_size` above 100 times it) is refused before the walk, and
+    the walk stops with a ValueError on reaching more than ``max_nodes`` nodes."""
+    name = game.get_type().short_name
+    probe = probe_tree_size(game, stop=100.0 * max_nodes)
+    if probe > 100.0 * max_nodes:
+        raise ValueError(f"game {name!r} has about {probe:.3g} or more game-tree nodes (random probes), far more than "
+                         f"max_nodes={max_nodes:,}: the adapter enumerates every information state")
     seen = [dict() for _ in range(game.num_players())]
-
-    def walk(state):
-        if state.is_terminal():
-            return
-        if state.is_chance_node():
-            for a, _ in state.chance_outcomes():
-                walk(state.child(a))
-            return
-        p = state.current_player()
-        seen[p].setdefault(state.information_state_string(p), len(seen[p]))
-        for a in state.legal_actions():
-            walk(state.child(a))
-
-    walk(game.new_initial_state())
+    root = game.new_initial_state()
+    stack = [(root, _children(root) if not root.is_terminal() else [], 0)]
+    nodes = 1
+    while stack:
+        state, acts, q = stack[-1]
+        if q == 0 and not state.is_terminal() and not state.is_chance_node():
+            p = state.current_player()
+            seen[p].setdefault(state.information_state_string(p), len(seen[p]))
+        if q == len(acts):
+            stack.pop()
+            continue
+        stack[-1] = (state, acts, q + 1)
+        child = state.child(acts[q])
+        nodes += 1
+        if nodes > max_nodes:
+            raise ValueError(f"game {name!r} has more than max_nodes={max_nodes:,} game-tree nodes; the adapter "
+                             "enumerates every information state (raise max_nodes for a larger game)")
+        stack.append((child, _children(child) if not child.is_terminal() else [], 0))
     return [list(d) for d in seen]
 
 
@@ -80,16 +160,33 @@ class SpielParallelEnv(ParallelEnv):
     Parameters
     ----------
     game : pyspiel.Game
-        Turn-based, small enough to enumerate its information states.
+        Turn-based, with at least two players, small enough to enumerate its information states.
+    max_nodes : int
+        Largest game tree walked (default :data:`MAX_NODES`).
+
+    Attributes
+    ----------
+    cooperative : bool
+        Whether the game's utility is ``IDENTICAL`` (every player gets the same return). If not,
+        each player is paid its own return and samplers need an explicit ``team_reward``.
+    utility : str
+        OpenSpiel's utility of the game, e.g. ``"identical utility"`` or ``"zero_sum utility"``.
     """
 
     metadata = {"name": "spiel_parallel_v0", "is_parallelizable": True}
 
-    def __init__(self, game):
+    def __init__(self, game, max_nodes: int = MAX_NODES):
+        import pyspiel
+
+        check_game(game)
+        max_nodes = check_int("max_nodes", max_nodes, minimum=1)
         self.game = game
+        utility = game.get_type().utility
+        self.cooperative = utility == pyspiel.GameType.Utility.IDENTICAL
+        self.utility = f"{utility.name.lower()} utility"
         n = game.num_players()
         self.possible_agents = [f"player_{p}" for p in range(n)]
-        self.info_states = _info_states(game)
+        self.info_states = _info_states(game, max_nodes)
         self._ids = [{s: q + 1 for q, s in enumerate(states)} for states in self.info_states]
         self._obs = {a: spaces.Discrete(int(1 + len(self.info_states[p]))) for p, a in enumerate(self.possible_agents)}
         self._act = {a: spaces.Discrete(game.num_distinct_actions()) for a in self.possible_agents}
@@ -116,33 +213,54 @@ class SpielParallelEnv(ParallelEnv):
 
     def reset(self, seed=None, options=None):
         if seed is not None:
-            self.rng = np.random.default_rng(seed)
+            self.rng = np.random.default_rng(check_int("seed", seed, minimum=0))
         self.state = self.game.new_initial_state()
         self._resolve_chance()
         self.agents = list(self.possible_agents)
         return self._observe(), {a: {} for a in self.agents}
 
     def step(self, actions):
+        """One move of the player to act (the others' actions are ignored). An action that is
+        missing, not an integer (floats and bools too) or illegal in this state is refused."""
+        if self.state is None or not self.agents:
+            raise ValueError("step() needs a running game: call reset() first")
+        if not isinstance(actions, dict):
+            raise ValueError(f"actions must be a dict keyed by agent; got {type(actions).__name__}")
         cur = self.state.current_player()
-        a = int(actions[self.possible_agents[cur]])
+        name = self.possible_agents[cur]
+        if name not in actions:
+            raise ValueError(f"actions has no action for {name!r}, the player to move")
+        a = actions[name]
+        if isinstance(a, bool | np.bool_) or not isinstance(a, numbers.Integral):
+            raise ValueError(f"the action of {name!r} must be an integer; got {a!r}")
         legal = self.state.legal_actions()
-        if a not in legal:
-            # an illegal move is replaced by the first legal one (tiny_hanabi has none: every action is legal)
-            a = legal[0]
-        self.state.apply_action(a)
+        if int(a) not in legal:
+            raise ValueError(f"action {int(a)} of {name!r} is illegal here; the legal actions are {legal}")
+        self.state.apply_action(int(a))
         self._resolve_chance()
         agents = list(self.agents)
         done = self.state.is_terminal()
-        r = float(self.state.returns()[0]) if done else 0.0
+        returns = self.state.returns() if done else [0.0] * len(self.possible_agents)
+        if self.cooperative:
+            rew = {ag: float(returns[0]) for ag in agents}
+        else:
+            rew = {ag: float(returns[self.possible_agents.index(ag)]) for ag in agents}
         obs = {ag: 0 for ag in agents} if done else self._observe()
         if done:
             self.agents = []
-        return (obs, {ag: r for ag in agents}, {ag: done for ag in agents}, {ag: False for ag in agents},
+        return (obs, rew, {ag: done for ag in agents}, {ag: False for ag in agents},
                 {ag: {} for ag in agents})
 
 
 def spiel_value(game, tables, info_ids) -> float:
-    """Exact expected common return of deterministic tables ``tables[p][id]`` (ids as in the env)."""
+    """Exact expected common return of deterministic tables ``tables[p][id]`` (ids as in the env);
+    the game must be sequential with identical utility (:func:`check_game`)."""
+    check_game(game, cooperative=True)
+    return _value(game, tables, info_ids)
+
+
+def _value(game, tables, info_ids) -> float:
+    """:func:`spiel_value` without the game's check (the exhaustive search checks it once)."""
 
     def walk(state, prob):
         if state.is_terminal():
@@ -156,8 +274,15 @@ def spiel_value(game, tables, info_ids) -> float:
     return float(walk(game.new_initial_state(), 1.0))
 
 
-def best_deterministic_spiel(game, max_policies: int = 10**6):
-    """Exhaustive search over deterministic tables: ``(best value, tables, number of policies)``."""
+def best_deterministic_spiel(game, max_policies: int | None = None):
+    """Exhaustive search over deterministic tables: ``(best value, tables, number of policies)``.
+
+    The game must be sequential with identical utility (:func:`check_game`); ``max_policies``
+    (default ``Settings.max_policies``) bounds the number of tables, checked before the search.
+    """
+    check_game(game, cooperative=True)
+    max_policies = check_int("max_policies", current().max_policies if max_policies is None else max_policies,
+                             minimum=1)
     env = SpielParallelEnv(game)
     A = game.num_distinct_actions()
     sizes = [len(s) for s in env.info_states]
@@ -170,7 +295,7 @@ def best_deterministic_spiel(game, max_policies: int = 10**6):
         for sz in sizes:
             tables.append((0,) + flat[off:off + sz])  # id 0 (waiting) never acts
             off += sz
-        v = spiel_value(game, tables, env._ids)
+        v = _value(game, tables, env._ids)
         if v > best + 1e-12:
             best, best_tables = v, tables
     return best, best_tables, count

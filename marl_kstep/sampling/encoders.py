@@ -12,6 +12,7 @@ observation to ``0..O_i-1``. An encoder is any callable with an attribute ``n`` 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,22 +31,66 @@ def _mixed_radix(digits, radix) -> int:
     return code
 
 
+def _integral(x: float) -> bool:
+    return math.isfinite(x) and x == math.floor(x)
+
+
 class _SpaceEncoder:
+    """The exact encoder of a Discrete / MultiDiscrete space. An observation must equal an
+    integer exactly (``1.0`` is 1; ``1.5``, NaN, strings, None are refused) and lie in the space;
+    a MultiDiscrete observation must have the space's shape (no broadcasting)."""
+
     def __init__(self, space):
-        if isinstance(space, spaces.Discrete):
+        self.discrete = isinstance(space, spaces.Discrete)
+        if self.discrete:
             self.start = np.array([int(space.start)])
             self.nvec = np.array([int(space.n)])
+            self.shape = ()
         else:
             self.nvec = np.asarray(space.nvec, dtype=np.int64).ravel()
             self.start = np.asarray(getattr(space, "start", np.zeros_like(space.nvec)), dtype=np.int64).ravel()
-        self.n = int(np.prod(self.nvec))
+            self.shape = tuple(np.shape(space.nvec))
+        n = math.prod(int(x) for x in self.nvec)
+        if n >= 2**62:
+            raise ValueError(f"space {space} has {n} values, too many for an observation table")
+        self.n = n
+        self.lo = int(self.start[0])
+        self.hi = self.lo + int(self.nvec[0])
         self.space = space
 
+    def _refuse(self, obs, why=""):
+        raise ValueError(f"observation {obs!r} is not in {self.space}{why}")
+
     def __call__(self, obs) -> int:
-        x = np.asarray(obs, dtype=np.int64).ravel() - self.start
-        if x.shape != self.nvec.shape or np.any(x < 0) or np.any(x >= self.nvec):
-            raise ValueError(f"observation {obs!r} is not in {self.space}")
-        return _mixed_radix(x, self.nvec)
+        if self.discrete:
+            if type(obs) is int:
+                x = obs
+            elif isinstance(obs, int | np.integer | np.bool_):
+                x = int(obs)
+            elif isinstance(obs, float | np.floating) and _integral(float(obs)):
+                x = int(obs)
+            elif isinstance(obs, np.ndarray) and obs.shape == () and obs.dtype.kind in "biuf":
+                return self(obs[()])
+            else:
+                self._refuse(obs, " (an integer observation is expected)")
+            if self.lo <= x < self.hi:
+                return x - self.lo
+            self._refuse(obs)
+        try:
+            a = np.asarray(obs)
+        except (ValueError, TypeError, OverflowError):
+            self._refuse(obs)
+        if a.shape != self.shape:
+            self._refuse(obs, f" (its shape is {a.shape}; the space's is {self.shape})")
+        a = a.ravel()
+        if a.dtype.kind == "f":
+            if not (np.all(np.isfinite(a)) and np.all(a == np.floor(a))):
+                self._refuse(obs, " (an observation must hold integers)")
+        elif a.dtype.kind not in "biu":
+            self._refuse(obs, " (an observation must hold integers)")
+        if np.any(a < self.start) or np.any(a >= self.start + self.nvec):
+            self._refuse(obs)
+        return _mixed_radix(a.astype(np.int64) - self.start, self.nvec)
 
     def __repr__(self) -> str:
         return f"space_encoder({self.space})"
@@ -63,8 +108,12 @@ class BoxDiscretiser:
     r"""Equal-width bins on chosen dimensions of a ``Box`` observation.
 
     Dimension ``dims[q]`` is clipped to ``[low[q], high[q]]`` and cut into ``bins[q]`` equal
-    cells; the id is the mixed-radix index of the cells (first dimension most significant),
-    so :math:`O = \prod_q \text{bins}_q`.
+    cells, :math:`c_q = \min(\lfloor b_q (v_q - l_q) / (h_q - l_q) \rfloor, b_q - 1)`
+    (so ``-inf`` is in the first cell and ``+inf`` in the last; a range wider than the largest
+    float, such as +-1e308, is computed on halved values, exactly the same cells); the id is the
+    mixed-radix index of the cells (first dimension most significant), so
+    :math:`O = \prod_q \text{bins}_q` (at most :math:`2^{62}`). NaN, None and non-numeric
+    observations are refused.
 
     Parameters
     ----------
@@ -93,15 +142,34 @@ class BoxDiscretiser:
                      else np.array([check_int(f"dims[{q}]", d, minimum=0) for q, d in enumerate(dims)]))
         if self.dims.size != self.low.size:
             raise ValueError(f"dims must name one dimension per low/high entry ({self.low.size}); got {self.dims.size}")
-        self.n = int(np.prod(self.bins))
+        n = math.prod(int(b) for b in self.bins)
+        if n >= 2**62:
+            raise ValueError(f"bins must multiply to fewer than 2**62 observation ids; bins={self.bins.tolist()} "
+                             f"give {n}")
+        self.n = n
+        # a width beyond the largest float (e.g. +-1e308) is computed on halved values: the same cells
+        with np.errstate(over="ignore"):
+            self._scale = np.where(np.isfinite(self.high - self.low), 1.0, 0.5)
+        self._low = self.low * self._scale
+        self._width = self.high * self._scale - self._low
 
     def __call__(self, obs) -> int:
-        x = np.asarray(obs, dtype=float).ravel()
+        try:
+            a = np.asarray(obs)
+        except (ValueError, TypeError, OverflowError) as err:
+            raise ValueError(f"observation {obs!r} must be an array of real numbers ({err})") from None
+        if a.dtype.kind not in "biuf":
+            raise ValueError(f"observation {obs!r} must hold real numbers; got dtype {a.dtype}")
+        x = a.astype(float).ravel()
         if x.size <= self.dims.max():
             raise ValueError(f"observation has {x.size} entries; dims asks for entry {int(self.dims.max())}")
         v = x[self.dims]
-        cell = np.floor((v - self.low) / (self.high - self.low) * self.bins).astype(np.int64)
-        return _mixed_radix(np.clip(cell, 0, self.bins - 1), self.bins)
+        if np.isnan(v).any():
+            q = int(np.flatnonzero(np.isnan(v))[0])
+            raise ValueError(f"observation entry {int(self.dims[q])} is NaN (observation {obs!r})")
+        v = np.clip(v, self.low, self.high) * self._scale
+        cell = np.floor((v - self._low) / self._width * self.bins)
+        return _mixed_radix(np.minimum(cell.astype(np.int64), self.bins - 1), self.bins)
 
     def __repr__(self) -> str:
         return f"BoxDiscretiser(dims={self.dims.tolist()}, bins={self.bins.tolist()})"
@@ -110,22 +178,49 @@ class BoxDiscretiser:
 class ObservationIndexer:
     """Ids in the order observations are first seen, at most ``n`` of them.
 
-    Arrays are keyed by their bytes after rounding to ``decimals`` (if given). Seeing more than
-    ``n`` distinct observations raises a ``ValueError`` (choose a coarser encoder). The ids are
-    kept across episodes, so one indexer serves a whole training run.
+    Arrays (and lists, tuples of numbers) are keyed by their float values after rounding to
+    ``decimals`` (if given, 0..300); other observations (tuples of strings too) must be hashable
+    and are keyed by themselves. NaN
+    is refused (it equals nothing, not even itself, so it has no id). Seeing more than ``n``
+    distinct observations raises a ``ValueError`` (choose a coarser encoder). The ids are kept
+    across episodes, so one indexer serves a whole training run.
     """
 
     def __init__(self, n: int, decimals: int | None = None):
         self.n = check_int("n", n, minimum=1)
-        self.decimals = None if decimals is None else check_int("decimals", decimals, minimum=0)
+        self.decimals = None if decimals is None else check_int("decimals", decimals, minimum=0, maximum=300)
         self.ids: dict = {}
 
     def _key(self, obs):
         if isinstance(obs, np.ndarray | list | tuple):
-            a = np.asarray(obs, dtype=float)
+            try:
+                a = np.asarray(obs)
+            except (ValueError, TypeError, OverflowError) as err:
+                raise ValueError(f"observation {obs!r} must be an array of real numbers ({err})") from None
+            if a.dtype.kind not in "biuf":
+                if isinstance(obs, tuple) and a.dtype.kind in "USO":
+                    return self._hashable(obs)  # e.g. ("left", "open"): keyed by itself
+                raise ValueError(f"observation {obs!r} must hold real numbers; got dtype {a.dtype}")
+            a = a.astype(float)
+            if np.isnan(a).any():
+                raise ValueError(f"observation {obs!r} holds NaN, which has no id")
             if self.decimals is not None:
-                a = np.round(a, self.decimals) + 0.0  # + 0.0 merges -0.0 with 0.0
+                with np.errstate(over="ignore", invalid="ignore"):
+                    r = np.round(a, self.decimals)
+                a = np.where(np.isfinite(r), r, a) + 0.0  # + 0.0 merges -0.0 with 0.0; beyond float: unrounded
             return a.shape, a.tobytes()
+        if isinstance(obs, float | np.floating) and math.isnan(obs):
+            raise ValueError(f"observation {obs!r} is NaN, which has no id")
+        return self._hashable(obs)
+
+    @staticmethod
+    def _hashable(obs):
+        try:
+            hash(obs)
+        except TypeError:
+            raise ValueError(f"observation {obs!r} must be hashable or an array of real numbers") from None
+        if isinstance(obs, tuple) and any(isinstance(x, float) and math.isnan(x) for x in obs):
+            raise ValueError(f"observation {obs!r} holds NaN, which has no id")
         return obs
 
     def __call__(self, obs) -> int:

@@ -31,14 +31,24 @@ Three paths compute the same estimator:
 Every call of :meth:`SampledKStep.estimate` draws from its own stream, the ``c``-th call of an
 estimator made with ``seed`` uses ``SeedSequence(seed, spawn_key=(c,))`` (or pass ``seed=``),
 so a training run is reproducible from its seed.
+
+Limits, checked before any work (``ValueError`` naming the argument): ``episodes * horizon``
+at most ``Settings.max_sample_steps`` per call (the default horizon at a discount near 1
+included), the scratch memory of one call at most ``settings.model_bytes_limit()``, and
+returns that overflow float64 (rewards near 1e308) are an error, never an infinite estimate.
+Keywords that would have no effect are refused: ``tail`` where the horizon is given or comes
+from the env, ``encoders`` and a ``team_reward`` other than ``"mean"`` off the env path (a
+model's reward is already the team's).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 from collections.abc import Callable, Sequence
 
+import numba
 import numpy as np
 
 from ..envs.pz import mdp_parallel_env
@@ -46,10 +56,21 @@ from ..envs.vectorised import VectorisedModel
 from ..estimators.base import Estimate
 from ..model import JointMDP
 from ..policy import Policy
+from ..settings import model_bytes_limit
 from ..threads import parallel_section
 from ..validation import check_choice, check_gamma, check_int, check_k, check_positive, check_seed
 from . import _kernels
-from .execution import KCoupledAgent, draw_cdf, env_spaces, k_coupled_episode
+from .execution import (
+    Checked,
+    KCoupledAgent,
+    as_parallel_env,
+    check_cooperative,
+    check_sample_steps,
+    check_team_reward,
+    checked_episode,
+    draw_cdf,
+    env_spaces,
+)
 
 __all__ = ["SampledKStep", "horizon_for"]
 
@@ -59,6 +80,10 @@ N_CHUNKS = 16
 BATCH = 4096
 #: Below this many simulated steps per call the fast path runs on the calling thread.
 PARALLEL_MIN_STEPS = 200_000
+#: Longest horizon (the compiled kernels index time and draws with int64; scratch grows with it).
+MAX_HORIZON = 2**31 - 1
+#: The default ``tail`` of :func:`horizon_for` (``gamma^H <= tail``).
+DEFAULT_TAIL = 1e-4
 
 
 def horizon_for(gamma: float, tail: float) -> int:
@@ -71,7 +96,40 @@ def horizon_for(gamma: float, tail: float) -> int:
     tail = check_positive("tail", tail)
     if gamma == 0.0 or tail >= 1.0:
         return 1
-    return max(1, math.ceil(math.log(tail) / math.log(gamma) - 1e-12))
+    h = math.log(tail) / math.log(gamma) - 1e-12
+    if h > MAX_HORIZON:
+        raise ValueError(f"the horizon with gamma^H <= tail={tail:g} at gamma={gamma!r} is {h:.3g} steps, more than "
+                         f"{MAX_HORIZON}; give horizon= (truncation moves J_k by at most gamma^H max|r| / (1-gamma))")
+    return max(1, math.ceil(h))
+
+
+def _seed_root(seed):
+    """The root ``SeedSequence`` of a seed: an int, a SeedSequence (copied: its entropy and spawn
+    key), or a Generator / BitGenerator (one 63-bit draw from it, kept as an int seed)."""
+    seed = check_seed("seed", seed)
+    if isinstance(seed, np.random.BitGenerator):
+        seed = np.random.Generator(seed)
+    if isinstance(seed, np.random.Generator):
+        seed = int(seed.integers(0, 2**63))
+    if isinstance(seed, np.random.SeedSequence):
+        return np.random.SeedSequence(seed.entropy, spawn_key=seed.spawn_key, pool_size=seed.pool_size)
+    return np.random.SeedSequence(seed)
+
+
+def check_sample_budget(episodes: int, horizon: int, n_agents: int, n_rows: int, path: str) -> None:
+    """Refuse a call of more than ``Settings.max_sample_steps`` simulated steps, or whose
+    scratch memory exceeds :func:`~marl_kstep.settings.model_bytes_limit` (before any work)."""
+    check_sample_steps(episodes, horizon)
+    per_episode = 8 * (4 * (horizon + 1) + 3 * horizon * n_agents)  # returns, baseline, draws of one episode
+    if path == "batched":
+        need = min(BATCH, episodes) * (per_episode + 16 * n_rows)
+    elif path == "fast":
+        need = min(N_CHUNKS, episodes, max(1, numba.get_num_threads())) * (per_episode + 16 * n_rows)
+    else:
+        need = per_episode
+    if need > model_bytes_limit():
+        raise ValueError(f"horizon={horizon} needs about {need / 2**30:.3g} GiB of scratch memory per call, more than "
+                         f"{model_bytes_limit() / 2**30:.3g} GiB (Settings.max_model_bytes); lower horizon")
 
 
 def _is_parallel_env(x) -> bool:
@@ -89,7 +147,9 @@ class SampledKStep:
         A model (fast path, or the env path with ``path="env"``), a scenario model with the array
         protocol (batched path), or any ParallelEnv whose agents have Discrete action spaces and
         Discrete observations or an encoder (env path; a built-in scenario's env runs on the
-        batched path unless ``path="env"``).
+        batched path unless ``path="env"``). A parallelizable AEC env is converted with
+        ``aec_to_parallel``. Every output of an env is checked as it arrives
+        (:mod:`marl_kstep.sampling.execution`).
     k : int
         Window length (1 = ordinary REINFORCE).
     gamma : float, optional
@@ -100,18 +160,24 @@ class SampledKStep:
     horizon : int, optional
         Steps per episode. JointMDP: default :func:`horizon_for` ``(gamma, tail)``. Env: default
         the env's ``max_cycles``; one of the two is required.
-    tail : float
-        For the default horizon on a JointMDP: :math:`\gamma^H \le` ``tail`` (default 1e-4).
+    tail : float, optional
+        For the default horizon on a model: :math:`\gamma^H \le` ``tail`` (default 1e-4);
+        refused where it has no effect (with ``horizon``, or on an environment).
     baseline : {"mean", "none"}
         Per-time running-mean baseline (default) or none.
-    seed : int, optional
-        Base seed; ``None`` draws one (kept in :attr:`seed`, so runs can be repeated).
+    seed : int, numpy.random.SeedSequence or numpy.random.Generator, optional
+        Base seed; ``None`` draws one (kept in :attr:`seed`, so runs can be repeated). Call
+        ``c`` uses ``SeedSequence(entropy, spawn_key=(*spawn_key, c))`` of a SeedSequence; a
+        Generator gives one 63-bit draw, used as an int seed.
     encoders : sequence of callables, optional
         Env path: ``encoders[i](raw) -> 0..O_i-1`` with an attribute ``n`` (see
         :mod:`marl_kstep.sampling.encoders`); default the exact encoder of Discrete /
         MultiDiscrete spaces.
-    team_reward : {"mean", "sum"} or callable
-        Env path: the team reward of a step from the env's reward dict.
+    team_reward : {"mean", "sum"} or callable, optional
+        Env path only: the team reward of a step from the env's reward dict. Default: the mean,
+        with a :class:`~marl_kstep.sampling.NonCooperativeRewardWarning` when the agents'
+        rewards differ; an env declaring ``cooperative = False`` (a zero-sum OpenSpiel game)
+        needs an explicit choice.
     path : {"auto", "fast", "batched", "env"}
         ``auto``: the fast path for a JointMDP, the batched path for a VectorisedModel (or an env
         that simulates one), the env path for other envs.
@@ -126,33 +192,50 @@ class SampledKStep:
     exact = False
 
     def __init__(self, target, k: int, *, gamma: float | None = None, episodes: int = 1000,
-                 horizon: int | None = None, tail: float = 1e-4, baseline: str = "mean", seed=None,
-                 encoders: Sequence[Callable] | None = None, team_reward="mean", path: str = "auto",
+                 horizon: int | None = None, tail: float | None = None, baseline: str = "mean", seed=None,
+                 encoders: Sequence[Callable] | None = None, team_reward=None, path: str = "auto",
                  floor: float = 0.01):
         self.k = check_k(k)
         self.episodes = check_int("episodes", episodes, minimum=1)
         self.baseline = check_choice("baseline", baseline, ("mean", "none"))
         self.path = check_choice("path", path, ("auto", "fast", "batched", "env"))
         self.floor = check_positive("floor", floor, allow_zero=True)
-        s = check_seed("seed", seed)
-        self.seed = int(np.random.SeedSequence().entropy % (2**63)) if s is None else int(s)
+        if horizon is not None:
+            horizon = check_int("horizon", horizon, minimum=1, maximum=MAX_HORIZON)
+            if tail is not None:
+                raise ValueError(f"tail sets the default horizon; give horizon or tail, not both (horizon={horizon}, "
+                                 f"tail={tail!r})")
+        if tail is not None:
+            tail = check_positive("tail", tail)
+        self._root = _seed_root(seed)
+        if seed is None:
+            self._root = np.random.SeedSequence(int(self._root.entropy % (2**63)))
+        #: The base seed (an int; a SeedSequence given as seed is kept as it is).
+        self.seed = self._root if isinstance(seed, np.random.SeedSequence) else int(self._root.entropy)
         self._calls = 0
-        self.team_reward = team_reward
+        self.team_reward = check_team_reward(team_reward)
+        target = as_parallel_env(target)
         if isinstance(target, JointMDP):
             if gamma is not None:
                 raise ValueError(f"gamma is the model's ({target.gamma}) for a JointMDP; got gamma={gamma!r}")
             if encoders is not None:
                 raise ValueError("encoders apply to an environment, not to a JointMDP")
+            if self.path == "batched":
+                raise ValueError("path='batched' needs a scenario model with the array protocol (VectorisedModel); "
+                                 "a JointMDP runs on path='fast' (or 'env')")
+            self.path = "fast" if self.path == "auto" else self.path
+            if team_reward not in (None, "mean") and self.path != "env":
+                raise ValueError(f"team_reward applies to the env path; a JointMDP has one (team) reward per step "
+                                 f"(got team_reward={team_reward!r}; pass path='env' to use it)")
             self._mdp = target
             self.gamma = target.gamma
-            self.horizon = (horizon_for(self.gamma, tail) if horizon is None
-                            else check_int("horizon", horizon, minimum=1))
-            self.path = "fast" if self.path == "auto" else self.path
+            self.horizon = horizon_for(self.gamma, DEFAULT_TAIL if tail is None else tail) if horizon is None \
+                else horizon
             self._n_obs, self._n_actions = tuple(target.n_obs), tuple(target.n_actions)
             self.env = None
             if self.path == "env":
                 self.env = mdp_parallel_env(target, max_cycles=self.horizon)
-                self.encoders = [int] * target.n_agents
+                self.encoders = env_spaces(self.env)[0]
             else:
                 self._arrays = _mdp_arrays(target)
         elif isinstance(target, VectorisedModel) or (
@@ -166,13 +249,16 @@ class SampledKStep:
                 raise ValueError(f"gamma is the model's ({model.gamma}) for a scenario model; got gamma={gamma!r}")
             if encoders is not None:
                 raise ValueError("encoders apply to an environment, not to a scenario model")
+            if team_reward not in (None, "mean"):
+                raise ValueError(f"team_reward applies to the env path; a scenario model has one reward per step "
+                                 f"(got team_reward={team_reward!r}; pass path='env' to use it)")
             self.path = "batched"
             self._mdp = None
             self.env = None
             self._vmodel = model
             self.gamma = check_gamma(model.gamma)
-            self.horizon = (horizon_for(self.gamma, tail) if horizon is None
-                            else check_int("horizon", horizon, minimum=1))
+            self.horizon = horizon_for(self.gamma, DEFAULT_TAIL if tail is None else tail) if horizon is None \
+                else horizon
             self._n_obs, self._n_actions = tuple(model.n_obs), tuple(model.n_actions)
             codes, p = model.initial_codes()
             self._init = (np.asarray(codes, dtype=np.int64), np.asarray(p, dtype=float) / np.sum(p))
@@ -180,6 +266,9 @@ class SampledKStep:
             if self.path in ("fast", "batched"):
                 raise ValueError(f"path={self.path!r} needs a JointMDP (fast) or a scenario model (batched); "
                                  "this environment runs on the env path")
+            if tail is not None:
+                raise ValueError(f"tail sets the default horizon of a model; an environment's horizon is horizon= "
+                                 f"or its max_cycles (got tail={tail!r})")
             self.path = "env"
             self._mdp = None
             self.env = target
@@ -194,12 +283,20 @@ class SampledKStep:
             if horizon is None:
                 if max_cycles is None:
                     raise ValueError("horizon is required for an environment without max_cycles")
-                horizon = max_cycles
-            self.horizon = check_int("horizon", horizon, minimum=1)
+                if isinstance(max_cycles, bool) or not isinstance(max_cycles, numbers.Integral) \
+                        or not 1 <= max_cycles <= MAX_HORIZON:
+                    raise ValueError(f"horizon: the env's max_cycles = {max_cycles!r} is not a usable default horizon "
+                                     f"(an integer in 1..{MAX_HORIZON}); give horizon=")
+                horizon = int(max_cycles)
+            self.horizon = horizon
             self.encoders, self._n_obs, self._n_actions = env_spaces(target, encoders)
+            check_cooperative(target, self.team_reward)
         else:
             raise ValueError(f"target must be a JointMDP or a PettingZoo ParallelEnv; got {type(target).__name__}")
+        if self.path == "env":
+            self._checked = Checked(self.env, self.encoders, self._n_obs, self.team_reward)
         self._layout = _layout(self._n_obs, self._n_actions)
+        check_sample_budget(self.episodes, self.horizon, self.n_agents, self._layout[1].size, self.path)
 
     # ------------------------------------------------------------------ protocol
     @property
@@ -233,15 +330,18 @@ class SampledKStep:
     def estimate(self, policy: Policy, *, seed=None) -> Estimate:
         r"""Sampled :math:`J_k` and row-centred gradient at ``policy``, with standard errors.
 
-        ``seed`` overrides the estimator's stream for this call (the call counter still advances).
+        ``seed`` (an int, SeedSequence or Generator) overrides the estimator's stream for this call
+        (the call counter still advances).
         """
         if not isinstance(policy, Policy):
             raise ValueError(f"policy must be a marl_kstep.Policy; got {type(policy).__name__}")
         if policy.free_entries:
             raise ValueError("policy must lie on the simplex to be sampled (it was built with check_simplex=False)")
         policy.check_compatible(self)
-        ss = (np.random.SeedSequence(self.seed, spawn_key=(self._calls,)) if seed is None
-              else np.random.SeedSequence(check_int("seed", seed, minimum=0)))
+        check_sample_budget(self.episodes, self.horizon, self.n_agents, self._layout[1].size, self.path)
+        root = self._root
+        ss = (np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, self._calls), pool_size=root.pool_size)
+              if seed is None else _seed_root(seed))
         self._calls += 1
         theta = np.concatenate([t.ravel() for t in policy.theta]).astype(float)
         P = theta.size
@@ -259,12 +359,17 @@ class SampledKStep:
                 _kernels.simulate_chunks(parallel, per, seeds, self.baseline == "mean", min(self.k, self.horizon),
                                          self.horizon,
                                          self.gamma, theta, self._layout, self._arrays, acc_sum, acc_sq, jstats)
-            tot_sum, tot_sq, js = acc_sum.sum(axis=0), acc_sq.sum(axis=0), jstats.sum(axis=0)
+            with np.errstate(over="ignore"):  # an overflow is refused below, by name
+                tot_sum, tot_sq, js = acc_sum.sum(axis=0), acc_sq.sum(axis=0), jstats.sum(axis=0)
         elif self.path == "batched":
             tot_sum, tot_sq, js = self._batched_episodes(policy, theta, ss)
         else:
             tot_sum, tot_sq, js = self._env_episodes(policy, theta, ss)
         n = js[2]
+        if not (np.all(np.isfinite(js)) and np.all(np.isfinite(tot_sum)) and np.all(np.isfinite(tot_sq))):
+            raise ValueError("the sampled returns overflow float64: the sum of the returns, of their squares or of the "
+                             "score terms is infinite (rewards too large, near 1e154 or more, or an env whose rewards "
+                             "grow without bound); rescale the rewards")
         J = js[0] / n
         var_J = max(js[1] / n - J * J, 0.0) * n / max(n - 1, 1)
         g = tot_sum / n
@@ -287,8 +392,7 @@ class SampledKStep:
         first = int(env_seed.generate_state(1)[0])
         disc = self.gamma ** np.arange(H)
         for e in range(self.episodes):
-            ep = k_coupled_episode(self.env, agents, horizon=H, reset_seed=(first + e) % (2**31),
-                                   encoders=self.encoders, team_reward=self.team_reward, n_obs=self._n_obs)
+            ep = checked_episode(self._checked, agents, horizon=H, reset_seed=(first + e) % (2**31))
             T = ep.rewards.size
             scratch.rd[:T] = ep.rewards * disc[:T]
             D = 0
