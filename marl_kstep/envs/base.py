@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Sequence
 
 import numpy as np
 
 from ..model import JointMDP
-from ..validation import check_int
+from ..validation import check_counts, check_int
 from .vectorised import VectorisedModel, check_model_bytes, compile_arrays
 
 __all__ = ["ScenarioModel", "compile_model", "per_state_build_bytes", "COLORS", "agent_color"]
@@ -166,7 +167,9 @@ def compile_model(model: ScenarioModel, *, max_states: int | None = None,
                          f"{type(model).__name__} does not")
     if vectorised:
         return compile_arrays(model, max_states=max_states)
-    est = int(model.estimate_states())
+    check_counts(f"{type(model).__name__}.n_actions", model.n_actions)
+    check_counts(f"{type(model).__name__}.n_obs", model.n_obs)
+    est = check_int(f"{type(model).__name__}.estimate_states()", model.estimate_states(), minimum=1)
     if max_states is not None and est > max_states:
         raise ValueError(
             f"this scenario has up to {est:,} joint states, more than max_states={max_states:,}; "
@@ -190,14 +193,22 @@ def compile_model(model: ScenarioModel, *, max_states: int | None = None,
     joint = list(itertools.product(*[range(a) for a in model.n_actions]))
     indptr, succ, prob, rewards = [0], [], [], []
     pos = 0
+    name = type(model).__name__
     while pos < len(states):
         s = states[pos]
         pos += 1
         row_r = []
         for acts in joint:
-            row_r.append(model.reward(s, acts))
+            r = model.reward(s, acts)
+            if not _is_real(r) or not math.isfinite(r):
+                raise ValueError(f"{name}.reward gave {r!r} for (state {s!r}, actions {acts}); rewards must be "
+                                 "finite real numbers")
+            row_r.append(r)
             acc: dict = {}
             for t, p in model.transitions(s, acts):
+                if not _is_real(p) or not 0 <= p < math.inf:
+                    raise ValueError(f"{name}.transitions gave probability {p!r} for successor {t!r} of (state "
+                                     f"{s!r}, actions {acts}); probabilities must be finite and >= 0")
                 if p > 0:
                     t = add(t)
                     acc[t] = acc.get(t, 0.0) + p
@@ -211,7 +222,7 @@ def compile_model(model: ScenarioModel, *, max_states: int | None = None,
     mu = np.zeros(N)
     for s, p in init:
         mu[index[s]] += p
-    obs = [np.array([model.observe(s, i) for s in states], dtype=np.int64) for i in range(model.n_agents)]
+    obs = [np.array([_observation(model, s, i) for s in states], dtype=np.int64) for i in range(model.n_agents)]
     mdp = JointMDP.from_sparse(
         np.asarray(indptr, dtype=np.int64),
         np.asarray(succ, dtype=np.int64),
@@ -227,3 +238,18 @@ def compile_model(model: ScenarioModel, *, max_states: int | None = None,
         obs_names=model.obs_names(),
     )
     return mdp, states
+
+
+def _is_real(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool | np.bool_)
+
+
+def _observation(model: ScenarioModel, state, agent: int) -> int:
+    """``model.observe(state, agent)``, checked: an integer (or integer-valued float) in ``0..O_i-1``."""
+    o = model.observe(state, agent)
+    n = model.n_obs[agent]
+    if not _is_real(o) or not (isinstance(o, numbers.Integral) or (math.isfinite(o) and float(o).is_integer())) \
+            or not 0 <= o < n:
+        raise ValueError(f"{type(model).__name__}.observe gave {o!r} for agent {agent} in state {state!r}; "
+                         f"observation ids are integers in 0..{n - 1}")
+    return int(o)

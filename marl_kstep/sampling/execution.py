@@ -84,7 +84,7 @@ class Episode:
     rewards : ndarray
         Team reward of every step.
     states : list or None
-        ``env.unwrapped.state`` at the start and after every step, if asked for.
+        ``env.unwrapped.model_state`` at the start and after every step, if asked for.
     draws : list of list of (t, o, a)
         ``draws[i]``: agent ``i``'s first-visit draws (SPEC §8).
     """
@@ -136,7 +136,7 @@ def k_coupled_episode(env, agents: Sequence[KCoupledAgent], *, horizon: int, res
     encoders : sequence of callables, optional
         ``encoders[i](raw_observation) -> 0..O_i-1``; default ``int(raw_observation)``.
     record_states : bool
-        Keep ``env.unwrapped.state`` at the start and after every step.
+        Keep ``env.unwrapped.model_state`` at the start and after every step.
     team_reward : {"mean", "sum"} or callable
         The team reward of a step from the env's reward dict (default: the mean, SPEC §8).
     n_obs : sequence of int, optional
@@ -149,7 +149,7 @@ def k_coupled_episode(env, agents: Sequence[KCoupledAgent], *, horizon: int, res
     for ag in agents:
         ag.reset()
     base = getattr(env, "unwrapped", env)
-    states = [base.state] if record_states else None
+    states = [base.model_state] if record_states else None
     rewards = []
     for t in range(horizon):
         actions = {a: agents[i].act(_encoded(i, a, encode[i], obs[a], n_obs), t)
@@ -157,7 +157,7 @@ def k_coupled_episode(env, agents: Sequence[KCoupledAgent], *, horizon: int, res
         obs, rew, term, trunc, _ = env.step(actions)
         rewards.append(team(rew))
         if record_states:
-            states.append(base.state)
+            states.append(base.model_state)
         if not env.agents or all(term.get(a, False) or trunc.get(a, False) for a in rew):
             break
     return Episode(np.asarray(rewards, dtype=float), states, [ag.draws for ag in agents])
