@@ -24,7 +24,7 @@ from .estimators import (
     value_vector,
     values_and_grad,
 )
-from .model import JointMDP, Lumping, LumpingSkippedWarning, load_dpomdp, lump
+from .model import JointMDP, Lumping, LumpingSkippedWarning, dpomdp_names, load_dpomdp, lump
 from .optim import SaddleWarning, TrainResult, mirror_step, pgd_step, project_simplex, train
 from .policy import Policy
 from .sampling import BoxDiscretiser, ObservationIndexer, SampledKStep, rollout
@@ -59,6 +59,7 @@ __all__ = [
     "configure",
     "count_path_steps",
     "estimate_path_steps",
+    "dpomdp_names",
     "load_dpomdp",
     "lump",
     "mirror_step",
