@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
-import math
 import numbers
 import os
 from contextlib import contextmanager
@@ -122,8 +121,9 @@ def _short(val) -> str:
 
 def _check_changes(changes: dict) -> dict:
     """The changes with every value checked and converted to its field's type: booleans
-    (Python or NumPy), integers (Python or NumPy, not bool) in ``0..2**63-1``, finite real
-    numbers >= 0 as ``float`` (so a huge ``int`` can never reach compiled code)."""
+    (Python or NumPy), integers (Python or NumPy, not bool) in ``0..2**63-1``, tolerances as
+    ``float`` in ``[0, 1)`` (so a huge ``int`` never reaches compiled code, and a relative
+    tolerance of 1 or more cannot stop a solve before it starts)."""
     names = {f.name for f in dataclasses.fields(Settings)}
     out = {}
     for key, val in changes.items():
@@ -144,8 +144,8 @@ def _check_changes(changes: dict) -> dict:
                 x = float(val) if isinstance(val, numbers.Real) and not is_bool else None
             except OverflowError:  # an int beyond the float range
                 x = None
-            if x is None or not 0 <= x < math.inf:
-                raise ValueError(f"setting {key} must be a finite number >= 0; got {key}={_short(val)}")
+            if x is None or not 0 <= x < 1:  # every float setting is a tolerance: >= 1 would accept anything
+                raise ValueError(f"setting {key} must be a tolerance in [0, 1); got {key}={_short(val)}")
             out[key] = x
     return out
 
