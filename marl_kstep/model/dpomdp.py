@@ -478,7 +478,7 @@ def dpomdp_names() -> list[str]:
 def _is_name(path) -> bool:
     """A bare problem name: a ``str`` with no folder part and no ``.dpomdp`` suffix."""
     seps = {"/", os.sep} | ({os.altsep} if os.altsep else set())
-    return (isinstance(path, str) and path != "" and not any(c in path for c in seps)
+    return (isinstance(path, str) and path not in ("", ".", "..") and not any(c in path for c in seps)
             and not path.endswith(_SUFFIXES))
 
 
