@@ -640,3 +640,18 @@ def test_the_singular_system_message_tells_when_it_happens_on_the_simplex():
     assert "on the simplex only when gamma^k is so close to 1 that 1 - gamma^k is about Settings.singular_rtol" in msg
     # and it does not happen when 1 - gamma^k is well above singular_rtol
     assert np.isfinite(mk.value(two_state.build_mdp(gamma=1 - 1e-8), pol, 1))
+
+
+def test_the_checked_model_pickles_and_passes_everything_else_through():
+    import pickle
+
+    c = CheckedModel(Ring())
+    d = pickle.loads(pickle.dumps(c))
+    assert isinstance(d, CheckedModel) and d.n_obs == (3, 3) and d.code_space() == 9 and d.outcomes() == 4
+    assert d.state_name((1, 2)) == "(1, 2)" and d.decode(5) == (1, 2) and d.encode((1, 2)) == 5
+    est = pickle.loads(pickle.dumps(mk.SampledKStep(Ring(), 2, episodes=50, horizon=10, seed=4)))
+    ref = mk.SampledKStep(Ring(), 2, episodes=50, horizon=10, seed=4)
+    assert est.estimate(POLICY_RING).J_k == ref.estimate(POLICY_RING).J_k
+
+
+POLICY_RING = mk.Policy.uniform(compile_model(Ring())[0])

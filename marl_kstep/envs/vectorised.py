@@ -288,6 +288,8 @@ class CheckedModel(VectorisedModel):
         return len(self.n_actions)
 
     def __getattr__(self, attr):  # only for attributes not defined here
+        if "model" not in self.__dict__:  # while unpickling
+            raise AttributeError(attr)
         return getattr(self.__dict__["model"], attr)
 
     def code_space(self) -> int:
