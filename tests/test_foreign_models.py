@@ -327,8 +327,10 @@ class PerState(ScenarioModel):
         return [(0, 1.0)]
 
     def transitions(self, s, a):
-        p = {"nan prob": np.nan, "negative": -0.5, "string prob": "0.5"}.get(self.fault, 0.5) if s == 1 else 0.5
-        return [(1 - s, 0.5), (s, p)]
+        if self.fault == "not pairs" and s == 1:
+            return None
+        p = {"nan prob": np.nan, "negative": -0.5, "string prob": "0.5", "sum 2": 1.5}.get(self.fault, 0.5)
+        return [(1 - s, 0.5), (s, p if s == 1 else 0.5)]
 
     def reward(self, s, a):
         r = {"string": "1", "complex": 1 + 2j, "nan": float("nan"), "None": None, "bool": True}.get(self.fault)
@@ -351,6 +353,10 @@ class PerState(ScenarioModel):
     ("nan prob", r"PerState\.transitions gave probability nan for successor 1 of \(state 1, actions \(0,\)\)"),
     ("negative", r"PerState\.transitions gave probability -0\.5 for successor 1 of \(state 1"),
     ("string prob", r"PerState\.transitions gave probability '0\.5' for successor 1"),
+    ("sum 2", r"PerState\.transitions gave probabilities summing to 2\.0 for \(state 1, actions \(0,\)\); they must "
+              r"sum to 1 \(within Settings\.row_sum_tol = 1e-09\)"),
+    ("not pairs", r"PerState\.transitions must give a list of \(next_state, probability\) pairs for \(state 1, "
+                  r"actions \(0,\)\)"),
     ("obs 1.5", r"PerState\.observe gave 1\.5 for agent 0 in state 1; observation ids are integers in 0\.\.1"),
     ("obs -1", r"PerState\.observe gave -1 for agent 0 in state 1"),
     ("obs 2", r"PerState\.observe gave 2 for agent 0 in state 1"),
@@ -363,6 +369,12 @@ def test_the_per_state_protocol_is_checked_too(fault, message):
         compile_model(PerState(fault))
     with pytest.raises(ValueError, match=message):
         compile_env(ModelParallelEnv(PerState(fault), "per_state_v0"))
+    # the environment steps the same model through the same checks (state 1 is reached at once or soon)
+    env = ModelParallelEnv(PerState(fault), "per_state_v0", max_cycles=50)
+    with pytest.raises(ValueError, match=message.replace("actions \\(0,\\)", "actions \\(\\d,\\)")):
+        env.reset(seed=0)
+        for _ in range(50):
+            env.step({"agent_0": 0})
 
 
 # ------------------------------------------------------------------ cause 9: models and settings

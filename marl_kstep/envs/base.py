@@ -25,6 +25,7 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 
 from ..model import JointMDP
+from ..settings import current
 from ..validation import check_counts, check_int
 from .vectorised import VectorisedModel, check_model_bytes, compile_arrays
 
@@ -193,22 +194,14 @@ def compile_model(model: ScenarioModel, *, max_states: int | None = None,
     joint = list(itertools.product(*[range(a) for a in model.n_actions]))
     indptr, succ, prob, rewards = [0], [], [], []
     pos = 0
-    name = type(model).__name__
     while pos < len(states):
         s = states[pos]
         pos += 1
         row_r = []
         for acts in joint:
-            r = model.reward(s, acts)
-            if not _is_real(r) or not math.isfinite(r):
-                raise ValueError(f"{name}.reward gave {r!r} for (state {s!r}, actions {acts}); rewards must be "
-                                 "finite real numbers")
-            row_r.append(r)
+            row_r.append(checked_reward(model, s, acts))
             acc: dict = {}
-            for t, p in model.transitions(s, acts):
-                if not _is_real(p) or not 0 <= p < math.inf:
-                    raise ValueError(f"{name}.transitions gave probability {p!r} for successor {t!r} of (state "
-                                     f"{s!r}, actions {acts}); probabilities must be finite and >= 0")
+            for t, p in checked_transitions(model, s, acts):
                 if p > 0:
                     t = add(t)
                     acc[t] = acc.get(t, 0.0) + p
@@ -222,7 +215,7 @@ def compile_model(model: ScenarioModel, *, max_states: int | None = None,
     mu = np.zeros(N)
     for s, p in init:
         mu[index[s]] += p
-    obs = [np.array([_observation(model, s, i) for s in states], dtype=np.int64) for i in range(model.n_agents)]
+    obs = [np.array([checked_observation(model, s, i) for s in states], dtype=np.int64) for i in range(model.n_agents)]
     mdp = JointMDP.from_sparse(
         np.asarray(indptr, dtype=np.int64),
         np.asarray(succ, dtype=np.int64),
@@ -244,7 +237,37 @@ def _is_real(x) -> bool:
     return isinstance(x, numbers.Real) and not isinstance(x, bool | np.bool_)
 
 
-def _observation(model: ScenarioModel, state, agent: int) -> int:
+def checked_reward(model: ScenarioModel, state, actions) -> float:
+    """``model.reward(state, actions)``, checked: a finite real number (not bool, str, complex, None)."""
+    r = model.reward(state, actions)
+    if not _is_real(r) or not math.isfinite(r):
+        raise ValueError(f"{type(model).__name__}.reward gave {r!r} for (state {state!r}, actions {actions}); "
+                         "rewards must be finite real numbers")
+    return float(r)
+
+
+def checked_transitions(model: ScenarioModel, state, actions) -> list:
+    """``model.transitions(state, actions)``, checked: ``(next_state, p)`` pairs, every ``p`` a finite
+    real >= 0, together summing to 1 within ``Settings.row_sum_tol``."""
+    name = f"{type(model).__name__}.transitions"
+    where = f"(state {state!r}, actions {actions})"
+    try:
+        pairs = [(t, p) for t, p in model.transitions(state, actions)]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must give a list of (next_state, probability) pairs for {where}") from None
+    for t, p in pairs:
+        if not _is_real(p) or not 0 <= p < math.inf:
+            raise ValueError(f"{name} gave probability {p!r} for successor {t!r} of {where}; probabilities must be "
+                             "finite and >= 0")
+    total = math.fsum(p for _, p in pairs)
+    tol = current().row_sum_tol
+    if not abs(total - 1.0) <= tol:
+        raise ValueError(f"{name} gave probabilities summing to {total!r} for {where}; they must sum to 1 (within "
+                         f"Settings.row_sum_tol = {tol:g})")
+    return pairs
+
+
+def checked_observation(model: ScenarioModel, state, agent: int) -> int:
     """``model.observe(state, agent)``, checked: an integer (or integer-valued float) in ``0..O_i-1``."""
     o = model.observe(state, agent)
     n = model.n_obs[agent]

@@ -20,7 +20,7 @@ from pettingzoo import ParallelEnv
 
 from ..model import JointMDP
 from ..validation import check_int
-from .base import ScenarioModel, compile_model
+from .base import ScenarioModel, checked_observation, checked_reward, checked_transitions, compile_model
 from .vectorised import VectorisedModel
 
 __all__ = ["ModelParallelEnv", "JointMDPModel", "compile_env", "mdp_parallel_env"]
@@ -78,7 +78,7 @@ class ModelParallelEnv(ParallelEnv):
 
     def _observe(self):
         # 0-d int64 arrays: inside Discrete(O_i) and NumPy arrays, as the PettingZoo API test asks
-        return {a: np.array(self.model.observe(self.model_state, i), dtype=np.int64)
+        return {a: np.array(checked_observation(self.model, self.model_state, i), dtype=np.int64)
                 for i, a in enumerate(self.possible_agents)}
 
     def state(self) -> np.ndarray:
@@ -119,8 +119,8 @@ class ModelParallelEnv(ParallelEnv):
                 raise ValueError(f"actions[{a!r}] = {act!r} is not an action of {a} (0..{n - 1})")
             acts.append(int(act))
         acts = tuple(acts)
-        r = float(self.model.reward(self.model_state, acts))
-        succ = self.model.transitions(self.model_state, acts)
+        r = checked_reward(self.model, self.model_state, acts)
+        succ = checked_transitions(self.model, self.model_state, acts)
         if len(succ) == 1:
             self.model_state = succ[0][0]
         else:
