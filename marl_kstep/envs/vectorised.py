@@ -205,6 +205,8 @@ def check_observations(model, codes: np.ndarray, obs, n_obs: Sequence[int]) -> n
                              f"{_state(model, codes[b])}; observation ids are integers")
     elif a.dtype.kind not in "iu":
         raise ValueError(f"{name} must give integer observation ids; got an array of dtype {a.dtype}")
+    if B and np.all(a.min(axis=1) >= 0) and np.all(a.max(axis=1) < np.asarray(n_obs)):
+        return a.astype(np.int64, copy=False)  # the usual case, in two passes
     for i in range(n):
         bad = np.flatnonzero((a[i] < 0) | (a[i] >= n_obs[i]))
         if bad.size:
@@ -236,12 +238,18 @@ def check_step(model, codes: np.ndarray, joint: np.ndarray, succ, probs, rewards
     def pair(b):
         return f"({_state(model, codes[b])}, joint action {int(joint[b])})"
 
+    total = probs.sum(axis=1)
+    # the usual case in a few passes: entries >= 0 with finite sums near 1 are all finite
+    good = B == 0 or (probs.min() >= 0 and np.all(np.abs(total - 1.0) <= tol) and np.isfinite(rewards).all()
+                      and ((succ.min() >= 0 and succ.max() < space) or not np.any(((succ < 0) | (succ >= space))
+                                                                                  & (probs > 0))))
+    if good:
+        return succ, probs, rewards
     bad = np.flatnonzero(~np.isfinite(probs) | (probs < 0))
     if bad.size:
         b, o = divmod(int(bad[0]), K)
         raise ValueError(f"{name} gave probability {float(probs[b, o])!r} for outcome {o} of {pair(b)}; "
                          "probabilities must be finite and >= 0")
-    total = probs.sum(axis=1)
     bad = np.flatnonzero(~(np.abs(total - 1.0) <= tol))
     if bad.size:
         b = int(bad[0])
