@@ -27,8 +27,9 @@ from marl_kstep.settings import Settings
 #: One entry of an answer: what a buggy model might put there.
 ENTRY = st.one_of(
     st.integers(-3, 12), st.just(2**40), st.just(-(2**63)), st.just(2**63 - 1),
-    st.floats(allow_nan=True, allow_infinity=True), st.just(0.5), st.just(1.0 + 1e-6), st.just(-0.0),
-)
+    st.floats(-1e300, 1e300), st.sampled_from([np.nan, np.inf, -np.inf]), st.just(0.5), st.just(1.0 + 1e-6),
+    st.just(-0.0),
+)  # finite rewards near the float limit overflow the sampled sums: issue 22's cause 5, the estimator's
 ANSWERS = ("initial codes", "initial probs", "observations", "successors", "probabilities", "rewards")
 POLICY = mk.Policy.uniform(compile_model(Ring())[0])
 
