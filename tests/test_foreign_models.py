@@ -667,3 +667,52 @@ def test_the_checked_model_pickles_and_passes_everything_else_through():
 
 
 POLICY_RING = mk.Policy.uniform(compile_model(Ring())[0])
+
+
+class BadTwoState(two_state.TwoStateModel):
+    """The two-state trap (exact J_2 = 5.401 at the uniform policy) with one wrong answer; before the
+    checks the batched path gave J_2 = 0.813 for successor 5 and 5.393 (the right number for a model
+    it was not given) for the probabilities, with no error."""
+
+    def __init__(self, fault):
+        super().__init__()
+        self.fault = fault
+
+    def step_arrays(self, codes, joint):
+        s, p, r = (np.array(x, dtype=float if i else None) for i, x in enumerate(super().step_arrays(codes, joint)))
+        if self.fault == "successor 5":
+            s = np.where(s == 1, 5, s)
+        elif self.fault in ("probability 2", "probability -1", "probability nan"):
+            p[:] = float(self.fault.split()[1])
+        elif self.fault == "reward nan":
+            r = np.where(codes == 1, np.nan, r)
+        return s, p, r
+
+    def observe_arrays(self, codes):
+        o = np.array(super().observe_arrays(codes))
+        return o - 1 if self.fault == "observation -1" else o
+
+
+@pytest.mark.parametrize("fault,message", [
+    ("successor 5", r"BadTwoState\.step_arrays gave successor code 5 for \(state 0, joint action \d\), outside 0\.\.1"),
+    ("probability 2", r"BadTwoState\.step_arrays gave probabilities summing to 2\.0 for \(state 0, joint action \d\)"),
+    ("probability -1", r"BadTwoState\.step_arrays gave probability -1\.0 for outcome 0 of \(state 0, joint "
+                       r"action \d\)"),
+    ("probability nan", r"BadTwoState\.step_arrays gave probability nan for outcome 0 of \(state 0"),
+    ("reward nan", r"BadTwoState\.step_arrays gave reward nan for \(state 1, joint action \d\)"),
+    ("observation -1", r"BadTwoState\.observe_arrays gave observation -1 for agent 0 in state 0, outside 0\.\.0"),
+])
+def test_the_issues_two_state_examples_are_errors_not_numbers(fault, message):
+    mdp = two_state.build_mdp()
+    pol = mk.Policy.uniform(mdp)
+    assert mk.value(mdp, pol, 2) == pytest.approx(5.401, abs=1e-3)
+    good = mk.SampledKStep(two_state.TwoStateModel(), 2, episodes=20_000, seed=0).estimate(pol)
+    assert abs(good.J_k - mk.value(mdp, pol, 2)) < 4 * good.J_k_se + 0.9 ** good_horizon() * 2 / 0.1
+    with pytest.raises(ValueError, match=message):
+        mk.SampledKStep(BadTwoState(fault), 2, episodes=20_000, seed=0).estimate(pol)
+    with pytest.raises(ValueError, match=message):
+        compile_model(BadTwoState(fault))
+
+
+def good_horizon():
+    return mk.SampledKStep(two_state.TwoStateModel(), 2, episodes=1).horizon
