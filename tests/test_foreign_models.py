@@ -314,6 +314,20 @@ def test_sizes_of_the_user_model_are_checked_first():
     with pytest.raises(ValueError, match=r"model must implement VectorisedModel; got int"):
         CheckedModel(3)
 
+    class Bare(VectorisedModel):  # the array protocol alone: no sizes, no discount
+        code_space = outcomes = lambda self: 1  # noqa: E731
+        encode = decode = lambda self, x: x  # noqa: E731
+        initial_codes = observe_arrays = step_arrays = lambda self, *a: None  # noqa: E731
+
+    with pytest.raises(ValueError, match=r"Bare has no n_actions, n_obs, gamma: a VectorisedModel needs"):
+        mk.SampledKStep(Bare(), 2)
+    Bare.n_actions, Bare.n_obs, Bare.gamma = (2,), (1, 1), 0.9
+    with pytest.raises(ValueError, match=r"Bare\.n_obs must give one count per agent \(1\); got \(1, 1\)"):
+        mk.SampledKStep(Bare(), 2)
+    Bare.n_obs, Bare.gamma = (1,), 1.5
+    with pytest.raises(ValueError, match=r"gamma must lie in \[0, 1\); got gamma=1\.5"):
+        mk.SampledKStep(Bare(), 2)
+
 
 class PerState(ScenarioModel):
     """A user's per-state model (no array protocol) with one wrong answer."""

@@ -281,6 +281,10 @@ class CheckedModel(VectorisedModel):
         if not isinstance(model, VectorisedModel):
             raise ValueError(f"model must implement VectorisedModel; got {type(model).__name__}")
         name = type(model).__name__
+        missing = [a for a in ("n_actions", "n_obs", "gamma") if not hasattr(model, a)]
+        if missing:
+            raise ValueError(f"{name} has no {', '.join(missing)}: a VectorisedModel needs n_actions, n_obs and gamma "
+                             "(as a ScenarioModel has)")
         self.model = model
         self.n_actions = check_counts(f"{name}.n_actions", model.n_actions)
         self.n_obs = check_counts(f"{name}.n_obs", model.n_obs)
