@@ -24,7 +24,7 @@ from .estimators import (
     value_vector,
     values_and_grad,
 )
-from .model import JointMDP, Lumping, LumpingSkippedWarning, load_dpomdp, lump
+from .model import JointMDP, Lumping, LumpingSkippedWarning, dpomdp_names, dpomdp_path, load_dpomdp, lump
 from .optim import SaddleWarning, TrainOptions, TrainResult, mirror_step, pgd_step, project_simplex, train
 from .policy import Policy
 from .sampling import BoxDiscretiser, NonCooperativeRewardWarning, ObservationIndexer, SampledKStep, rollout
@@ -63,6 +63,8 @@ __all__ = [
     "count_path_steps",
     "estimate_path_steps",
     "evaluate_policy",
+    "dpomdp_names",
+    "dpomdp_path",
     "load_dpomdp",
     "lump",
     "mirror_step",

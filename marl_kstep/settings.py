@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import numbers
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
+
+import numpy as np
 
 __all__ = ["Settings", "current", "configure", "model_bytes_limit", "physical_memory", "ENV_MAX_PATH_STEPS"]
 
@@ -64,7 +67,8 @@ class Settings:
         mat-vecs, so a large ``M`` is worth the second thread even when the walk is short).
     singular_rtol : float
         ``I - M`` counts as (nearly) singular when its smallest LU pivot is below this times
-        its largest (possible only off the simplex: on it, cond <= (1 + g^k)/(1 - g^k)).
+        its largest. Off the simplex this can happen at any discount; on it,
+        cond <= (1 + g^k)/(1 - g^k), so only when g^k is within about this of 1.
     row_sum_tol : float
         Tolerance on transition rows and initial distributions summing to one.
     simplex_tol : float
@@ -114,20 +118,40 @@ _DEFAULTS = Settings()
 _OVERRIDES: contextvars.ContextVar[tuple[dict, ...]] = contextvars.ContextVar("marl_kstep_settings", default=())
 
 
-def _check_changes(changes: dict) -> None:
+def _short(val) -> str:
+    text = repr(val)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_changes(changes: dict) -> dict:
+    """The changes with every value checked and converted to its field's type: booleans
+    (Python or NumPy), integers (Python or NumPy, not bool) in ``0..2**63-1``, tolerances as
+    ``float`` in ``[0, 1)`` (so a huge ``int`` never reaches compiled code, and a relative
+    tolerance of 1 or more cannot stop a solve before it starts)."""
     names = {f.name for f in dataclasses.fields(Settings)}
+    out = {}
     for key, val in changes.items():
         if key not in names:
             raise ValueError(f"unknown setting {key!r}; settings are: {', '.join(sorted(names))}")
         default = getattr(_DEFAULTS, key)
+        is_bool = isinstance(val, bool | np.bool_)
         if isinstance(default, bool):
-            if not isinstance(val, bool):
-                raise ValueError(f"setting {key} must be True or False; got {key}={val!r}")
+            if not is_bool:
+                raise ValueError(f"setting {key} must be True or False; got {key}={_short(val)}")
+            out[key] = bool(val)
         elif isinstance(default, int):
-            if isinstance(val, bool) or not isinstance(val, int) or val < 0:
-                raise ValueError(f"setting {key} must be an integer >= 0; got {key}={val!r}")
-        elif not isinstance(val, int | float) or isinstance(val, bool) or not val >= 0 or val == float("inf"):
-            raise ValueError(f"setting {key} must be a finite number >= 0; got {key}={val!r}")
+            if is_bool or not isinstance(val, numbers.Integral) or not 0 <= val < 2**63:
+                raise ValueError(f"setting {key} must be an integer in 0..2**63-1; got {key}={_short(val)}")
+            out[key] = int(val)
+        else:
+            try:
+                x = float(val) if isinstance(val, numbers.Real) and not is_bool else None
+            except OverflowError:  # an int beyond the float range
+                x = None
+            if x is None or not 0 <= x < 1:  # every float setting is a tolerance: >= 1 would accept anything
+                raise ValueError(f"setting {key} must be a tolerance in [0, 1); got {key}={_short(val)}")
+            out[key] = x
+    return out
 
 
 def current() -> Settings:
@@ -139,8 +163,9 @@ def current() -> Settings:
             budget = int(raw.replace("_", ""))
         except ValueError:
             raise ValueError(f"environment variable {ENV_MAX_PATH_STEPS} must be an integer; got {raw!r}") from None
-        if budget < 0:
-            raise ValueError(f"environment variable {ENV_MAX_PATH_STEPS} must be >= 0; got {raw!r}")
+        if not 0 <= budget < 2**63:
+            raise ValueError(f"environment variable {ENV_MAX_PATH_STEPS} must be an integer in 0..2**63-1; "
+                             f"got {_short(raw)}")
         s = dataclasses.replace(s, max_path_steps=budget)
     for changes in _OVERRIDES.get():
         s = dataclasses.replace(s, **changes)
@@ -150,7 +175,7 @@ def current() -> Settings:
 @contextmanager
 def configure(**changes):
     """Change settings inside a ``with`` block (this thread / task only); see :class:`Settings`."""
-    _check_changes(changes)
+    changes = _check_changes(changes)
     token = _OVERRIDES.set((*_OVERRIDES.get(), changes))
     try:
         yield current()

@@ -8,12 +8,15 @@ in proportion to a problem's size before the size itself has been checked.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 
 import numpy as np
 
+from .settings import current, model_bytes_limit
+
 __all__ = ["check_keys", "real_array", "check_probability", "check_real", "check_choice", "check_bool", "check_seed",
            "check_sequence", "check_int", "check_k", "check_gamma", "check_positive", "check_counts",
-           "check_distribution"]
+           "check_distribution", "check_model_bytes", "check_table_bytes"]
 
 
 def check_int(name: str, value, *, minimum: int | None = None, maximum: int | None = None) -> int:
@@ -166,3 +169,21 @@ def check_keys(name: str, mapping, allowed) -> dict:
         if key not in allowed:
             raise ValueError(f"unknown key {key!r} in {name}; allowed keys: {', '.join(allowed)}")
     return dict(mapping)
+
+
+def check_model_bytes(need: int, what: str, hint: str) -> None:
+    """Refuse with a ``ValueError`` giving the estimate when ``need`` passes the memory limit."""
+    limit = model_bytes_limit()
+    if need > limit:
+        source = ("Settings.max_model_bytes" if current().max_model_bytes
+                  else "half of this machine's memory; Settings.max_model_bytes")
+        raise ValueError(f"{what} would take about {need / 2**30:,.2f} GiB, more than the limit of "
+                         f"{limit / 2**30:,.2f} GiB ({source}); {hint}, or raise the limit with "
+                         f"mk.configure(max_model_bytes=...)")
+
+
+def check_table_bytes(n_obs: Sequence[int], n_actions: Sequence[int], what: str) -> None:
+    r"""Refuse sizes whose policy tables (:math:`8 \sum_i O_i A_i` bytes) pass the memory limit."""
+    entries = sum(o * a for o, a in zip(n_obs, n_actions, strict=True))
+    check_model_bytes(8 * entries, f"the policy tables of {what} (n_obs={tuple(n_obs)}, "
+                      f"n_actions={tuple(n_actions)}: {entries:,} entries)", "use fewer observations or actions")

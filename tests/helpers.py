@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 from hypothesis import strategies as st
@@ -188,3 +189,8 @@ def naive_lumping(mdp):
         if len(new) == len(part):
             return sorted(sorted(b) for b in new), where
         part = new
+
+
+#: The public .dpomdp files beside the repository (``../shared/benchmarks/dpomdp``; the package ships
+#: 13 of them, not the syntax example): tests that need the originals skip when it is absent.
+SHARED_DPOMDP = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "dpomdp"

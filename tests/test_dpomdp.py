@@ -4,6 +4,7 @@ import itertools
 
 import numpy as np
 import pytest
+from helpers import SHARED_DPOMDP
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -177,10 +178,10 @@ def test_every_shipped_file_loads(name):
     assert set(reached) == set(range(N + 1))
 
 
-@needs_data
+@pytest.mark.skipif(not (SHARED_DPOMDP / "example.dpomdp").exists(), reason="../shared/benchmarks is absent")
 def test_example_file_is_rejected_with_its_line():
     with pytest.raises(ValueError, match=r"example.dpomdp:\d+: "):
-        load_dpomdp(DATA / "example.dpomdp", gamma=0.9)
+        load_dpomdp(SHARED_DPOMDP / "example.dpomdp", gamma=0.9)
 
 
 @needs_data

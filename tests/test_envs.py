@@ -44,7 +44,7 @@ def test_env_observations_are_the_compiled_phi(module, config):
     for ep in range(5):
         obs, _ = env.reset(seed=ep)
         while env.agents:
-            s = index[env.model.state_name(env.state)]
+            s = index[env.model.state_name(env.model_state)]
             for i, a in enumerate(env.possible_agents):
                 assert obs[a] == mdp.obs[i][s]
                 assert env.observation_space(a).contains(obs[a])
@@ -53,7 +53,7 @@ def test_env_observations_are_the_compiled_phi(module, config):
             obs, rew, _, _, _ = env.step(acts)
             assert rew[env.possible_agents[0]] == mdp.rewards[s, j]
             succ = mdp.indices[mdp.indptr[s * mdp.n_joint_actions + j]:mdp.indptr[s * mdp.n_joint_actions + j + 1]]
-            assert index[env.model.state_name(env.state)] in succ
+            assert index[env.model.state_name(env.model_state)] in succ
 
 
 @pytest.mark.parametrize("module,config", CONFIGS, ids=IDS)

@@ -21,7 +21,7 @@ from marl_kstep.envs.pz import mdp_parallel_env
 from marl_kstep.experiments.scenarios import SCENARIOS
 from marl_kstep.sampling.evaluate import Evaluation, evaluate
 
-DECTIGER = Path("/work/shared/benchmarks/dpomdp/dectiger.dpomdp")
+DECTIGER = mk.dpomdp_path("dectiger")  # the shipped copy
 
 
 def bits(policy):

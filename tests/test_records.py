@@ -79,9 +79,7 @@ def test_figures_rebuild_the_trained_problem_for_every_registry_scenario(name):
 
 
 def test_a_dpomdp_target_is_pinned_by_its_content(tmp_path):
-    src = os.path.join(os.path.dirname(mk.__file__), "..", "..", "shared", "benchmarks", "dpomdp", "dectiger.dpomdp")
-    if not os.path.exists(src):
-        pytest.skip("the .dpomdp files are not beside the repository")
+    src = mk.dpomdp_path("dectiger")  # the shipped copy
     path = tmp_path / "tiger.dpomdp"
     path.write_bytes(open(src, "rb").read())
     spec = RunSpec({"dpomdp": str(path), "gamma": 0.9}, 1)

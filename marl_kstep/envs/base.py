@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Sequence
 
 import numpy as np
 
 from ..model import JointMDP
-from ..validation import check_int
+from ..settings import current
+from ..validation import check_counts, check_int
 from .vectorised import VectorisedModel, check_model_bytes, compile_arrays
 
 __all__ = ["ScenarioModel", "compile_model", "per_state_build_bytes", "COLORS", "agent_color"]
@@ -166,7 +168,9 @@ def compile_model(model: ScenarioModel, *, max_states: int | None = None,
                          f"{type(model).__name__} does not")
     if vectorised:
         return compile_arrays(model, max_states=max_states)
-    est = int(model.estimate_states())
+    check_counts(f"{type(model).__name__}.n_actions", model.n_actions)
+    check_counts(f"{type(model).__name__}.n_obs", model.n_obs)
+    est = check_int(f"{type(model).__name__}.estimate_states()", model.estimate_states(), minimum=1)
     if max_states is not None and est > max_states:
         raise ValueError(
             f"this scenario has up to {est:,} joint states, more than max_states={max_states:,}; "
@@ -195,9 +199,9 @@ def compile_model(model: ScenarioModel, *, max_states: int | None = None,
         pos += 1
         row_r = []
         for acts in joint:
-            row_r.append(model.reward(s, acts))
+            row_r.append(checked_reward(model, s, acts))
             acc: dict = {}
-            for t, p in model.transitions(s, acts):
+            for t, p in checked_transitions(model, s, acts):
                 if p > 0:
                     t = add(t)
                     acc[t] = acc.get(t, 0.0) + p
@@ -211,7 +215,7 @@ def compile_model(model: ScenarioModel, *, max_states: int | None = None,
     mu = np.zeros(N)
     for s, p in init:
         mu[index[s]] += p
-    obs = [np.array([model.observe(s, i) for s in states], dtype=np.int64) for i in range(model.n_agents)]
+    obs = [np.array([checked_observation(model, s, i) for s in states], dtype=np.int64) for i in range(model.n_agents)]
     mdp = JointMDP.from_sparse(
         np.asarray(indptr, dtype=np.int64),
         np.asarray(succ, dtype=np.int64),
@@ -227,3 +231,48 @@ def compile_model(model: ScenarioModel, *, max_states: int | None = None,
         obs_names=model.obs_names(),
     )
     return mdp, states
+
+
+def _is_real(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool | np.bool_)
+
+
+def checked_reward(model: ScenarioModel, state, actions) -> float:
+    """``model.reward(state, actions)``, checked: a finite real number (not bool, str, complex, None)."""
+    r = model.reward(state, actions)
+    if not _is_real(r) or not math.isfinite(r):
+        raise ValueError(f"{type(model).__name__}.reward gave {r!r} for (state {state!r}, actions {actions}); "
+                         "rewards must be finite real numbers")
+    return float(r)
+
+
+def checked_transitions(model: ScenarioModel, state, actions) -> list:
+    """``model.transitions(state, actions)``, checked: ``(next_state, p)`` pairs, every ``p`` a finite
+    real >= 0, together summing to 1 within ``Settings.row_sum_tol``."""
+    name = f"{type(model).__name__}.transitions"
+    where = f"(state {state!r}, actions {actions})"
+    try:
+        pairs = [(t, p) for t, p in model.transitions(state, actions)]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must give a list of (next_state, probability) pairs for {where}") from None
+    for t, p in pairs:
+        if not _is_real(p) or not 0 <= p < math.inf:
+            raise ValueError(f"{name} gave probability {p!r} for successor {t!r} of {where}; probabilities must be "
+                             "finite and >= 0")
+    total = math.fsum(p for _, p in pairs)
+    tol = current().row_sum_tol
+    if not abs(total - 1.0) <= tol:
+        raise ValueError(f"{name} gave probabilities summing to {total!r} for {where}; they must sum to 1 (within "
+                         f"Settings.row_sum_tol = {tol:g})")
+    return pairs
+
+
+def checked_observation(model: ScenarioModel, state, agent: int) -> int:
+    """``model.observe(state, agent)``, checked: an integer (or integer-valued float) in ``0..O_i-1``."""
+    o = model.observe(state, agent)
+    n = model.n_obs[agent]
+    if not _is_real(o) or not (isinstance(o, numbers.Integral) or (math.isfinite(o) and float(o).is_integer())) \
+            or not 0 <= o < n:
+        raise ValueError(f"{type(model).__name__}.observe gave {o!r} for agent {agent} in state {state!r}; "
+                         f"observation ids are integers in 0..{n - 1}")
+    return int(o)

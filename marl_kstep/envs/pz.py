@@ -12,13 +12,16 @@ k-coupled execution in these (and any other) environments is
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
 from ..model import JointMDP
 from ..validation import check_int
-from .base import ScenarioModel, compile_model
+from .base import ScenarioModel, checked_observation, checked_reward, checked_transitions, compile_model
+from .vectorised import VectorisedModel
 
 __all__ = ["ModelParallelEnv", "JointMDPModel", "compile_env", "mdp_parallel_env"]
 
@@ -34,18 +37,26 @@ class ModelParallelEnv(ParallelEnv):
     max_cycles : int
         Episodes are truncated after this many steps (the model itself never terminates).
     render_mode : {None, "ansi", "rgb_array"}
+        ``"rgb_array"`` only for a model that draws itself (overrides ``render_cells``); the
+        modes this env offers are in ``metadata["render_modes"]``.
+
+    Attributes
+    ----------
+    model_state
+        The model's current state (``None`` before :meth:`reset`); :meth:`state` is PettingZoo's
+        global state, the same state as an array.
     """
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "name": "marl_kstep_model_v0", "is_parallelizable": True}
 
     def __init__(self, model: ScenarioModel, name: str, max_cycles: int = 200, render_mode: str | None = None):
-        if render_mode is not None and (not isinstance(render_mode, str)
-                                        or render_mode not in self.metadata["render_modes"]):
-            raise ValueError(
-                f"render_mode must be None or one of {self.metadata['render_modes']}; got render_mode={render_mode!r}"
-            )
+        draws = type(model).render_cells is not ScenarioModel.render_cells
+        modes = [m for m in self.metadata["render_modes"] if m != "rgb_array" or draws]
+        if render_mode is not None and (not isinstance(render_mode, str) or render_mode not in modes):
+            why = "" if draws else f" ({type(model).__name__} draws no pictures: no rgb_array)"
+            raise ValueError(f"render_mode must be None or one of {modes}{why}; got render_mode={render_mode!r}")
         self.max_cycles = check_int("max_cycles", max_cycles, minimum=1)
-        self.metadata = dict(self.metadata, name=name)
+        self.metadata = dict(self.metadata, name=name, render_modes=modes)
         self.model = model
         self.render_mode = render_mode
         self.possible_agents = [f"agent_{i}" for i in range(model.n_agents)]
@@ -53,7 +64,7 @@ class ModelParallelEnv(ParallelEnv):
         self._index = {a: i for i, a in enumerate(self.possible_agents)}
         self._obs_spaces = {a: spaces.Discrete(model.n_obs[i]) for i, a in enumerate(self.possible_agents)}
         self._act_spaces = {a: spaces.Discrete(model.n_actions[i]) for i, a in enumerate(self.possible_agents)}
-        self.state = None
+        self.model_state = None
         self.t = 0
         self.np_random = np.random.default_rng()
 
@@ -67,22 +78,34 @@ class ModelParallelEnv(ParallelEnv):
 
     def _observe(self):
         # 0-d int64 arrays: inside Discrete(O_i) and NumPy arrays, as the PettingZoo API test asks
-        return {a: np.array(self.model.observe(self.state, i), dtype=np.int64)
+        return {a: np.array(checked_observation(self.model, self.model_state, i), dtype=np.int64)
                 for i, a in enumerate(self.possible_agents)}
+
+    def state(self) -> np.ndarray:
+        """PettingZoo's global state: the model state's code (array-protocol models) or
+        ``np.asarray(model_state)``."""
+        if self.model_state is None:
+            raise ValueError("state() called before reset()")
+        if isinstance(self.model, VectorisedModel):
+            return np.array(self.model.encode(self.model_state), dtype=np.int64)
+        return np.asarray(self.model_state)
 
     def reset(self, seed=None, options=None):
         if seed is not None:
+            seed = check_int("seed", seed, minimum=0)
             self.np_random = np.random.default_rng(seed)
             for i, a in enumerate(self.possible_agents):
                 self.action_space(a).seed(seed + 1 + i)
         self.agents = list(self.possible_agents)
         self.t = 0
-        self.state = self.model.sample_initial(self.np_random)
+        self.model_state = self.model.sample_initial(self.np_random)
         return self._observe(), {a: {} for a in self.agents}
 
     def step(self, actions):
         if not self.agents:
             raise ValueError("step() called after the episode ended; call reset() first")
+        if not isinstance(actions, Mapping):
+            raise ValueError(f"actions must be a dict from agent name to action; got {type(actions).__name__}")
         unknown = [a for a in actions if a not in self._index]
         if unknown:
             raise ValueError(f"actions names unknown agent(s) {unknown}; the agents are {self.possible_agents}")
@@ -96,13 +119,13 @@ class ModelParallelEnv(ParallelEnv):
                 raise ValueError(f"actions[{a!r}] = {act!r} is not an action of {a} (0..{n - 1})")
             acts.append(int(act))
         acts = tuple(acts)
-        r = float(self.model.reward(self.state, acts))
-        succ = self.model.transitions(self.state, acts)
+        r = checked_reward(self.model, self.model_state, acts)
+        succ = checked_transitions(self.model, self.model_state, acts)
         if len(succ) == 1:
-            self.state = succ[0][0]
+            self.model_state = succ[0][0]
         else:
             p = np.array([q for _, q in succ])
-            self.state = succ[self.np_random.choice(len(succ), p=p / p.sum())][0]
+            self.model_state = succ[self.np_random.choice(len(succ), p=p / p.sum())][0]
         self.t += 1
         trunc = self.t >= self.max_cycles
         obs = self._observe()
@@ -117,11 +140,11 @@ class ModelParallelEnv(ParallelEnv):
     def render(self):
         if self.render_mode is None:
             return None
-        if self.state is None:
+        if self.model_state is None:
             raise ValueError("render() called before reset()")
         if self.render_mode == "ansi":
-            return self.model.render_text(self.state)
-        return self.model.render_rgb(self.state)
+            return self.model.render_text(self.model_state)
+        return self.model.render_rgb(self.model_state)
 
     def close(self):
         pass

@@ -20,13 +20,16 @@ __all__ = ["Solver", "SingularSystemError", "pivot_ratio", "singular_message"]
 
 
 class SingularSystemError(ValueError):
-    """``I - M`` is singular or nearly singular at the given (off-simplex) parameters."""
+    r"""``I - M`` is singular or nearly singular at the given parameters: off the simplex at any
+    discount, on it only when :math:`\gamma^k` is within about ``Settings.singular_rtol`` of 1."""
 
 
 def singular_message(ratio: float, rtol: float) -> str:
     return (f"I - M is singular or nearly singular at this policy (smallest / largest LU pivot = {ratio:.1e}, "
-            f"below Settings.singular_rtol={rtol:g}): V_k = (I - M)^-1 W is not defined. This can happen only "
-            "off the simplex (a policy built with check_simplex=False whose rows do not sum to 1)")
+            f"below Settings.singular_rtol={rtol:g}): V_k = (I - M)^-1 W is not defined or not accurate. Off the "
+            "simplex (a policy built with check_simplex=False whose rows do not sum to 1) this can happen at any "
+            "gamma; on the simplex only when gamma^k is so close to 1 that 1 - gamma^k is about "
+            "Settings.singular_rtol or less (cond(I - M) <= (1 + gamma^k) / (1 - gamma^k)): use a smaller gamma")
 
 
 @njit(cache=True)

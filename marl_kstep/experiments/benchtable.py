@@ -30,19 +30,13 @@ __all__ = ["DEFAULT_DATA_DIR", "problem_facts", "problem_rows", "run_table", "ta
            "commit_id"]
 
 def _find_data_dir() -> Path:
-    """``$MARL_KSTEP_DPOMDP_DIR``, else the first ``shared/benchmarks/dpomdp`` found beside the
-    repository or beside one of its parent folders (``../shared/benchmarks/dpomdp`` normally)."""
+    """``$MARL_KSTEP_DPOMDP_DIR``, else the problems shipped in the package (``marl_kstep/data/dpomdp``)."""
     if os.environ.get("MARL_KSTEP_DPOMDP_DIR"):
         return Path(os.environ["MARL_KSTEP_DPOMDP_DIR"])
-    repo = Path(__file__).resolve().parents[2]
-    for parent in repo.parents:
-        candidate = parent / "shared" / "benchmarks" / "dpomdp"
-        if candidate.is_dir():
-            return candidate
-    return repo.parent / "shared" / "benchmarks" / "dpomdp"
+    return Path(__file__).resolve().parents[1] / "data" / "dpomdp"
 
 
-#: Where the Dec-POMDP problems are read from (never copied into the repository).
+#: Where the Dec-POMDP problems are read from (the shipped copies unless the environment says otherwise).
 DEFAULT_DATA_DIR = _find_data_dir()
 
 

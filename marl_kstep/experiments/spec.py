@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..model import dpomdp_path
 from ..optim import TrainOptions
 from ..settings import Settings, configure, current
 from ..validation import check_choice, check_gamma, check_int, check_k, check_keys
@@ -120,7 +121,7 @@ def file_sha256(path) -> str:
 class Target:
     """The problem of a run, fully resolved (see the module docstring).
 
-    Built from a dict: ``{"scenario": name, "config": {...}}``, ``{"dpomdp": path, "gamma": g or None}``
+    Built from a dict: ``{"scenario": name, "config": {...}}``, ``{"dpomdp": path or shipped name, "gamma": g or None}``
     (the file's content hash is added; given, it must match) or ``{"env": "module:factory", "gamma": g,
     "kwargs": {...}}`` (sampled estimator only). Immutable; ``to_dict()`` gives the resolved form.
     """
@@ -160,12 +161,13 @@ class Target:
             check_keys("target", target, ("dpomdp", "gamma", "sha256"))
             path = target["dpomdp"]
             if not isinstance(path, str) or not path:
-                raise ValueError(f"target['dpomdp'] must be a file path; got {path!r}")
-            if not Path(path).is_file():
+                raise ValueError(f"target['dpomdp'] must be a file path or a shipped problem's name; got {path!r}")
+            file = dpomdp_path(path)  # a shipped problem by name ("dectiger"), else the path
+            if not file.is_file():
                 raise ValueError(f"target['dpomdp']: no such file {path!r}")
             gamma = target.get("gamma")
             gamma = None if gamma is None else check_gamma(plain(gamma, "target['gamma']"))
-            digest = file_sha256(path)
+            digest = file_sha256(file)
             if target.get("sha256") is not None and target["sha256"] != digest:
                 raise ValueError(f"target['dpomdp'] {path!r} has changed since the spec was written (SHA-256 "
                                  f"{digest[:16]}..., the spec says {str(target['sha256'])[:16]}...): rerun it")

@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 import re
 import zlib
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +44,10 @@ import numpy as np
 from ..settings import current
 from .joint_mdp import JointMDP
 
-__all__ = ["load_dpomdp", "parse_dpomdp", "DecPOMDP"]
+__all__ = ["load_dpomdp", "parse_dpomdp", "DecPOMDP", "dpomdp_names", "dpomdp_path"]
+
+#: Suffixes of .dpomdp files (plain or gzip-compressed).
+_SUFFIXES = (".dpomdp.gz", ".dpomdp")
 
 #: Most agents a file may declare (joint indices are mixed-radix numbers over the agents).
 MAX_AGENTS = 32
@@ -451,12 +456,53 @@ def _one(field, lines, no, what):
     return field[0]
 
 
+def _shipped() -> dict:
+    """The benchmark problems shipped in ``marl_kstep/data/dpomdp``: name -> resource."""
+    folder = resources.files("marl_kstep").joinpath("data", "dpomdp")
+    out = {}
+    if folder.is_dir():
+        for item in folder.iterdir():
+            for suffix in _SUFFIXES:
+                if item.name.endswith(suffix):
+                    out[item.name[: -len(suffix)]] = item
+                    break
+    return out
+
+
+def dpomdp_names() -> list[str]:
+    """Names of the shipped benchmark problems, each loadable as ``load_dpomdp(name)``
+    (see ``marl_kstep/data/dpomdp/README.md``)."""
+    return sorted(_shipped(), key=str.lower)
+
+
+def dpomdp_path(path) -> Path:
+    """The file :func:`load_dpomdp` reads for ``path``: a shipped problem's file for a bare name
+    (``"dectiger"``), else the path itself (a ``ValueError`` for an unknown name)."""
+    if _is_name(path):
+        shipped = _shipped()
+        if path not in shipped:
+            raise ValueError(f"no shipped .dpomdp problem is named {path!r}; the shipped problems are "
+                             f"{', '.join(dpomdp_names())} (pass a path, e.g. {'./' + path!r}, to load a file)")
+        return Path(str(shipped[path]))
+    return Path(path)
+
+
+def _is_name(path) -> bool:
+    """A bare problem name: a ``str`` with no folder part and no ``.dpomdp`` suffix."""
+    seps = {"/", os.sep} | ({os.altsep} if os.altsep else set())
+    return (isinstance(path, str) and path not in ("", ".", "..") and not any(c in path for c in seps)
+            and not path.endswith(_SUFFIXES))
+
+
 def load_dpomdp(path, gamma: float | None = None, *, max_states: int = 500_000) -> JointMDP:
     r"""Load a ``.dpomdp`` (or ``.dpomdp.gz``) file as the observation-augmented joint MDP.
 
     Parameters
     ----------
     path : str or Path
+        A file, or the name of a shipped benchmark problem (a ``str`` without folder or
+        ``.dpomdp`` suffix, e.g. ``"dectiger"``; :func:`dpomdp_names` lists them). Pass a path
+        (``"./dectiger"``, a ``Path``) for a local file whose name has no suffix.
     gamma : float, optional
         Discount; overrides the file's. A file discount >= 1 needs an explicit ``gamma``.
     max_states : int
@@ -469,12 +515,23 @@ def load_dpomdp(path, gamma: float | None = None, *, max_states: int = 500_000) 
         agent ``i`` observes ``o_i`` (``start`` is observation ``|Omega_i|``); action and
         observation names are kept.
     """
-    path = Path(path)
+    if _is_name(path):
+        shipped = _shipped()
+        if path not in shipped:
+            raise ValueError(f"no shipped .dpomdp problem is named {path!r}; the shipped problems are "
+                             f"{', '.join(dpomdp_names())} (pass a path, e.g. {'./' + path!r}, to load a file)")
+        path = shipped[path]
+    elif not isinstance(path, str | os.PathLike) or path == "":
+        raise ValueError(f"path must be a file path or a problem name; got {path!r}")
+    else:
+        path = Path(path)
     try:
         raw = path.read_bytes()
         text = (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode("utf-8")
-    except (OSError, EOFError, UnicodeDecodeError, zlib.error) as exc:
-        raise ValueError(f"{path.name}: cannot read the file ({exc})") from exc
+    except (OSError, EOFError, UnicodeDecodeError, zlib.error, ValueError) as exc:
+        stem = next((path.name[: -len(x)] for x in _SUFFIXES if path.name.endswith(x)), None)
+        hint = f"; the shipped problem is load_dpomdp({stem!r})" if stem in _shipped() else ""
+        raise ValueError(f"{path.name}: cannot read the file ({exc}){hint}") from exc
     dec = parse_dpomdp(text, path.name)
     return augment(dec, gamma, max_states=max_states)
 

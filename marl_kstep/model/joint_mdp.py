@@ -31,7 +31,15 @@ import numba
 import numpy as np
 
 from ..settings import current
-from ..validation import check_counts, check_distribution, check_gamma, check_sequence, real_array
+from ..validation import (
+    check_counts,
+    check_distribution,
+    check_gamma,
+    check_model_bytes,
+    check_sequence,
+    check_table_bytes,
+    real_array,
+)
 
 __all__ = ["JointMDP"]
 
@@ -39,6 +47,34 @@ __all__ = ["JointMDP"]
 def _readonly(a: np.ndarray) -> np.ndarray:
     a.setflags(write=False)
     return a
+
+
+def _uncopied(name: str, x) -> np.ndarray:
+    """``x`` as an array of real numbers without copying it when it already is one (a broadcast
+    view stays a view), so its size can be checked before a copy is made."""
+    try:
+        a = np.asarray(x)
+    except (ValueError, TypeError) as exc:  # ragged nested sequences
+        raise ValueError(f"{name} must be an array of real numbers; {exc}") from None
+    if a.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must hold real numbers; got an array of dtype {a.dtype}")
+    return a
+
+
+def _reward_table(R, n_actions: tuple[int, ...]) -> np.ndarray:
+    r"""``R`` as a new float64 array of shape ``(N, J)``, :math:`J = \prod_i A_i`: its shape and the
+    memory of a model of that size (rewards and row pointers, ``16 N J`` bytes, with a copy while
+    building) are checked before anything is copied."""
+    R = _uncopied("R", R)
+    if R.ndim != 2 or R.shape[0] < 1:
+        raise ValueError(f"R must have shape (N, J) with N >= 1; got shape {R.shape}")
+    N, J = R.shape
+    J_expected = math.prod(n_actions)
+    if J != J_expected:
+        raise ValueError(f"R has {J} joint actions per state but n_actions={n_actions} gives {J_expected}")
+    check_model_bytes(24 * N * J, f"a JointMDP with {N:,} states and {J:,} joint actions (its rewards and row "
+                      "pointers)", "use a smaller model")
+    return np.array(R, dtype=np.float64)
 
 
 def _row_of(indptr: np.ndarray) -> np.ndarray:
@@ -118,18 +154,12 @@ class JointMDP:
         n_obs = check_counts("n_obs", self.n_obs)
         if len(n_obs) != len(n_actions):
             raise ValueError(f"n_obs must give one count per agent ({len(n_actions)}); got {n_obs}")
+        check_table_bytes(n_obs, n_actions, "this JointMDP")
         put(self, "n_actions", n_actions)
         put(self, "n_obs", n_obs)
         put(self, "gamma", check_gamma(self.gamma))
-        R = real_array("R", self.rewards)
-        if R.ndim != 2 or R.shape[0] < 1:
-            raise ValueError(f"R must have shape (N, J) with N >= 1; got shape {R.shape}")
+        R = _reward_table(self.rewards, n_actions)
         N, J = R.shape
-        J_expected = 1
-        for a in n_actions:
-            J_expected *= a
-        if J != J_expected:
-            raise ValueError(f"R has {J} joint actions per state but n_actions={n_actions} gives {J_expected}")
         bad = np.argwhere(~np.isfinite(R))
         if bad.size:
             s, j = (int(x) for x in bad[0])
@@ -269,16 +299,19 @@ class JointMDP:
         **names
             Optional ``state_names``, ``agent_names``, ``action_names``, ``obs_names``.
         """
-        P = real_array("P", P)
+        P = _uncopied("P", P)
         if P.ndim != 3 or P.shape[0] != P.shape[2]:
             raise ValueError(f"P must have shape (N, J, N); got shape {P.shape}")
         N, J, _ = P.shape
-        R = real_array("R", R)
+        R = _uncopied("R", R)
         R_shape = R.shape
         if R_shape != (N, J):
             raise ValueError(
                 f"R must have shape (N, J) = ({N}, {J}) to match P of shape {P.shape}; got shape {R_shape}"
             )
+        # the dense array, its mask and the sparse copies: about 4 copies of P
+        check_model_bytes(32 * P.size, f"a dense P of shape {P.shape}", "build large models with from_sparse")
+        P = P.astype(np.float64)
         bad = np.argwhere(~np.isfinite(P) | (P < 0))
         if bad.size:
             s, j, t = (int(x) for x in bad[0])
@@ -302,14 +335,8 @@ class JointMDP:
         Parameters are as in :meth:`from_dense` except the three transition arrays.
         """
         n_actions = check_counts("n_actions", n_actions)
-        R = real_array("R", R)
-        if R.ndim != 2:
-            raise ValueError(f"R must have shape (N, J); got shape {R.shape}")
+        R = _reward_table(R, n_actions)
         N, J = R.shape
-        if J != math.prod(n_actions):
-            raise ValueError(
-                f"R has {J} joint actions per state but n_actions={n_actions} gives {math.prod(n_actions)}"
-            )
         indptr = real_array("indptr", indptr, dtype=None)
         indices = real_array("indices", indices, dtype=None)
         probs = real_array("probs", probs)

@@ -110,7 +110,7 @@ class Episode:
     rewards : ndarray
         Team reward of every step.
     states : list or None
-        ``env.unwrapped.state`` at the start and after every step, if asked for.
+        ``env.unwrapped.model_state`` at the start and after every step, if asked for.
     draws : list of list of (t, o, a)
         ``draws[i]``: agent ``i``'s first-visit draws (SPEC §8).
     """
@@ -363,7 +363,7 @@ def k_coupled_episode(env, agents: Sequence[KCoupledAgent], *, horizon: int, res
         ``encoders[i](raw_observation) -> 0..O_i-1``; default the exact encoders of the env's
         Discrete / MultiDiscrete observation spaces (:func:`env_spaces`).
     record_states : bool
-        Keep ``env.unwrapped.state`` at the start and after every step.
+        Keep ``env.unwrapped.model_state`` at the start and after every step.
     team_reward : {"mean", "sum"} or callable, optional
         The team reward of a step from the env's reward dict. Default (``None``): the mean
         (SPEC §8), with a :class:`NonCooperativeRewardWarning` when the agents' rewards differ.
@@ -386,14 +386,14 @@ def checked_episode(chk: Checked, agents, *, horizon: int, reset_seed=None, reco
         for ag in agents:
             ag.reset()
         base = getattr(env, "unwrapped", env)
-        states = [base.state] if record_states else None
+        states = [base.model_state] if record_states else None
         rewards = []
         for t in range(horizon):
             actions = {a: agents[i].act(_encoded(i, a, encode[i], obs[a], n_obs[i], t - 1), t) for i, a in live}
             obs, r, done = chk.step(actions, t)
             rewards.append(r)
             if record_states:
-                states.append(base.state)
+                states.append(base.model_state)
             if done:
                 break
             live = chk.live(obs, t)

@@ -52,7 +52,7 @@ import numba
 import numpy as np
 
 from ..envs.pz import mdp_parallel_env
-from ..envs.vectorised import VectorisedModel
+from ..envs.vectorised import VectorisedModel, checked_model
 from ..estimators.base import Estimate
 from ..model import JointMDP
 from ..policy import Policy
@@ -245,6 +245,7 @@ class SampledKStep:
                 raise ValueError(f"path={self.path!r} does not apply to a scenario model; use 'batched' (or pass the "
                                  "scenario's env for path='env', its compiled JointMDP for path='fast')")
             model = target if isinstance(target, VectorisedModel) else target.unwrapped.model
+            model = checked_model(model)  # every answer of the user's model is checked before use
             if gamma is not None:
                 raise ValueError(f"gamma is the model's ({model.gamma}) for a scenario model; got gamma={gamma!r}")
             if encoders is not None:
