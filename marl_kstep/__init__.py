@@ -25,9 +25,11 @@ from .estimators import (
     values_and_grad,
 )
 from .model import JointMDP, Lumping, LumpingSkippedWarning, load_dpomdp, lump
+from .model.memory import MemoryMDP, memory_sizes
 from .optim import SaddleWarning, TrainResult, mirror_step, pgd_step, project_simplex, train
 from .policy import Policy
 from .sampling import BoxDiscretiser, ObservationIndexer, SampledKStep, rollout
+from .sampling.memory_env import MemoryParallelEnv, with_memory
 from .search import alternating_best_response, best_deterministic, best_response
 from .settings import Settings, configure
 from .threads import thread_report  # sets OMP_WAIT_POLICY=passive unless the user set it (threads.py)
@@ -41,6 +43,8 @@ __all__ = [
     "JointMDP",
     "Lumping",
     "LumpingSkippedWarning",
+    "MemoryMDP",
+    "MemoryParallelEnv",
     "BoxDiscretiser",
     "ObservationIndexer",
     "Policy",
@@ -61,6 +65,7 @@ __all__ = [
     "estimate_path_steps",
     "load_dpomdp",
     "lump",
+    "memory_sizes",
     "mirror_step",
     "pgd_step",
     "project_simplex",
@@ -71,4 +76,5 @@ __all__ = [
     "value_and_grad",
     "value_vector",
     "values_and_grad",
+    "with_memory",
 ]
