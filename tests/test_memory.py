@@ -415,3 +415,44 @@ def test_ascent_with_escapes_and_alternating_best_response_run_on_controllers():
     assert res.certificate is not None and res.certificate.J <= best_v + 1e-9
     if res.certificate.two_opt:  # a certified 2-opt controller is not beaten by any 2-slot change
         assert not any(len(d.slots) <= 2 for d in res.certificate.improving)
+
+
+# ----------------------------------------------------------------------------- Moore controllers
+def moore_chain_value(mdp, psi, eta):
+    """Moore controllers evaluated directly: chain over (x, m) with a ~ psi(m), then after the
+    next state x' the node m' ~ eta(m, a, phi(x')); every agent starts in Moore node 0."""
+    P, R, g = mdp.to_dense(), mdp.rewards, mdp.gamma
+    Ms = [p.shape[0] for p in psi]
+    ms = list(itertools.product(*[range(M) for M in Ms]))
+    nm, N = len(ms), mdp.n_states
+    Pc = np.zeros((N * nm, N * nm))
+    rc = np.zeros(N * nm)
+    for x in range(N):
+        for b, m in enumerate(ms):
+            for acts in itertools.product(*[range(a) for a in mdp.n_actions]):
+                w = np.prod([psi[i][m[i], acts[i]] for i in range(len(Ms))])
+                if w == 0:
+                    continue
+                j = int(np.ravel_multi_index(acts, mdp.n_actions))
+                rc[x * nm + b] += w * R[x, j]
+                for xn in np.flatnonzero(P[x, j]):
+                    for bn, mn in enumerate(ms):
+                        u = np.prod([eta[i][m[i], acts[i], mdp.obs[i][xn], mn[i]] for i in range(len(Ms))])
+                        Pc[x * nm + b, xn * nm + bn] += w * P[x, j, xn] * u
+    V = np.linalg.solve(np.eye(N * nm) - g * Pc, rc)
+    return float(mdp.mu @ V[::nm])
+
+
+@needs_dectiger
+def test_moore_controllers_are_mealy_controllers_with_nodes_times_actions():
+    mdp = mk.load_dpomdp(DECTIGER, gamma=0.9)
+    rng = np.random.default_rng(3)
+    M, A, n_o = 2, 3, mdp.n_obs[0]
+    aug = mk.with_memory(mdp, M * A)
+    for _ in range(2):
+        psi = [rng.dirichlet(np.ones(A), size=M) for _ in range(2)]
+        eta = [rng.dirichlet(np.ones(M), size=(M, A, n_o)) for _ in range(2)]
+        pol = mk.Policy.from_arrays(aug, aug.moore_tables(psi, eta))
+        assert mk.value(aug, pol) == pytest.approx(moore_chain_value(mdp, psi, eta), rel=1e-10)
+    with pytest.raises(ValueError, match=r"nodes\[0\] = 4 must be M \* A_0"):
+        mk.with_memory(mdp, 4).moore_tables(psi, eta)

@@ -347,6 +347,62 @@ class MemoryMDP(JointMDP):
             joint.append(p[..., None] * e)
         return self.augmented_tables(joint)
 
+    def moore_tables(self, psi, eta, *, start_obs=None) -> list[np.ndarray]:
+        r"""Augmented tables that play Moore controllers exactly (the form of NLP, DEC-BPI, EM).
+
+        A Moore controller of agent :math:`i` has :math:`M_i` nodes, starts in node 0, plays
+        :math:`a \sim \psi_i(\cdot \mid m)` and, after the next observation :math:`o'`, moves to
+        :math:`m' \sim \eta_i(\cdot \mid m, a, o')`. It needs ``nodes[i] = M_i * A_i`` here: node
+        :math:`m A_i + a` remembers the Moore node and the action just played. At the ``start``
+        observation (time 0) the controller plays :math:`\psi_i(\cdot \mid 0)`; at slot
+        :math:`(m A_i + a, o)` it draws :math:`m' \sim \eta_i(\cdot \mid m, a, o)`, then
+        :math:`a' \sim \psi_i(\cdot \mid m')`, and writes node :math:`m' A_i + a'`:
+        :math:`\theta_i[(m A_i + a, o), (a', m'' A_i + a'')] = \eta_i(m'' \mid m, a, o)\,
+        \psi_i(a' \mid m'')\,[a'' = a']`.
+
+        Parameters
+        ----------
+        psi : sequence of array_like
+            ``psi[i]`` shape ``(M_i, A_i)``.
+        eta : sequence of array_like
+            ``eta[i]`` shape ``(M_i, A_i, O_i, M_i)`` (``O_i`` the original model's observations).
+        start_obs : sequence of int, optional
+            The observation every agent has at time 0 only; default the last one when the
+            model's observation names end with ``"start"`` (a ``.dpomdp`` model, SPEC §6).
+        """
+        n = self.n_agents
+        psi = check_sequence("psi", psi, n)
+        eta = check_sequence("eta", eta, n)
+        if start_obs is None:
+            if not all(names and names[-1] == "start" for names in self.base_obs_names):
+                raise ValueError("start_obs is needed: the model has no 'start' observation (a Moore controller "
+                                 "acts before its first observation)")
+            start_obs = [c - 1 for c in self.base_n_obs]
+        start_obs = check_sequence("start_obs", start_obs, n)
+        out = []
+        for i in range(n):
+            A, n_o, Q = self.base_n_actions[i], self.base_n_obs[i], self.nodes[i]
+            if Q % A:
+                raise ValueError(f"nodes[{i}] = {Q} must be M * A_{i} = M * {A} for a Moore controller "
+                                 f"(node m * A + a remembers the Moore node and the last action)")
+            M = Q // A
+            p, e = real_array(f"psi[{i}]", psi[i]), real_array(f"eta[{i}]", eta[i])
+            if p.shape != (M, A) or e.shape != (M, A, n_o, M):
+                raise ValueError(f"psi[{i}] and eta[{i}] must have shapes {(M, A)} and {(M, A, n_o, M)}; "
+                                 f"got {p.shape} and {e.shape}")
+            s = int(start_obs[i])
+            if not 0 <= s < n_o:
+                raise ValueError(f"start_obs[{i}] = {s} is out of range 0..{n_o - 1}")
+            T = np.zeros((M, A, n_o, A, M, A))  # (m, a, o, a', m'', a'')
+            step = np.einsum("maon,nb->maobn", e, p)  # eta(m''|m, a, o) psi(a'|m'')
+            idx = np.arange(A)
+            T[:, :, :, idx, :, idx] = np.moveaxis(step, 3, 0)  # a'' = a'
+            T[:, :, s] = 0.0
+            for a in range(A):  # time 0: psi(.|0), node (0, a')
+                T[:, :, s, a, 0, a] = p[0, a]
+            out.append(T.reshape(Q, n_o, A, Q))
+        return self.augmented_tables(out)
+
     def lift(self, policy) -> list[np.ndarray]:
         r"""Augmented tables of a memoryless policy of the original model played in every node
         with the node kept: :math:`\theta_i[(q, o), (a, q')] = \pi_i(a \mid o)\,[q' = q]`.
