@@ -456,3 +456,34 @@ def test_moore_controllers_are_mealy_controllers_with_nodes_times_actions():
         assert mk.value(aug, pol) == pytest.approx(moore_chain_value(mdp, psi, eta), rel=1e-10)
     with pytest.raises(ValueError, match=r"nodes\[0\] = 4 must be M \* A_0"):
         mk.with_memory(mdp, 4).moore_tables(psi, eta)
+
+
+# ----------------------------------------------------------------------------- fuzzing the entry points
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from test_fuzz import BAD, check  # noqa: E402  (the project's harness: success or a ValueError naming the argument)
+
+FUZZ_MEMORY = settings(max_examples=60, deadline=None, derandomize=True)
+FUZZ_MODEL = random_model(0)
+FUZZ_AUG = mk.with_memory(FUZZ_MODEL, 2)
+
+
+@FUZZ_MEMORY
+@given(which=st.sampled_from(["target", "nodes", "env_nodes", "sizes", "controller", "augmented_tables",
+                              "factored", "moore", "lift", "describe"]), value=BAD)
+def test_fuzz_memory_entry_points(which, value):
+    aug = FUZZ_AUG
+    calls = {
+        "target": (lambda: mk.with_memory(value, 2), ["target", "mdp"]),
+        "nodes": (lambda: mk.with_memory(FUZZ_MODEL, value), ["nodes"]),
+        "env_nodes": (lambda: mk.MemoryParallelEnv(mdp_parallel_env(FUZZ_MODEL), value), ["nodes"]),
+        "sizes": (lambda: mk.memory_sizes(FUZZ_MODEL, value), ["nodes"]),
+        "controller": (lambda: aug.controller(value), ["policy"]),
+        "augmented_tables": (lambda: aug.augmented_tables(value), ["controller"]),
+        "factored": (lambda: aug.factored_tables(value, value), ["psi", "eta"]),
+        "moore": (lambda: aug.moore_tables(value, value, start_obs=[0, 0]), ["psi", "eta", "nodes"]),
+        "lift": (lambda: aug.lift(value), ["policy"]),
+        "describe": (lambda: aug.describe(value), ["policy"]),
+    }
+    call, names = calls[which]
+    check(call, names)

@@ -46,6 +46,9 @@ from .joint_mdp import JointMDP
 
 __all__ = ["MemoryMDP", "with_memory", "check_nodes", "memory_sizes"]
 
+#: Largest node count per agent accepted at all (sizes are checked against memory separately).
+MAX_NODES = 2**20
+
 #: State names are built for at most this many augmented states (they cost a string each).
 STATE_NAMES_MAX = 100_000
 
@@ -63,6 +66,8 @@ def check_nodes(nodes, n_agents: int) -> tuple[int, ...]:
     for i, q in enumerate(items):
         if isinstance(q, bool | np.bool_) or not isinstance(q, int | np.integer) or q < 1:
             raise ValueError(f"nodes[{i}] (agent {i}) must be an integer >= 1; got {q!r}")
+        if q > MAX_NODES:
+            raise ValueError(f"nodes[{i}] (agent {i}) = {int(q)} is above {MAX_NODES:,} (no such model fits in memory)")
         out.append(int(q))
     return tuple(out)
 
