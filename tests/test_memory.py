@@ -346,10 +346,10 @@ def test_the_wrapper_passes_the_pettingzoo_api_test_and_carries_nodes():
     parallel_api_test(env, num_cycles=30)
     obs, _ = env.reset(seed=0)
     assert env.node == {"agent_0": 0, "agent_1": 0}
-    x = env.state[0]
+    x = int(env.state()[0])
     assert int(obs["agent_1"]) == mdp.obs[1][x]  # node 0
     obs, *_ = env.step({"agent_0": 1 * 2 + 1, "agent_1": 0 * 3 + 2})  # (a=1, q'=1), (a=0, q'=2)
-    x = env.state[0]
+    x = int(env.state()[0])
     assert env.node == {"agent_0": 1, "agent_1": 2}
     assert int(obs["agent_0"]) == 1 * 2 + mdp.obs[0][x] and int(obs["agent_1"]) == 2 * 2 + mdp.obs[1][x]
     with pytest.raises(ValueError, match=r"actions\['agent_0'\] = 4 is not a choice of agent 0"):

@@ -90,10 +90,9 @@ class MemoryParallelEnv(ParallelEnv):
         """``Discrete(A_i Q_i)``; the same object on every call."""
         return self._act_spaces[agent]
 
-    @property
     def state(self):
-        """``(state of the wrapped env, nodes in agent order)``."""
-        inner = getattr(getattr(self.env, "unwrapped", self.env), "state", None)
+        """``(the wrapped env's state(), nodes in agent order)`` (PettingZoo's ``state()`` method)."""
+        inner = self.env.state() if callable(getattr(self.env, "state", None)) else None
         return inner, tuple(self.node.get(a, 0) for a in self.possible_agents)
 
     def _observe(self, raw: dict) -> dict:
