@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
-__all__ = ["static_arrays", "walk_values", "walk_grad", "count_steps", "walk_values_parallel",
-           "walk_grad_parallel"]
+__all__ = ["static_arrays", "walk_kind", "values_kind", "grad_kind", "walk_values", "walk_grad", "count_steps",
+           "walk_values_parallel", "walk_grad_parallel"]
 
-_MODE_VALUES, _MODE_GRAD, _MODE_COUNT = 0, 1, 2  # the three passes (compile-time constants of _walk)
+_MODE_VALUES, _MODE_GRAD, _MODE_COUNT = 0, 1, 2  # the three passes (compile-time constants of _walk_kind)
+_KIND_GENERAL, _KIND_K1, _KIND_K2 = 0, 1, 2  # which loops walk (compile-time constants; see walk_kind)
 
 
 def static_arrays(mdp) -> tuple:
@@ -313,20 +315,51 @@ def _k2_rows(lo, hi, mode, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, gra
 
 
 @njit(cache=True)
-def _walk(lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap):
+def _walk_kind(kind, lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap):
     """Enumerate the depth-k window paths of start states ``lo..hi-1``.
 
     mode 0: add to ``W`` and ``m_data`` (pattern ``m_ptr``/``m_idx``).
     mode 1: add the partial derivatives to ``grad`` (uses ``Vk`` and ``nu``).
     mode 2: only count path steps; stop once the count exceeds ``cap``.
-    ``mode`` is a compile-time constant (``numba.literally``): each mode is its own compiled
-    specialisation, with no mode test left in the loops. Returns the number of path steps walked.
+    ``kind`` (:func:`walk_kind`) picks the dedicated loops of ``k = 1`` or ``k = 2`` or the
+    general walk. ``mode`` and ``kind`` are compile-time constants (``numba.literally``):
+    each (mode, kind) is its own compiled specialisation, with no mode test left in the
+    loops and nothing compiled for the passes it does not use (a ``k = 1`` call compiles
+    neither the ``k = 2`` loops nor the general walk). Returns the number of path steps walked.
     """
     numba.literally(mode)
-    if k == 1:
-        return _k1_rows(lo, hi, mode, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap)
-    if k == 2 and mode != _MODE_COUNT:
-        return _k2_rows(lo, hi, mode, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad)
+    numba.literally(kind)
+    return _loops(kind, lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap)
+
+
+def _loops(kind, lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap):
+    """Typing-time choice of the loops for a literal ``kind`` (see :func:`_ol_loops`)."""
+    raise NotImplementedError("only callable from compiled code")
+
+
+@overload(_loops, jit_options=dict(cache=True))
+def _ol_loops(kind, lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap):
+    """The implementation of :func:`_loops` for ``kind``, chosen when the caller is typed, so
+    only the chosen loops are compiled (numba does not prune a branch on a literal argument)."""
+    if not isinstance(kind, types.IntegerLiteral):
+        return None
+    if kind.literal_value == _KIND_K1:
+        def impl(kind, lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap):
+            return _k1_rows(lo, hi, mode, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap)
+    elif kind.literal_value == _KIND_K2:
+        def impl(kind, lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap):
+            return _k2_rows(lo, hi, mode, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad)
+    else:
+        def impl(kind, lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap):
+            return _general_walk(lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap)
+    return impl
+
+
+@njit(cache=True)
+def _general_walk(lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap):
+    """The general walk (any ``k``; an explicit stack with the memo of drawn slots), for
+    :func:`_walk_kind`."""
+    numba.literally(mode)
     gamma, strides, n_act, obs, indptr, indices, probs, rewards = sm
     n = strides.shape[0]
     J = rewards.shape[1]
@@ -452,46 +485,90 @@ def _walk(lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, gra
     return steps
 
 
+def walk_kind(k: int, mode: int = _MODE_VALUES) -> int:
+    """Which loops walk window ``k`` in ``mode``: the dedicated ``k = 1`` and ``k = 2`` passes
+    or the general walk (counting at ``k >= 2`` uses the general walk)."""
+    if k == 1:
+        return _KIND_K1
+    if k == 2 and mode != _MODE_COUNT:
+        return _KIND_K2
+    return _KIND_GENERAL
+
+
+def _walk(lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap):
+    """:func:`_walk_kind` with the loops chosen for ``k`` (the entry point of the tests)."""
+    return _walk_kind(walk_kind(k, mode), lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data,
+                      grad, cap)
+
 
 @njit(cache=True)
-def walk_values(lo, hi, k, sm, theta, toff, m_ptr, m_idx, W, m_data):
-    """Pass 1 over start states ``lo..hi-1``: add to ``W`` and to ``m_data`` (pattern ``m_ptr``/``m_idx``)."""
+def values_kind(kind, lo, hi, k, sm, theta, toff, m_ptr, m_idx, W, m_data):
+    """Pass 1 over start states ``lo..hi-1`` with the loops ``kind``: add to ``W`` and to
+    ``m_data`` (pattern ``m_ptr``/``m_idx``)."""
+    numba.literally(kind)
     e = np.zeros(0)
-    _walk(lo, hi, _MODE_VALUES, k, sm, theta, toff, e, e, W, m_ptr, m_idx, m_data, e, 0)
+    _walk_kind(kind, lo, hi, _MODE_VALUES, k, sm, theta, toff, e, e, W, m_ptr, m_idx, m_data, e, 0)
 
 
 @njit(cache=True)
-def walk_grad(lo, hi, k, sm, theta, toff, Vk, nu, grad):
-    """Pass 2 over start states ``lo..hi-1``: add the partial derivatives to ``grad``."""
+def grad_kind(kind, lo, hi, k, sm, theta, toff, Vk, nu, grad):
+    """Pass 2 over start states ``lo..hi-1`` with the loops ``kind``: add the partial
+    derivatives to ``grad``."""
+    numba.literally(kind)
     e = np.zeros(0)
     ei = np.zeros(0, np.int64)
-    _walk(lo, hi, _MODE_GRAD, k, sm, theta, toff, Vk, nu, e, ei, ei, e, grad, 0)
+    _walk_kind(kind, lo, hi, _MODE_GRAD, k, sm, theta, toff, Vk, nu, e, ei, ei, e, grad, 0)
 
 
 @njit(cache=True)
+def _count_kind(kind, k, sm, theta, toff, cap):
+    numba.literally(kind)
+    N = sm[7].shape[0]
+    e = np.zeros(0)
+    ei = np.zeros(0, np.int64)
+    return _walk_kind(kind, 0, N, _MODE_COUNT, k, sm, theta, toff, e, e, e, ei, ei, e, e, cap)
+
+
+@njit(parallel=True, cache=True)
+def _values_parallel_kind(kind, n_chunks, k, sm, theta, toff, m_ptr, m_idx, W, m_data):
+    numba.literally(kind)
+    N = sm[7].shape[0]
+    for c in prange(n_chunks):
+        values_kind(kind, c * N // n_chunks, (c + 1) * N // n_chunks, k, sm, theta, toff, m_ptr, m_idx, W, m_data)
+
+
+@njit(parallel=True, cache=True)
+def _grad_parallel_kind(kind, n_chunks, k, sm, theta, toff, Vk, nu, n_params):
+    numba.literally(kind)
+    N = sm[7].shape[0]
+    grads = np.zeros((n_chunks, n_params))
+    for c in prange(n_chunks):
+        grad_kind(kind, c * N // n_chunks, (c + 1) * N // n_chunks, k, sm, theta, toff, Vk, nu, grads[c])
+    return grads.sum(axis=0)
+
+
+def walk_values(lo, hi, k, sm, theta, toff, m_ptr, m_idx, W, m_data):
+    """Pass 1 over start states ``lo..hi-1``: add to ``W`` and to ``m_data`` (pattern ``m_ptr``/``m_idx``)."""
+    values_kind(walk_kind(k), lo, hi, k, sm, theta, toff, m_ptr, m_idx, W, m_data)
+
+
+def walk_grad(lo, hi, k, sm, theta, toff, Vk, nu, grad):
+    """Pass 2 over start states ``lo..hi-1``: add the partial derivatives to ``grad``."""
+    grad_kind(walk_kind(k, _MODE_GRAD), lo, hi, k, sm, theta, toff, Vk, nu, grad)
+
+
 def count_steps(k, sm, theta, toff, cap):
     """Exact path steps of one pass over all start states (counting stops once above ``cap``).
 
     ``theta`` only sizes the walk (any values, e.g. ones): the paths do not depend on it."""
-    N = sm[7].shape[0]
-    e = np.zeros(0)
-    ei = np.zeros(0, np.int64)
-    return _walk(0, N, _MODE_COUNT, k, sm, theta, toff, e, e, e, ei, ei, e, e, cap)
+    return _count_kind(walk_kind(k, _MODE_COUNT), k, sm, theta, toff, cap)
 
 
-@njit(parallel=True, cache=True)
 def walk_values_parallel(n_chunks, k, sm, theta, toff, m_ptr, m_idx, W, m_data):
     """:func:`walk_values` over all start states in ``n_chunks`` parallel chunks."""
-    N = sm[7].shape[0]
-    for c in prange(n_chunks):
-        walk_values(c * N // n_chunks, (c + 1) * N // n_chunks, k, sm, theta, toff, m_ptr, m_idx, W, m_data)
+    _values_parallel_kind(walk_kind(k), n_chunks, k, sm, theta, toff, m_ptr, m_idx, W, m_data)
 
 
-@njit(parallel=True, cache=True)
 def walk_grad_parallel(n_chunks, k, sm, theta, toff, Vk, nu, n_params):
     """:func:`walk_grad` over all start states in ``n_chunks`` parallel chunks (one gradient row each)."""
-    N = sm[7].shape[0]
-    grads = np.zeros((n_chunks, n_params))
-    for c in prange(n_chunks):
-        walk_grad(c * N // n_chunks, (c + 1) * N // n_chunks, k, sm, theta, toff, Vk, nu, grads[c])
-    return grads.sum(axis=0)
+    return _grad_parallel_kind(walk_kind(k, _MODE_GRAD), n_chunks, k, sm, theta, toff, Vk, nu, n_params)
