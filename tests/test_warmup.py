@@ -25,8 +25,7 @@ def run(code: str, **env) -> subprocess.CompletedProcess:
                           env=dict(os.environ, **env))
 
 
-def test_a_k1_call_compiles_no_k2_or_general_walk_and_no_refinement_kernel():
-    out = run("""
+K1_CALL = """
 import marl_kstep as mk
 from marl_kstep import _refine
 from marl_kstep.estimators import _walk, _fused
@@ -35,26 +34,21 @@ mdp = number_matching.build_mdp()
 est = mk.ExactKStep(mdp, 1)
 assert est.plan.block is not None  # it lumps (36 states -> 6)
 est.value_and_grad(mk.Policy.uniform(mdp))
-print(len(_walk._k1_rows.signatures), len(_walk._k2_rows.signatures), len(_walk._general_walk.signatures),
-      len(_refine._refine_kernel.signatures), len(_refine._check_kernel.signatures), len(_fused.fused_small.signatures))
-""")
-    k1, k2, general, refine, check, fused = map(int, out.stdout.split())
-    assert (k2, general, refine, check) == (0, 0, 0, 0)
-    assert k1 == 2 and fused == 1  # pass 1 and pass 2 of k = 1, the one-call small path
-
-
-def test_the_notice_is_printed_once_when_compiling_and_not_when_cached(tmp_path):
-    code = """
-import numpy as np
-import marl_kstep
-from marl_kstep import _refine
-_refine._mix(np.uint64(1), np.uint64(2))
-_refine._mix(np.uint64(3), np.uint64(4))
+print(len(_walk._k1_rows.signatures), len(_walk._k2_rows.signatures), len(_walk._k3_values.signatures),
+      len(_walk._general_walk.signatures), len(_refine._refine_kernel.signatures),
+      len(_refine._check_kernel.signatures), len(_fused.fused_small.signatures))
 """
-    first = run(code, NUMBA_CACHE_DIR=str(tmp_path))  # an empty cache: _mix compiles
-    assert first.stderr.count(COMPILE_NOTICE) == 1
-    second = run(code, NUMBA_CACHE_DIR=str(tmp_path))  # loaded from the cache
-    assert COMPILE_NOTICE not in second.stderr
+
+
+def test_a_cold_k1_call_compiles_only_k1_says_so_once_and_not_again(tmp_path):
+    cold = run(K1_CALL, NUMBA_CACHE_DIR=str(tmp_path))  # an empty cache
+    k1, k2, k3, general, refine, check, fused = map(int, cold.stdout.split())
+    assert (k2, k3, general, refine, check) == (0, 0, 0, 0, 0)  # nothing of k >= 2, no refinement kernel
+    assert k1 >= 1 and fused == 1  # the k = 1 rows, the one-call small path
+    assert cold.stderr.count(COMPILE_NOTICE) == 1
+    warm = run(K1_CALL, NUMBA_CACHE_DIR=str(tmp_path))  # the same cache: loaded, not compiled
+    assert COMPILE_NOTICE not in warm.stderr
+    assert warm.stdout.split()[-1] == "1"
 
 
 def test_the_notice_rule(monkeypatch, capsys):
@@ -104,7 +98,10 @@ def test_the_warmup_steps_run():
 
 @pytest.mark.parametrize("k", [1, 2, 3])
 def test_walk_kind_routes(k):
-    from marl_kstep.estimators._walk import _KIND_GENERAL, _KIND_K1, _KIND_K2, _MODE_COUNT, walk_kind
+    from marl_kstep.estimators._walk import _KIND_GENERAL, _KIND_TAG, _MODE_COUNT, walk_kind
 
-    assert walk_kind(k) == {1: _KIND_K1, 2: _KIND_K2, 3: _KIND_GENERAL}[k]
-    assert walk_kind(k, _MODE_COUNT) == (_KIND_K1 if k == 1 else _KIND_GENERAL)
+    assert walk_kind(k) is _KIND_TAG[k]  # the dedicated loops of k = 1, 2, 3 (tags of distinct types)
+    assert walk_kind(k, 1) is _KIND_TAG[k if k < 3 else _KIND_GENERAL]  # pass 2: k = 3 uses the general walk
+    assert walk_kind(k + 3) is _KIND_TAG[_KIND_GENERAL]
+    assert walk_kind(k, _MODE_COUNT) is _KIND_TAG[1 if k == 1 else _KIND_GENERAL]
+    assert len({type(t) for t in _KIND_TAG.values()}) == 4

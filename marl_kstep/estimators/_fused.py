@@ -7,7 +7,6 @@ separate calls (scipy's LU, numba dispatch) would dominate.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 from numba import njit
 
@@ -20,10 +19,9 @@ __all__ = ["fused_small"]
 @njit(cache=True)
 def fused_small(kind, want_grad, k, sm, theta, toff, mu, m_ptr, m_idx):
     """Returns ``(V_k, grad, ratio)`` with ``ratio`` the smallest over largest LU pivot of
-    ``I - M`` (0 when singular: then ``V_k`` and ``grad`` are not computed). ``kind``
-    (:func:`._walk.walk_kind`) is a compile-time constant: one specialisation per kind of
-    walk, compiled when first used."""
-    numba.literally(kind)
+    ``I - M`` (0 when singular: then ``V_k`` and ``grad`` are not computed). ``kind`` is
+    a tag of :func:`._walk.walk_kind`: one specialisation per kind of walk, compiled when
+    first used."""
     N = sm[7].shape[0]
     W = np.zeros(N)
     m_data = np.zeros(m_idx.size)

@@ -11,7 +11,7 @@ for every joint action, the multiset of (block, :math:`P(B \mid s, j)`) pairs; s
 equal signatures stay together, and the rounds stop when no block splits. Each round is a
 few vectorised sorts, :math:`O(m \log m)`; the number of rounds is at most the number of
 blocks, and the rounds here are capped by work (:data:`SMALL_MAX_WORK` transitions times
-rounds, about 0.1 s).
+rounds, at most about 0.05 s).
 
 Block sums are taken in increasing order of the probabilities (one ``lexsort``), so equal
 multisets give bitwise equal sums (as in :mod:`marl_kstep._refine`), and the fixed point is
@@ -27,11 +27,12 @@ import numpy as np
 
 __all__ = ["refine_small", "SMALL_MAX_TRANSITIONS", "SMALL_MAX_WORK"]
 
-#: Models with at most this many stored transitions are refined here.
-SMALL_MAX_TRANSITIONS = 20_000
+#: Models with at most this many stored transitions are refined here (larger ones: the
+#: compiled refinement, which then costs less than its compilation).
+SMALL_MAX_TRANSITIONS = 5_000
 #: Transitions times rounds before the unfinished partition is handed to the compiled
 #: refinement (about 1 microsecond each; measured on the aggregated chain, 2 cores).
-SMALL_MAX_WORK = 100_000
+SMALL_MAX_WORK = 50_000
 
 
 def _first_occurrence_labels(keys: np.ndarray) -> tuple[np.ndarray, int]:
