@@ -4,11 +4,11 @@
 
 For every ``.dpomdp`` file of the benchmark table (``marl_kstep.experiments.benchtable``) and
 every k: the path steps of one pass (exact count on the walked, lumped model; planning stops
-above ``--cap``; run with the checkout on ``PYTHONPATH``), and, when within the cap, the median time of ``value_and_grad`` at the uniform
-policy (3 calls after a first that plans, compiles or loads), with 1 numba thread and with the
-default threads. A table run is at most ``iters`` such calls (1000 by default) per seed, so
-``seconds per call x 1000`` bounds one run; the script prints that bound beside the steps, and
-the budget that keeps every run under 60 s.
+above ``--cap``; run with the checkout on ``PYTHONPATH``), and, when within the cap, the
+median time of ``value_and_grad`` at the uniform policy (3 calls after a first that plans,
+compiles or loads) with numba's default threads. A table run is at most ``iters`` such calls
+(1000 by default) per seed, so ``seconds per call x iters`` bounds one run; the script prints
+that bound beside the steps, and the largest step count whose bound is under 60 s.
 """
 
 from __future__ import annotations
