@@ -9,14 +9,29 @@ this module hashes every source file of the package and, when the hash differs f
 recorded with the cache, deletes the package's cached machine code (``*.nbi``, ``*.nbc``) so
 numba recompiles everything once. Nothing else is touched; a read-only install is left as
 it is (numba then cannot write a cache there either).
+
+It also says when a call is about to compile: on the first compilation of one of the
+package's kernels in a process (not a load from the cache), a single line on stderr,
+``marl_kstep: compiling kernels, about N s, once per machine ...`` (:func:`notice_compiling`,
+a listener on numba's ``numba:compile`` event, which fires only for real compilations).
+``marl-kstep warmup`` (:mod:`marl_kstep.warmup`) compiles everything ahead.
 """
 
 from __future__ import annotations
 
 import hashlib
+import sys
+import threading
 from pathlib import Path
 
-__all__ = ["check_cache"]
+from numba.core import event, types
+
+__all__ = ["check_cache", "COMPILE_NOTICE"]
+
+#: The line printed before the first compilation in a process (the seconds: a cold first
+#: ``value_and_grad`` at k = 1 on number matching, benchmarks/cold_start.py, 2 cores).
+COMPILE_NOTICE = ("marl_kstep: compiling kernels, about 10 s, once per machine (cached afterwards; "
+                  "`marl-kstep warmup` compiles them all ahead)")
 
 _PACKAGE = Path(__file__).resolve().parent
 _STAMP = _PACKAGE / "__pycache__" / "marl_kstep_sources.sha256"
@@ -46,4 +61,36 @@ def check_cache() -> bool:
         return False
 
 
+class _CompileNotice(event.Listener):
+    """Prints :data:`COMPILE_NOTICE` once, when a kernel of the package starts compiling.
+
+    numba fires ``numba:compile`` only for compilations, never for cache loads. A function
+    that asks for literal arguments (``numba.literally``) is first typed with plain ones and
+    bounces back, on every first call, cached or not: those attempts are not counted."""
+
+    def __init__(self):
+        self.said = False
+        self._lock = threading.Lock()
+
+    def on_start(self, ev):
+        if self.said:
+            return
+        py_func = getattr(ev.data.get("dispatcher"), "py_func", None)
+        if py_func is None or not getattr(py_func, "__module__", "").startswith("marl_kstep"):
+            return
+        args = ev.data.get("args") or ()
+        if "literally" in py_func.__code__.co_names and not any(isinstance(a, types.Literal) for a in args):
+            return
+        with self._lock:
+            if self.said:
+                return
+            self.said = True
+        print(COMPILE_NOTICE, file=sys.stderr, flush=True)
+
+    def on_end(self, ev):
+        pass
+
+
+notice_compiling = _CompileNotice()
 check_cache()
+event.register("numba:compile", notice_compiling)

@@ -517,6 +517,15 @@ def cmd_demo(parser, args) -> int:
     return 0
 
 
+def cmd_warmup(parser, args) -> int:
+    from .warmup import warmup
+
+    t0 = time.perf_counter()
+    warmup()
+    print(f"compiled kernels are cached; warm-up took {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
 
     p = _Parser(prog="marl-kstep", description="Exact k-step policy gradients for cooperative multi-agent MDPs.",
@@ -611,6 +620,9 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d.add_argument("--out", default="results/demo", help="output folder (figures in OUT/figures)")
     d.set_defaults(func=cmd_demo)
+
+    w = sub.add_parser("warmup", help="compile every kernel ahead, once per machine (CI, clusters)")
+    w.set_defaults(func=cmd_warmup)
     return p
 
 

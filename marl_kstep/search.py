@@ -20,6 +20,7 @@ from scipy.sparse.linalg import splu
 from .model import JointMDP
 from .policy import Policy
 from .settings import current
+from .threads import blas_threads
 from .validation import check_int
 
 
@@ -92,6 +93,7 @@ def _joint_actions_of(mdp: JointMDP, digits: np.ndarray, slot_of) -> np.ndarray:
     return j
 
 
+@blas_threads()  # one BLAS thread in the batched solves (threads.py, point 4)
 def option_values(P_opt, r_opt: np.ndarray, choice: np.ndarray, mu: np.ndarray, gamma: float) -> np.ndarray:
     r"""Values of deterministic maps that pick one *option* per state.
 

@@ -18,6 +18,18 @@ Three decisions, each measured (``benchmarks/threads.py``; docs/performance.md):
    Python threads launch parallel kernels at once. :func:`parallel_section` serialises
    launches under that layer (and before numba has chosen a layer); under ``omp`` and
    ``tbb``, which are thread-safe, it does nothing.
+4. **One BLAS thread in the library's batched dense solves.** The exhaustive search and the
+   certificates (:func:`marl_kstep.search.option_values`, behind ``best_deterministic``,
+   ``certify`` and ``train(escape=True)``) solve thousands of small systems per call
+   (``numpy.linalg.solve`` on stacks of at most ``Settings.dense_search_max_states``-sized
+   matrices). OpenBLAS splits each one over its threads; with other processes on the cores
+   a thread waits for a time slice at every split (measured: ``certify`` on 3-agent number
+   matching 2.8-9.7x slower with two busy processes than with ``OPENBLAS_NUM_THREADS=1``,
+   1.8x even on an idle machine). :func:`blas_threads` limits BLAS to :data:`BLAS_THREADS`
+   thread(s) for the duration of those calls only (``threadpoolctl``) and restores the
+   previous count after: the user's own numpy elsewhere keeps its threads. (The limit is
+   process-wide while it holds: numpy called from another Python thread during the solve
+   runs with it too.)
 """
 
 from __future__ import annotations
@@ -26,7 +38,13 @@ import contextlib
 import os
 import threading
 
-__all__ = ["parallel_section", "thread_report", "WAIT_POLICY_SET_HERE"]
+from threadpoolctl import ThreadpoolController
+
+__all__ = ["parallel_section", "blas_threads", "thread_report", "WAIT_POLICY_SET_HERE", "BLAS_THREADS"]
+
+#: BLAS threads inside the library's batched dense solves (:func:`blas_threads`).
+BLAS_THREADS = 1
+_controller: ThreadpoolController | None = None
 
 #: True when this module set ``OMP_WAIT_POLICY=passive`` (the user had set neither it nor
 #: ``GOMP_SPINCOUNT``).
@@ -66,6 +84,18 @@ def parallel_section():
         yield
 
 
+@contextlib.contextmanager
+def blas_threads(limit: int | None = None):
+    """Around the library's own batched dense solves: BLAS limited to ``limit`` threads
+    (default :data:`BLAS_THREADS`), the previous counts restored on exit. Usable as a
+    decorator (``@blas_threads()``)."""
+    global _controller
+    if _controller is None:  # scanned once: the BLAS libraries loaded with numpy and scipy
+        _controller = ThreadpoolController()
+    with _controller.limit(limits=BLAS_THREADS if limit is None else limit, user_api="blas"):
+        yield
+
+
 def _openmp_loaded_before() -> bool | None:
     """Whether an OpenMP runtime was mapped into the process (Linux only; ``None`` elsewhere)."""
     try:
@@ -87,4 +117,5 @@ def thread_report() -> dict:
         "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT"),
         "wait_policy_set_by_marl_kstep": WAIT_POLICY_SET_HERE,
         "openmp_runtime_loaded": _openmp_loaded_before(),
+        "blas_threads_in_batched_solves": BLAS_THREADS,
     }

@@ -11,20 +11,22 @@ import numpy as np
 from numba import njit
 
 from ._linalg import _lu_inplace, _lu_solve, pivot_ratio
-from ._walk import walk_grad, walk_values
+from ._walk import grad_kind, values_kind
 
 __all__ = ["fused_small"]
 
 
 @njit(cache=True)
-def fused_small(want_grad, k, sm, theta, toff, mu, m_ptr, m_idx):
+def fused_small(kind, want_grad, k, sm, theta, toff, mu, m_ptr, m_idx):
     """Returns ``(V_k, grad, ratio)`` with ``ratio`` the smallest over largest LU pivot of
-    ``I - M`` (0 when singular: then ``V_k`` and ``grad`` are not computed)."""
+    ``I - M`` (0 when singular: then ``V_k`` and ``grad`` are not computed). ``kind`` is
+    a tag of :func:`._walk.walk_kind`: one specialisation per kind of walk, compiled when
+    first used."""
     N = sm[7].shape[0]
     W = np.zeros(N)
     m_data = np.zeros(m_idx.size)
     grad = np.zeros(theta.size)
-    walk_values(0, N, k, sm, theta, toff, m_ptr, m_idx, W, m_data)
+    values_kind(kind, 0, N, k, sm, theta, toff, m_ptr, m_idx, W, m_data)
     A = np.zeros((N, N))
     for r in range(N):
         A[r, r] = 1.0
@@ -37,5 +39,5 @@ def fused_small(want_grad, k, sm, theta, toff, mu, m_ptr, m_idx):
     Vk = _lu_solve(A, piv, W, False)
     if want_grad:
         nu = _lu_solve(A, piv, mu, True)
-        walk_grad(0, N, k, sm, theta, toff, Vk, nu, grad)
+        grad_kind(kind, 0, N, k, sm, theta, toff, Vk, nu, grad)
     return Vk, grad, ratio

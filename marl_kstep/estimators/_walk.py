@@ -6,7 +6,9 @@ tuple ``sm = (gamma, strides, n_act, obs, indptr, indices, probs, rewards)`` (se
 ``toff``, and writes into caller-allocated outputs; no kernel re-checks its inputs.
 
 * :func:`_k1_rows`, :func:`_k2_rows` -- the passes for ``k = 1`` and ``k = 2`` as fixed
-  nested loops (the common windows; about 4x the general walk's speed at k = 2);
+  nested loops (the common windows; about 4x the general walk's speed at k = 2), and
+  :func:`_k3_values`, pass 1 for ``k = 3``; :func:`walk_kind` picks the loops, and each kind
+  is compiled only when first used;
 * :func:`walk_values` -- pass 1: :math:`W(s)` and the sparse :math:`M(s, \cdot)` on a
   given pattern;
 * :func:`walk_grad` -- pass 2: :math:`\partial J_k / \partial \theta_i[o, a]` given
@@ -26,12 +28,20 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
-__all__ = ["static_arrays", "walk_values", "walk_grad", "count_steps", "walk_values_parallel",
-           "walk_grad_parallel"]
+__all__ = ["static_arrays", "walk_kind", "values_kind", "grad_kind", "walk_values", "walk_grad", "count_steps",
+           "walk_values_parallel", "walk_grad_parallel"]
 
-_MODE_VALUES, _MODE_GRAD, _MODE_COUNT = 0, 1, 2  # the three passes (compile-time constants of _walk)
+_MODE_VALUES, _MODE_GRAD, _MODE_COUNT = 0, 1, 2  # the three passes (compile-time constants of _walk_kind)
+_KIND_GENERAL, _KIND_K1, _KIND_K2, _KIND_K3 = 0, 1, 2, 3  # which loops walk (see walk_kind)
+#: The kind travels as the *type* of an argument: a numpy integer scalar of its own width, so
+#: every kind is its own compiled specialisation, cached like any other, and chosen at typing
+#: time (a ``numba.literally`` argument would instead be retyped on every call from Python).
+_KIND_TAG = {_KIND_K1: np.int8(_KIND_K1), _KIND_K2: np.int16(_KIND_K2), _KIND_K3: np.int32(_KIND_K3),
+             _KIND_GENERAL: np.int64(_KIND_GENERAL)}
+_KIND_OF_BITWIDTH = {8: _KIND_K1, 16: _KIND_K2, 32: _KIND_K3, 64: _KIND_GENERAL}
 
 
 def static_arrays(mdp) -> tuple:
@@ -313,20 +323,181 @@ def _k2_rows(lo, hi, mode, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, gra
 
 
 @njit(cache=True)
-def _walk(lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap):
+def _k3_values(lo, hi, sm, theta, toff, W, m_ptr, m_idx, m_data):
+    r"""Pass 1 for ``k = 3`` (:math:`W` and :math:`M`) as fixed nested loops.
+
+    Depth 0: every agent draws (odometer over ``j0``). Depth 1, in ``s1``: agent ``i``
+    repeats its depth-0 action when :math:`\phi_i(s_1) = \phi_i(s_0)`, else draws (odometer
+    over the agents that draw; ``act1`` holds every agent's depth-1 action). Depth 2, in
+    ``s2``: agent ``i`` plays its depth-0 action when :math:`\phi_i(s_2) = \phi_i(s_0)`, its
+    depth-1 action when :math:`\phi_i(s_2) = \phi_i(s_1)`, and draws otherwise; then one flat
+    leaf loop over ``s3``. Same values as the general walk (to rounding); no stack, no memo
+    search, no per-node calls. Returns the path steps.
+
+    Only pass 1: the same loops with pass 2's credits (leave-one-out products at every
+    depth) measured 1.8-2.8x *slower* than the general walk's pass 2
+    (``benchmarks/walk_limit.py``), so pass 2 at ``k = 3`` is the general walk's."""
+    gamma, strides, n_act, obs, indptr, indices, probs, rewards = sm
+    n = strides.shape[0]
+    J = rewards.shape[1]
+    N = rewards.shape[0]
+    g2 = gamma * gamma
+    g3 = g2 * gamma
+    a0 = np.zeros(n, np.int64)
+    base0 = np.empty(n, np.int64)
+    act1 = np.empty(n, np.int64)
+    free1 = np.empty(n, np.int64)
+    base1 = np.empty(n, np.int64)
+    b1 = np.zeros(n, np.int64)
+    free2 = np.empty(n, np.int64)
+    base2 = np.empty(n, np.int64)
+    b2 = np.zeros(n, np.int64)
+    pos = np.full(N, -1, np.int64)
+    steps = 0
+    for s0 in range(lo, hi):
+        for p in range(m_ptr[s0], m_ptr[s0 + 1]):
+            pos[m_idx[p]] = p
+        for i in range(n):
+            a0[i] = 0
+            base0[i] = toff[i] + obs[i, s0] * n_act[i]
+        wacc = 0.0
+        for j0 in range(J):
+            f0 = 1.0
+            for i in range(n):
+                f0 *= theta[base0[i] + a0[i]]
+            r0 = rewards[s0, j0]
+            row0 = s0 * J + j0
+            for e1 in range(indptr[row0], indptr[row0 + 1]):
+                s1 = indices[e1]
+                steps += 1
+                nf1 = 0
+                for i in range(n):
+                    o = obs[i, s1]
+                    act1[i] = a0[i]
+                    if o != obs[i, s0]:
+                        free1[nf1] = i
+                        base1[nf1] = toff[i] + o * n_act[i]
+                        b1[nf1] = 0
+                        nf1 += 1
+                w1 = f0 * probs[e1]
+                while True:  # the depth-1 choices
+                    f1 = 1.0
+                    for f in range(nf1):
+                        act1[free1[f]] = b1[f]
+                        f1 *= theta[base1[f] + b1[f]]
+                    j1 = 0
+                    for i in range(n):
+                        j1 += act1[i] * strides[i]
+                    ret1 = r0 + gamma * rewards[s1, j1]
+                    row1 = s1 * J + j1
+                    w1c = w1 * f1
+                    for e2 in range(indptr[row1], indptr[row1 + 1]):
+                        s2 = indices[e2]
+                        steps += 1
+                        nf2 = 0
+                        jfix2 = 0
+                        for i in range(n):
+                            o = obs[i, s2]
+                            if o == obs[i, s0]:
+                                jfix2 += a0[i] * strides[i]
+                            elif o == obs[i, s1]:
+                                jfix2 += act1[i] * strides[i]
+                            else:
+                                free2[nf2] = i
+                                base2[nf2] = toff[i] + o * n_act[i]
+                                b2[nf2] = 0
+                                nf2 += 1
+                        w2 = w1c * probs[e2]
+                        while True:  # the depth-2 choices, then the leaves
+                            j2 = jfix2
+                            w = w2
+                            for f in range(nf2):
+                                w *= theta[base2[f] + b2[f]]
+                                j2 += b2[f] * strides[free2[f]]
+                            ret2 = ret1 + g2 * rewards[s2, j2]
+                            row2 = s2 * J + j2
+                            steps += indptr[row2 + 1] - indptr[row2]
+                            for u in range(indptr[row2], indptr[row2 + 1]):
+                                wp = w * probs[u]
+                                wacc += wp * ret2
+                                m_data[pos[indices[u]]] += g3 * wp
+                            f = nf2 - 1
+                            while f >= 0:
+                                b2[f] += 1
+                                if b2[f] < n_act[free2[f]]:
+                                    break
+                                b2[f] = 0
+                                f -= 1
+                            if f < 0:
+                                break
+                    f = nf1 - 1
+                    while f >= 0:
+                        b1[f] += 1
+                        if b1[f] < n_act[free1[f]]:
+                            break
+                        b1[f] = 0
+                        f -= 1
+                    if f < 0:
+                        break
+            for i in range(n - 1, -1, -1):  # next joint action at depth 0
+                a0[i] += 1
+                if a0[i] < n_act[i]:
+                    break
+                a0[i] = 0
+        W[s0] += wacc
+    return steps
+
+@njit(cache=True)
+def _walk_kind(kind, lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap):
     """Enumerate the depth-k window paths of start states ``lo..hi-1``.
 
     mode 0: add to ``W`` and ``m_data`` (pattern ``m_ptr``/``m_idx``).
     mode 1: add the partial derivatives to ``grad`` (uses ``Vk`` and ``nu``).
     mode 2: only count path steps; stop once the count exceeds ``cap``.
-    ``mode`` is a compile-time constant (``numba.literally``): each mode is its own compiled
-    specialisation, with no mode test left in the loops. Returns the number of path steps walked.
+    ``kind`` (a tag of :data:`_KIND_TAG`, from :func:`walk_kind`) picks the dedicated loops
+    of ``k = 1``, ``2`` or ``3`` or the general walk; ``mode`` is a compile-time constant
+    (``numba.literally``). Each (mode, kind) is its own compiled specialisation, with no mode
+    test left in the loops and nothing compiled for the passes it does not use (a ``k = 1``
+    call compiles neither the ``k = 2`` or ``k = 3`` loops nor the general walk). Returns the
+    number of path steps walked.
     """
     numba.literally(mode)
-    if k == 1:
-        return _k1_rows(lo, hi, mode, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap)
-    if k == 2 and mode != _MODE_COUNT:
-        return _k2_rows(lo, hi, mode, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad)
+    return _loops(kind, lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap)
+
+
+def _loops(kind, lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap):
+    """Typing-time choice of the loops for a literal ``kind`` (see :func:`_ol_loops`)."""
+    raise NotImplementedError("only callable from compiled code")
+
+
+@overload(_loops, jit_options=dict(cache=True))
+def _ol_loops(kind, lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap):
+    """The implementation of :func:`_loops` for the kind that the type of ``kind`` carries
+    (:data:`_KIND_TAG`), chosen when the caller is typed, so only the chosen loops are compiled
+    (numba would compile every branch of a runtime test)."""
+    if not isinstance(kind, types.Integer):
+        return None
+    kind = _KIND_OF_BITWIDTH[kind.bitwidth]
+    if kind == _KIND_K1:
+        def impl(kind, lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap):
+            return _k1_rows(lo, hi, mode, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap)
+    elif kind == _KIND_K2:
+        def impl(kind, lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap):
+            return _k2_rows(lo, hi, mode, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad)
+    elif kind == _KIND_K3 and getattr(mode, "literal_value", None) == _MODE_VALUES:  # pass 1 only
+        def impl(kind, lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap):
+            return _k3_values(lo, hi, sm, theta, toff, W, m_ptr, m_idx, m_data)
+    else:
+        def impl(kind, lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap):
+            return _general_walk(lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap)
+    return impl
+
+
+@njit(cache=True)
+def _general_walk(lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap):
+    """The general walk (any ``k``; an explicit stack with the memo of drawn slots), for
+    :func:`_walk_kind`."""
+    numba.literally(mode)
     gamma, strides, n_act, obs, indptr, indices, probs, rewards = sm
     n = strides.shape[0]
     J = rewards.shape[1]
@@ -452,46 +623,88 @@ def _walk(lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, gra
     return steps
 
 
+def walk_kind(k: int, mode: int = _MODE_VALUES):
+    """The tag of the loops that walk window ``k`` in ``mode`` (:data:`_KIND_TAG`): the
+    dedicated ``k = 1`` and ``k = 2`` passes, the dedicated ``k = 3`` pass 1, or the general
+    walk (``k >= 4``, pass 2 at ``k = 3``, counting at ``k >= 2``)."""
+    if k == 1:
+        return _KIND_TAG[_KIND_K1]
+    if k == 2 and mode != _MODE_COUNT:
+        return _KIND_TAG[_KIND_K2]
+    if k == 3 and mode == _MODE_VALUES:
+        return _KIND_TAG[_KIND_K3]
+    return _KIND_TAG[_KIND_GENERAL]
+
+
+def _walk(lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap):
+    """:func:`_walk_kind` with the loops chosen for ``k`` (the entry point of the tests)."""
+    return _walk_kind(walk_kind(k, mode), lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data,
+                      grad, cap)
+
 
 @njit(cache=True)
-def walk_values(lo, hi, k, sm, theta, toff, m_ptr, m_idx, W, m_data):
-    """Pass 1 over start states ``lo..hi-1``: add to ``W`` and to ``m_data`` (pattern ``m_ptr``/``m_idx``)."""
+def values_kind(kind, lo, hi, k, sm, theta, toff, m_ptr, m_idx, W, m_data):
+    """Pass 1 over start states ``lo..hi-1`` with the loops ``kind``: add to ``W`` and to
+    ``m_data`` (pattern ``m_ptr``/``m_idx``)."""
     e = np.zeros(0)
-    _walk(lo, hi, _MODE_VALUES, k, sm, theta, toff, e, e, W, m_ptr, m_idx, m_data, e, 0)
+    _walk_kind(kind, lo, hi, _MODE_VALUES, k, sm, theta, toff, e, e, W, m_ptr, m_idx, m_data, e, 0)
 
 
 @njit(cache=True)
-def walk_grad(lo, hi, k, sm, theta, toff, Vk, nu, grad):
-    """Pass 2 over start states ``lo..hi-1``: add the partial derivatives to ``grad``."""
+def grad_kind(kind, lo, hi, k, sm, theta, toff, Vk, nu, grad):
+    """Pass 2 over start states ``lo..hi-1`` with the loops ``kind``: add the partial
+    derivatives to ``grad``."""
     e = np.zeros(0)
     ei = np.zeros(0, np.int64)
-    _walk(lo, hi, _MODE_GRAD, k, sm, theta, toff, Vk, nu, e, ei, ei, e, grad, 0)
+    _walk_kind(kind, lo, hi, _MODE_GRAD, k, sm, theta, toff, Vk, nu, e, ei, ei, e, grad, 0)
 
 
 @njit(cache=True)
+def _count_kind(kind, k, sm, theta, toff, cap):
+    N = sm[7].shape[0]
+    e = np.zeros(0)
+    ei = np.zeros(0, np.int64)
+    return _walk_kind(kind, 0, N, _MODE_COUNT, k, sm, theta, toff, e, e, e, ei, ei, e, e, cap)
+
+
+@njit(parallel=True, cache=True)
+def _values_parallel_kind(kind, n_chunks, k, sm, theta, toff, m_ptr, m_idx, W, m_data):
+    N = sm[7].shape[0]
+    for c in prange(n_chunks):
+        values_kind(kind, c * N // n_chunks, (c + 1) * N // n_chunks, k, sm, theta, toff, m_ptr, m_idx, W, m_data)
+
+
+@njit(parallel=True, cache=True)
+def _grad_parallel_kind(kind, n_chunks, k, sm, theta, toff, Vk, nu, n_params):
+    N = sm[7].shape[0]
+    grads = np.zeros((n_chunks, n_params))
+    for c in prange(n_chunks):
+        grad_kind(kind, c * N // n_chunks, (c + 1) * N // n_chunks, k, sm, theta, toff, Vk, nu, grads[c])
+    return grads.sum(axis=0)
+
+
+def walk_values(lo, hi, k, sm, theta, toff, m_ptr, m_idx, W, m_data):
+    """Pass 1 over start states ``lo..hi-1``: add to ``W`` and to ``m_data`` (pattern ``m_ptr``/``m_idx``)."""
+    values_kind(walk_kind(k), lo, hi, k, sm, theta, toff, m_ptr, m_idx, W, m_data)
+
+
+def walk_grad(lo, hi, k, sm, theta, toff, Vk, nu, grad):
+    """Pass 2 over start states ``lo..hi-1``: add the partial derivatives to ``grad``."""
+    grad_kind(walk_kind(k, _MODE_GRAD), lo, hi, k, sm, theta, toff, Vk, nu, grad)
+
+
 def count_steps(k, sm, theta, toff, cap):
     """Exact path steps of one pass over all start states (counting stops once above ``cap``).
 
     ``theta`` only sizes the walk (any values, e.g. ones): the paths do not depend on it."""
-    N = sm[7].shape[0]
-    e = np.zeros(0)
-    ei = np.zeros(0, np.int64)
-    return _walk(0, N, _MODE_COUNT, k, sm, theta, toff, e, e, e, ei, ei, e, e, cap)
+    return _count_kind(walk_kind(k, _MODE_COUNT), k, sm, theta, toff, cap)
 
 
-@njit(parallel=True, cache=True)
 def walk_values_parallel(n_chunks, k, sm, theta, toff, m_ptr, m_idx, W, m_data):
     """:func:`walk_values` over all start states in ``n_chunks`` parallel chunks."""
-    N = sm[7].shape[0]
-    for c in prange(n_chunks):
-        walk_values(c * N // n_chunks, (c + 1) * N // n_chunks, k, sm, theta, toff, m_ptr, m_idx, W, m_data)
+    _values_parallel_kind(walk_kind(k), n_chunks, k, sm, theta, toff, m_ptr, m_idx, W, m_data)
 
 
-@njit(parallel=True, cache=True)
 def walk_grad_parallel(n_chunks, k, sm, theta, toff, Vk, nu, n_params):
     """:func:`walk_grad` over all start states in ``n_chunks`` parallel chunks (one gradient row each)."""
-    N = sm[7].shape[0]
-    grads = np.zeros((n_chunks, n_params))
-    for c in prange(n_chunks):
-        walk_grad(c * N // n_chunks, (c + 1) * N // n_chunks, k, sm, theta, toff, Vk, nu, grads[c])
-    return grads.sum(axis=0)
+    return _grad_parallel_kind(walk_kind(k, _MODE_GRAD), n_chunks, k, sm, theta, toff, Vk, nu, n_params)

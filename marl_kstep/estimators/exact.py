@@ -50,7 +50,7 @@ from ..validation import check_int, check_k
 from ._fused import fused_small
 from ._linalg import SingularSystemError, Solver, singular_message
 from ._plan import Plan, kernel_args, make_plan, path_steps
-from ._walk import count_steps, walk_grad, walk_grad_parallel, walk_values, walk_values_parallel
+from ._walk import count_steps, walk_grad, walk_grad_parallel, walk_kind, walk_values, walk_values_parallel
 from .base import Estimate
 
 __all__ = ["ExactKStep", "value", "value_vector", "value_and_grad", "values_and_grad", "estimate_path_steps",
@@ -142,7 +142,8 @@ class ExactKStep:
         p = self._plan
         s = p.settings
         if p.fused:
-            Vk, grad, ratio = fused_small(want_grad, p.k, p.sm, theta, p.toff, p.model.mu, p.m_ptr, p.m_idx)
+            Vk, grad, ratio = fused_small(walk_kind(p.k), want_grad, p.k, p.sm, theta, p.toff, p.model.mu, p.m_ptr,
+                                          p.m_idx)
             if not ratio >= s.singular_rtol:
                 raise SingularSystemError(singular_message(ratio, s.singular_rtol))
             return Vk, (grad if want_grad else None)

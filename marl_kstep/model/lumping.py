@@ -32,6 +32,7 @@ import numpy as np
 
 from .._refine import check_stable, refine_lumping
 from ..settings import current, model_bytes_limit
+from ._refine_small import SMALL_MAX_TRANSITIONS, refine_small
 from .joint_mdp import JointMDP
 
 __all__ = ["Lumping", "lump", "LumpingSkippedWarning"]
@@ -141,11 +142,14 @@ def lump(mdp: JointMDP) -> Lumping:
     init, n_init = _relabel(_row_ids(first))
     if n_init == N:
         return _unlumped(mdp, None)
-    label = refine_lumping(mdp.indptr, mdp.indices, mdp.probs, N, J, init)
+    exact = False
+    if mdp.probs.size <= SMALL_MAX_TRANSITIONS:  # numpy rounds: no refinement kernel to compile
+        init, exact = refine_small(mdp.indptr, mdp.indices, mdp.probs, N, J, init)
+    label = init if exact else refine_lumping(mdp.indptr, mdp.indices, mdp.probs, N, J, init)
     n_blocks = int(label.max()) + 1
     if n_blocks == N:
         return _unlumped(mdp, None)
-    err = check_stable(mdp.indptr, mdp.indices, mdp.probs, N, J, label)
+    err = 0.0 if exact else check_stable(mdp.indptr, mdp.indices, mdp.probs, N, J, label)
     if not err <= settings.lump_stable_tol:
         return _unlumped(mdp, f"the refined partition is stable only to {err:.1e} (rounding), more than "
                               f"Settings.lump_stable_tol={settings.lump_stable_tol:g}")
