@@ -24,7 +24,7 @@ from .estimators import (
     value_vector,
     values_and_grad,
 )
-from .model import JointMDP, Lumping, LumpingSkippedWarning, load_dpomdp, lump
+from .model import JointMDP, Lumping, LumpingSkippedWarning, load_dpomdp, lump, random_model, random_model_args
 from .optim import SaddleWarning, TrainResult, mirror_step, pgd_step, project_simplex, train
 from .policy import Policy
 from .sampling import BoxDiscretiser, ObservationIndexer, SampledKStep, rollout
@@ -64,6 +64,8 @@ __all__ = [
     "mirror_step",
     "pgd_step",
     "project_simplex",
+    "random_model",
+    "random_model_args",
     "rollout",
     "slot_visitation",
     "train",

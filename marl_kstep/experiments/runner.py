@@ -46,7 +46,7 @@ from pathlib import Path
 from ..envs import compile_env
 from ..estimators import ExactKStep
 from ..interrupt import checkpoint, deferred_interrupts
-from ..model import load_dpomdp
+from ..model import load_dpomdp, random_model, random_model_args
 from ..optim import SaddleWarning, train
 from ..policy import Policy
 from ..sampling import SampledKStep
@@ -71,7 +71,9 @@ class RunSpec:
     Attributes
     ----------
     target : dict
-        ``{"scenario": name, "config": {...}}``, ``{"dpomdp": path, "gamma": g}`` or
+        ``{"scenario": name, "config": {...}}``, ``{"dpomdp": path, "gamma": g}``,
+        ``{"random": {"family": f, ..., "seed": s}}`` (:func:`~marl_kstep.random_model`; resolved on
+        construction by :func:`~marl_kstep.random_model_args`) or
         ``{"env": "module:factory", "gamma": g}`` (sampled estimator only).
     k : int
     method : {"pgd", "mirror"}
@@ -106,8 +108,17 @@ class RunSpec:
     escape_order: int = 2
 
     def __post_init__(self):
-        if not isinstance(self.target, dict) or not ({"scenario", "dpomdp", "env"} & set(self.target)):
-            raise ValueError(f"target must be a dict with 'scenario', 'dpomdp' or 'env'; got target={self.target!r}")
+        if not isinstance(self.target, dict) or not ({"scenario", "dpomdp", "env", "random"} & set(self.target)):
+            raise ValueError(f"target must be a dict with 'scenario', 'dpomdp', 'env' or 'random'; "
+                             f"got target={self.target!r}")
+        if "random" in self.target:  # resolved (every argument, defaults filled): equal models, equal hashes
+            if not isinstance(self.target["random"], dict) or set(self.target) != {"random"}:
+                raise ValueError(f"target must be {{'random': {{'family': ..., 'seed': ...}}}}; got {self.target!r}")
+            try:
+                resolved = random_model_args(**self.target["random"])
+            except TypeError as exc:  # an unknown or missing argument
+                raise ValueError(f"target['random']: {exc}") from None
+            object.__setattr__(self, "target", {"random": resolved})
         check_k(self.k)
         check_choice("method", self.method, ("pgd", "mirror"))
         check_positive("step", self.step)
@@ -162,6 +173,8 @@ def _target(canonical: str):
         return compile_env(env), env, start
     if "dpomdp" in target:
         return load_dpomdp(target["dpomdp"], gamma=target.get("gamma")), None, None
+    if "random" in target:
+        return random_model(**target["random"]), None, None
     mod_name, _, fn_name = target["env"].partition(":")
     env = getattr(importlib.import_module(mod_name), fn_name)()
     return None, env, None
