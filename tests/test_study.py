@@ -5,7 +5,6 @@ import itertools
 import json
 import math
 
-import numpy as np
 import pytest
 from scipy.stats import norm
 
@@ -39,7 +38,7 @@ def test_fit_rate_recovers_a_geometric_law():
 def _record(problem: int, start: int, k: int, J: float, capped=False):
     target = {"random": mk.random_model_args("aggregation", seed=problem)}
     return {"spec": {"target": target, "k": k, "seed": start}, "spec_hash": f"{problem}-{start}-{k}",
-            "result": {"final_J": J, "capped": capped}}
+            "result": {"final_J": J, "capped": capped, "stationary": None if capped else "vertex"}}
 
 
 def test_summarise_counts_and_means():
@@ -53,6 +52,7 @@ def test_summarise_counts_and_means():
     assert out["problems"] == 2 and out["starts"] == 3
     c1, c3 = out["variants"]["plain"]["cells"]
     assert (c1["k"], c1["n"], c1["successes"], c1["above"], c1["capped"]) == (1, 6, 3, 1, 2)
+    assert c1["failure_stops"] == {"capped": 2, "vertex": 1}
     assert c1["wilson"] == pytest.approx(wilson_interval(3, 6))
     assert c1["mean_gap"] == pytest.approx((0 + 0.1 + 0.5 + 0 - 0.5 + 0.5) / 6)
     assert c1["mean_shortfall"] == pytest.approx((0.1 + 0.5 + 0.5) / 6)

@@ -35,7 +35,8 @@ Statistics, per (variant, k) cell, over ``n = P S`` runs:
 * the **mean shortfall** and the signed **mean gap**, each with a cluster bootstrap interval
   (BCa) -- a mean over runs equals the mean of the per-problem means, since every problem has
   ``S`` starts;
-* the runs stopped by the iteration cap (``capped``) and those above :math:`J^*` (``above``).
+* the runs stopped by the iteration cap (``capped``), those above :math:`J^*` (``above``), and where
+  the failed runs stopped (``failure_stops``: capped, or at a vertex, saddle or other stationary point).
 
 **Fitted rate** per variant: :math:`\bar g^+_k \approx c\, \rho^k` for the mean shortfall, by
 least squares on :math:`\bar g^+_k` (:func:`fit_rate`); :math:`\rho` with a cluster bootstrap
@@ -204,8 +205,10 @@ def summarise(records: Sequence[dict], optimum: dict, *, success_tol: float = 1e
         ``{"variants": {name: {"cells": [...], "rho", "rho_ci", "c", "ratios"}}, "problems", "starts",
         "confidence", "success_tol", "normaliser"}``; each cell holds ``k``, ``n``, ``successes``,
         ``success_rate``, ``wilson``, ``success_cluster_ci``, ``mean_shortfall``, ``mean_shortfall_ci``,
-        ``mean_gap``, ``mean_gap_ci`` (signed), ``median_gap``, ``max_gap``, ``capped`` and ``above``
-        (runs ending above J* by more than ``success_tol``); ``rho``, ``rho_ci`` and ``c`` are fitted
+        ``mean_gap``, ``mean_gap_ci`` (signed), ``median_gap``, ``max_gap``, ``capped``, ``above``
+        (runs ending above J* by more than ``success_tol``) and ``failure_stops`` (where the failed runs
+        stopped: ``capped`` by the iteration cap, else ``train``'s ``stationary``: ``vertex``, ``saddle``,
+        ``stochastic`` or ``None``); ``rho``, ``rho_ci`` and ``c`` are fitted
         to the mean shortfall.
     """
     success_tol = check_positive("success_tol", success_tol, allow_zero=True)
@@ -227,9 +230,12 @@ def summarise(records: Sequence[dict], optimum: dict, *, success_tol: float = 1e
         width = j_star - j_min
         gap = 0.0 if width <= 0 else (j_star - J) / width
         cell = by_variant.setdefault(_variant(spec), {}).setdefault(spec["k"], {
-            "gap": np.full((len(problems), len(starts)), np.nan), "capped": 0})
+            "gap": np.full((len(problems), len(starts)), np.nan), "capped": 0, "failure_stops": {}})
         cell["gap"][pindex[key], sindex[spec["seed"]]] = gap
         cell["capped"] += bool(res.get("capped"))
+        if gap > success_tol:  # where the failures stopped: capped, vertex, saddle, stochastic
+            stop = "capped" if res.get("capped") else str(res.get("stationary"))
+            cell["failure_stops"][stop] = cell["failure_stops"].get(stop, 0) + 1
     out = {"problems": len(problems), "starts": len(starts), "confidence": confidence, "success_tol": success_tol,
            "normaliser": "J* - J_min (best minus worst deterministic value)", "variants": {}}
     for v_i, (name, cells) in enumerate(sorted(by_variant.items(), key=lambda x: (x[0] != "plain", x[0]))):
@@ -256,7 +262,7 @@ def summarise(records: Sequence[dict], optimum: dict, *, success_tol: float = 1e
                 mean_gap_ci=_bootstrap(gap.mean(axis=1), np.mean, confidence=confidence, method="BCa",
                                        seed=seed + 17 * v_i + k, vectorized=True),
                 median_gap=float(np.median(gap)), max_gap=float(gap.max()), capped=cells[k]["capped"],
-                above=int((gap < -success_tol).sum())))
+                above=int((gap < -success_tol).sum()), failure_stops=dict(sorted(cells[k]["failure_stops"].items()))))
         per_problem = np.stack([np.maximum(cells[k]["gap"], 0.0).mean(axis=1) for k in ks], axis=1)  # (P, K)
         rho, c = fit_rate(ks, per_problem.mean(axis=0))
 
@@ -287,15 +293,15 @@ def format_summary(summary: dict, title: str = "") -> str:
                       f"with rho = {v['rho']:.3f} ({conf}% CI {ci(v['rho_ci'], '{:.3f}')}); per-step ratios "
                       + ", ".join(f"{r:.2f}" for r in v["ratios"]), "",
                   f"| k | n | success | Wilson {conf}% | cluster {conf}% | mean shortfall ({conf}% CI) "
-                  f"| mean gap ({conf}% CI) | max gap | above J* | capped |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  f"| mean gap ({conf}% CI) | max gap | above J* | capped | failures stopped at |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for c in v["cells"]:
             pct = [100 * x for x in c["wilson"]], [100 * x for x in c["success_cluster_ci"]]
             lines.append(f"| {c['k']} | {c['n']} | {c['successes']} ({100 * c['success_rate']:.1f}%) | "
                          f"{ci(pct[0], '{:.1f}')}% | {ci(pct[1], '{:.1f}')}% | "
                          f"{c['mean_shortfall']:.4f} ({ci(c['mean_shortfall_ci'])}) | "
                          f"{c['mean_gap']:.4f} ({ci(c['mean_gap_ci'])}) | {c['max_gap']:.4f} | {c['above']} | "
-                         f"{c['capped']} |")
+                         f"{c['capped']} | {', '.join(f'{k} {n}' for k, n in c['failure_stops'].items())} |")
     return "\n".join(lines)
 
 

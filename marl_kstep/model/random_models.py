@@ -68,8 +68,10 @@ __all__ = ["FAMILIES", "random_model", "random_model_args"]
 FAMILIES = {
     "aggregation": dict(n_agents=1, n_states=8, n_obs=3, n_actions=2, branching=2, obs_noise=0.0, gamma=0.9),
     "decentralized": dict(n_agents=2, n_states=8, n_obs=3, n_actions=2, branching=2, obs_noise=0.0, gamma=0.9),
-    "dec-pomdp": dict(n_agents=2, n_states=4, n_obs=2, n_actions=2, branching=2, obs_noise=0.2, gamma=0.9),
+    "dec-pomdp": dict(n_agents=2, n_states=4, n_obs=2, n_actions=2, branching=1, obs_noise=0.2, gamma=0.9),
 }
+# dec-pomdp: deterministic hidden dynamics by default, since the noisy observations already branch
+# every step into prod_i O_i outcomes; the exact k-step windows cost about (b prod_i O_i)^k paths.
 
 #: Largest number of agents (joint actions are A^n).
 MAX_AGENTS = 8
