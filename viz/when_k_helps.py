@@ -284,6 +284,38 @@ def claim():
     save("claim", out)
 
 
+# ------------------------------------------------------------------ the uniform start with symmetry kept exactly
+def symmetric_ascent(mdp, k, iters=ITERS, step=STEPS["pgd"]):
+    """pgd from the exact uniform policy of a model whose two agents are exchangeable, each step
+    using the average of the agents' gradients, so the tables stay equal exactly (no floating-point
+    asymmetry can break the tie). Returns (J, table, iterations, largest |g_0 - g_1| seen)."""
+    theta = mk.Policy.uniform(mdp).theta[0].copy()
+    asym, it = 0.0, 0
+    while it < iters:
+        it += 1
+        _, g = mk.value_and_grad(mdp, mk.Policy([theta, theta.copy()]), k)
+        asym = max(asym, float(np.abs(g[0] - g[1]).max()))
+        new = mk.pgd_step(theta, 0.5 * (g[0] + g[1]), step)
+        done = float(np.abs(new - theta).max()) < 1e-10
+        theta = new
+        if done:
+            break
+    return mk.value(mdp, mk.Policy([theta, theta.copy()]), 1), theta, it, asym
+
+
+def saddle():
+    """2-agent number matching (far start) from Policy.uniform: exactly symmetric ascent against train."""
+    mdp = build_target(RATE_CASES["number matching, 2 agents, m = 6"])[0]
+    out = []
+    for k in range(1, 7):
+        J_sym, table, iters, asym = symmetric_ascent(mdp, k)
+        res = mk.train(mdp, k=k, init=mk.Policy.uniform(mdp), iters=ITERS)
+        out.append(dict(k=k, symmetric_J=J_sym, symmetric_table=table.tolist(), symmetric_iterations=iters,
+                        largest_gradient_asymmetry=asym, train_J=res.final_J, train_stationary=res.stationary))
+        print(out[-1], flush=True)
+    save("saddle", out)
+
+
 # ------------------------------------------------------------------ figures
 def plot():
     import matplotlib
@@ -365,7 +397,7 @@ def _success_panels(plt, panels, series, ylabel, filename, width):
     plt.close(fig)
 
 PARTS = dict(families=families, rates=rates, sampled=sampled, timings=timings, mechanism=mechanism, claim=claim,
-             orders=orders, plot=plot)
+             orders=orders, saddle=saddle, plot=plot)
 
 if __name__ == "__main__":
     for part in sys.argv[1:] or list(PARTS):
