@@ -5,6 +5,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import marl_kstep as mk
 from marl_kstep.model.random_models import FAMILIES, random_model_args
@@ -138,3 +140,27 @@ def test_bad_seed_is_named():
 def test_too_large_is_refused_before_drawing():
     with mk.configure(max_model_bytes=10**6), pytest.raises(ValueError, match="GiB"):
         mk.random_model("decentralized", seed=0, n_agents=4, n_states=2000, n_actions=3)
+
+
+BAD = st.one_of(
+    st.none(), st.booleans(), st.text(max_size=5), st.just(float("nan")), st.just(float("inf")),
+    st.integers(-10, 10), st.floats(-1e3, 1e3), st.just(10**30), st.just(2.5), st.complex_numbers(max_magnitude=10),
+    st.just(object()), st.just(np.array([1, 2])), st.just({}), st.lists(st.integers(0, 3), max_size=3),
+)
+
+
+@pytest.mark.parametrize("name", ["family", "seed", "n_agents", "n_states", "n_obs", "n_actions", "branching",
+                                  "obs_noise", "gamma"])
+@settings(max_examples=60, deadline=None)
+@given(value=BAD)
+def test_fuzz_one_bad_argument_is_named(name, value):
+    """A valid call with one argument replaced: success, or a ValueError naming that argument."""
+    kwargs = dict(family="dec-pomdp", seed=1, n_agents=2, n_states=3, n_obs=2, n_actions=2, branching=1,
+                  obs_noise=0.1, gamma=0.9)
+    kwargs[name] = value
+    try:
+        mdp = mk.random_model(**kwargs)
+    except ValueError as exc:
+        assert name in str(exc)
+    else:
+        assert isinstance(mdp, mk.JointMDP)

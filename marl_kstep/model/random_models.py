@@ -118,9 +118,12 @@ def random_model_args(family: str, *, seed: int, n_agents: int | None = None, n_
     if family == "aggregation" and out["n_agents"] != 1:
         raise ValueError(f"n_agents must be 1 for family 'aggregation' (one agent); got n_agents={out['n_agents']}")
     out["n_states"] = check_int("n_states", args["n_states"], minimum=1)
-    out["n_obs"] = check_int("n_obs", args["n_obs"], minimum=1, maximum=out["n_states"])
+    out["n_obs"] = check_int("n_obs", args["n_obs"], minimum=1)
     out["n_actions"] = check_int("n_actions", args["n_actions"], minimum=1)
-    out["branching"] = check_int("branching", args["branching"], minimum=1, maximum=out["n_states"])
+    out["branching"] = check_int("branching", args["branching"], minimum=1)
+    for key, why in (("n_obs", "every observation is seen in some state"), ("branching", "distinct successors")):
+        if out[key] > out["n_states"]:
+            raise ValueError(f"{key} must be <= n_states = {out['n_states']} ({why}); got {key}={out[key]}")
     out["obs_noise"] = check_probability("obs_noise", args["obs_noise"])
     if family != "dec-pomdp" and out["obs_noise"] != 0.0:
         raise ValueError(f"obs_noise applies to family 'dec-pomdp' only (observations of {family!r} are "
