@@ -284,6 +284,25 @@ def claim():
     save("claim", out)
 
 
+# ------------------------------------------------------------------ a 20-start row against 100 starts
+def rates100():
+    """3-agent number matching, m = 5, pgd k = 1, 2, 3 from Dirichlet starts 0..99: successes with Wilson
+    intervals, and how many of them fall in the first 20 seeds (the table above)."""
+    from marl_kstep.experiments.study import wilson_interval
+
+    target = RATE_CASES["number matching, 3 agents, m = 5"]
+    js = j_star(target)
+    specs = {(k, s): RunSpec(target, k, "pgd", STEPS["pgd"], ITERS, seed=s, start="random")
+             for k in (1, 2, 3) for s in range(100)}
+    recs = run("rates100", list(specs.values()))
+    out = {}
+    for k in (1, 2, 3):
+        ok = [success(recs[specs[(k, s)].hash]["result"]["final_J"], js) for s in range(100)]
+        out[k] = dict(first20=sum(ok[:20]), success=sum(ok), n=100, wilson=wilson_interval(sum(ok), 100))
+        print(k, out[k], flush=True)
+    save("rates100", out)
+
+
 # ------------------------------------------------------------------ the uniform start with symmetry kept exactly
 def symmetric_ascent(mdp, k, iters=ITERS, step=STEPS["pgd"]):
     """pgd from the exact uniform policy of a model whose two agents are exchangeable, each step
@@ -397,7 +416,7 @@ def _success_panels(plt, panels, series, ylabel, filename, width):
     plt.close(fig)
 
 PARTS = dict(families=families, rates=rates, sampled=sampled, timings=timings, mechanism=mechanism, claim=claim,
-             orders=orders, saddle=saddle, plot=plot)
+             orders=orders, saddle=saddle, rates100=rates100, plot=plot)
 
 if __name__ == "__main__":
     for part in sys.argv[1:] or list(PARTS):
