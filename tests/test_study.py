@@ -53,6 +53,7 @@ def test_summarise_counts_and_means():
     c1, c3 = out["variants"]["plain"]["cells"]
     assert (c1["k"], c1["n"], c1["successes"], c1["above"], c1["capped"]) == (1, 6, 3, 1, 2)
     assert c1["failure_stops"] == {"capped": 2, "vertex": 1}
+    assert c1["capped_not_two_opt"] == 0  # plain runs carry no certificate
     assert c1["wilson"] == pytest.approx(wilson_interval(3, 6))
     assert c1["mean_gap"] == pytest.approx((0 + 0.1 + 0.5 + 0 - 0.5 + 0.5) / 6)
     assert c1["mean_shortfall"] == pytest.approx((0.1 + 0.5 + 0.5) / 6)
@@ -128,6 +129,11 @@ def test_gap_vs_k_through_the_runner_resumes_and_its_records_rerun(tmp_path):
     assert len(RunStore(tmp_path).records()) == len(records)
     assert json.dumps(again["variants"]) == json.dumps(summary["variants"])
     # a record reruns from its spec alone, to the same result
+    for name, variant in summary["variants"].items():  # escape runs stopped by the cap, uncertified
+        for cell in variant["cells"]:
+            assert cell["capped_not_two_opt"] == sum(
+                r["result"]["capped"] and r["result"].get("two_opt") is False for r in records
+                if r["spec"]["k"] == cell["k"] and bool(r["spec"].get("escape")) == (name == "escape-1"))
     rec = next(r for r in records if r["spec"].get("escape") and r["spec"]["k"] == 3)
     rerun = run_one(RunSpec.from_dict(rec["spec"]))
     assert rerun["spec_hash"] == rec["spec_hash"]

@@ -35,7 +35,8 @@ Statistics, per (variant, k) cell, over ``n = P S`` runs:
 * the **mean shortfall** and the signed **mean gap**, each with a cluster bootstrap interval
   (BCa) -- a mean over runs equals the mean of the per-problem means, since every problem has
   ``S`` starts;
-* the runs stopped by the iteration cap (``capped``), those above :math:`J^*` (``above``), and where
+* the runs stopped by the iteration cap (``capped``; for escape runs also ``capped_not_two_opt``, those
+  whose final greedy tables are *not* 2-opt, i.e. uncertified), those above :math:`J^*` (``above``), and where
   the failed runs stopped (``failure_stops``: capped, or at a vertex, saddle or other stationary point).
 
 **Fitted rate** per variant: :math:`\bar g^+_k \approx c\, \rho^k` for the mean shortfall, by
@@ -205,7 +206,9 @@ def summarise(records: Sequence[dict], optimum: dict, *, success_tol: float = 1e
         ``{"variants": {name: {"cells": [...], "rho", "rho_ci", "c", "ratios"}}, "problems", "starts",
         "confidence", "success_tol", "normaliser"}``; each cell holds ``k``, ``n``, ``successes``,
         ``success_rate``, ``wilson``, ``success_cluster_ci``, ``mean_shortfall``, ``mean_shortfall_ci``,
-        ``mean_gap``, ``mean_gap_ci`` (signed), ``median_gap``, ``max_gap``, ``capped``, ``above``
+        ``mean_gap``, ``mean_gap_ci`` (signed), ``median_gap``, ``max_gap``, ``capped``,
+        ``capped_not_two_opt`` (escape runs the cap stopped where the certificate of the final greedy
+        tables, ``result["two_opt"]``, found an improving change of at most two slots: not certified), ``above``
         (runs ending above J* by more than ``success_tol``) and ``failure_stops`` (where the failed runs
         stopped: ``capped`` by the iteration cap, else ``train``'s ``stationary``: ``vertex``, ``saddle``,
         ``stochastic`` or ``None``); ``rho``, ``rho_ci`` and ``c`` are fitted
@@ -230,9 +233,11 @@ def summarise(records: Sequence[dict], optimum: dict, *, success_tol: float = 1e
         width = j_star - j_min
         gap = 0.0 if width <= 0 else (j_star - J) / width
         cell = by_variant.setdefault(_variant(spec), {}).setdefault(spec["k"], {
-            "gap": np.full((len(problems), len(starts)), np.nan), "capped": 0, "failure_stops": {}})
+            "gap": np.full((len(problems), len(starts)), np.nan), "capped": 0, "capped_not_two_opt": 0,
+            "failure_stops": {}})
         cell["gap"][pindex[key], sindex[spec["seed"]]] = gap
         cell["capped"] += bool(res.get("capped"))
+        cell["capped_not_two_opt"] += bool(res.get("capped")) and res.get("two_opt") is False  # escape runs
         if gap > success_tol:  # where the failures stopped: capped, vertex, saddle, stochastic
             stop = "capped" if res.get("capped") else str(res.get("stationary"))
             cell["failure_stops"][stop] = cell["failure_stops"].get(stop, 0) + 1
@@ -262,7 +267,8 @@ def summarise(records: Sequence[dict], optimum: dict, *, success_tol: float = 1e
                 mean_gap_ci=_bootstrap(gap.mean(axis=1), np.mean, confidence=confidence, method="BCa",
                                        seed=seed + 17 * v_i + k, vectorized=True),
                 median_gap=float(np.median(gap)), max_gap=float(gap.max()), capped=cells[k]["capped"],
-                above=int((gap < -success_tol).sum()), failure_stops=dict(sorted(cells[k]["failure_stops"].items()))))
+                capped_not_two_opt=cells[k]["capped_not_two_opt"], above=int((gap < -success_tol).sum()),
+                failure_stops=dict(sorted(cells[k]["failure_stops"].items()))))
         per_problem = np.stack([np.maximum(cells[k]["gap"], 0.0).mean(axis=1) for k in ks], axis=1)  # (P, K)
         rho, c = fit_rate(ks, per_problem.mean(axis=0))
 
@@ -297,11 +303,13 @@ def format_summary(summary: dict, title: str = "") -> str:
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         for c in v["cells"]:
             pct = [100 * x for x in c["wilson"]], [100 * x for x in c["success_cluster_ci"]]
+            capped = f"{c['capped']}" + (f" ({c['capped_not_two_opt']} not 2-opt)" if c["capped_not_two_opt"] else "")
             lines.append(f"| {c['k']} | {c['n']} | {c['successes']} ({100 * c['success_rate']:.1f}%) | "
                          f"{ci(pct[0], '{:.1f}')}% | {ci(pct[1], '{:.1f}')}% | "
                          f"{c['mean_shortfall']:.4f} ({ci(c['mean_shortfall_ci'])}) | "
                          f"{c['mean_gap']:.4f} ({ci(c['mean_gap_ci'])}) | {c['max_gap']:.4f} | {c['above']} | "
-                         f"{c['capped']} | {', '.join(f'{k} {n}' for k, n in c['failure_stops'].items())} |")
+                         f"{capped} | "
+                         f"{', '.join(f'{k} {n}' for k, n in c['failure_stops'].items())} |")
     return "\n".join(lines)
 
 
