@@ -24,7 +24,17 @@ from .estimators import (
     value_vector,
     values_and_grad,
 )
-from .model import JointMDP, Lumping, LumpingSkippedWarning, dpomdp_names, dpomdp_path, load_dpomdp, lump
+from .model import (
+    JointMDP,
+    Lumping,
+    LumpingSkippedWarning,
+    dpomdp_names,
+    dpomdp_path,
+    load_dpomdp,
+    lump,
+    random_model,
+    random_model_args,
+)
 from .model.memory import MemoryMDP, memory_sizes
 from .optim import SaddleWarning, TrainOptions, TrainResult, mirror_step, pgd_step, project_simplex, train
 from .policy import Policy
@@ -75,6 +85,8 @@ __all__ = [
     "mirror_step",
     "pgd_step",
     "project_simplex",
+    "random_model",
+    "random_model_args",
     "rollout",
     "slot_visitation",
     "train",

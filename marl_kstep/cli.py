@@ -1,4 +1,4 @@
-"""The ``marl-kstep`` command line: run, plot, eval, benchmarks, demo.
+"""The ``marl-kstep`` command line: run, plot, eval, benchmarks, demo, warmup, study.
 
     marl-kstep run SCENARIO [--k 1 2 3] [--method pgd mirror] [--iters N] [--step ETA]
                             [--seeds S ...] [--set key=value ...] [--out DIR] [--resume] [--quiet]
@@ -8,6 +8,7 @@
     marl-kstep eval DIR_OR_POLICY [--episodes N] [--k K] [--greedy] [--save-policies]
     marl-kstep benchmarks [--iters N] [--budget STEPS] [--seeds S] [--files NAME ...]
     marl-kstep demo [--out DIR]
+    marl-kstep study gap-vs-k --family F [--problems P] [--starts S] [--k ...] [--escape-order M ...] --out DIR
 
 Results are written atomically after every finished run (temporary file + rename), so an
 interrupted ``run`` leaves a readable ``results.json`` and ``--resume`` continues from it.
@@ -526,6 +527,51 @@ def cmd_warmup(parser, args) -> int:
     return 0
 
 
+def cmd_study(parser, args) -> int:
+    """``study gap-vs-k``: the gap to J* against k on a family of random problems (experiments/study.py)."""
+    from .experiments import study
+    from .model.random_models import FAMILIES
+
+    model_args = {}
+    for pair in args.set or []:
+        key, eq, raw = pair.partition("=")
+        if not eq or key not in FAMILIES[args.family] or key == "family":
+            parser.error(f"--set expects KEY=VALUE with KEY one of {', '.join(FAMILIES[args.family])}; got {pair!r}")
+        try:
+            model_args[key] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            parser.error(f"--set {key}: {raw!r} is not a number")
+    out = Path(args.out)
+    _check_writable(parser, out)
+    if RunStore(out).exists() and not args.resume:
+        parser.error(f"{RunStore(out).path} already holds runs; add --resume to continue them, or choose another --out")
+    try:
+        specs = study.study_specs(args.family, args.problems, args.starts, args.k, escape_orders=args.escape_order,
+                                  model_args=model_args, method=args.method, step=args.step, iters=args.iters)
+    except ValueError as exc:
+        parser.error(str(exc))
+    done = RunStore(out).hashes()
+    bar = tqdm(total=sum(s.hash not in done for s in specs), disable=args.quiet or not sys.stderr.isatty(),
+               desc=f"study {args.family}", leave=False)
+    try:
+        summary = study.gap_vs_k(args.family, problems=args.problems, starts=args.starts, ks=args.k,
+                                 escape_orders=args.escape_order, out=out, model_args=model_args, method=args.method,
+                                 step=args.step, iters=args.iters, resume=True, executor=args.executor,
+                                 workers=args.workers, scheduler=args.scheduler, success_tol=args.success_tol,
+                                 progress=lambda *_: bar.update(1))
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"\ninterrupted: {len(RunStore(out).records())} finished runs are saved in {RunStore(out).path}; "
+              "--resume continues", file=sys.stderr)
+        return 130
+    bar.close()
+    table = study.format_summary(summary, f"# gap vs k: {args.family} {canonical_json(summary['model_args'])}")
+    write_text_atomic(out / "study.md", table + "\n")
+    print(table)
+    print(f"wrote {out / 'runs.jsonl'}, {out / 'study.json'} and {out / 'study.md'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
 
     p = _Parser(prog="marl-kstep", description="Exact k-step policy gradients for cooperative multi-agent MDPs.",
@@ -615,6 +661,32 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--save-policies", action="store_true",
                    help="also write every record's policy as DIR/policies/SPEC_HASH.json")
     e.set_defaults(func=cmd_eval)
+
+    st = sub.add_parser("study", help="measured claims over families of random problems (docs/paper-claim.md)",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    st_sub = st.add_subparsers(dest="study", required=True, parser_class=_Parser)
+    g = st_sub.add_parser("gap-vs-k", help="the gap to the best deterministic policy against k, with intervals",
+                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g.add_argument("--family", required=True, choices=["aggregation", "decentralized", "dec-pomdp"],
+                   help="family of mk.random_model")
+    g.add_argument("--problems", type=_POS_INT, default=30, help="random problems (model seeds 0..P-1)")
+    g.add_argument("--starts", type=_POS_INT, default=10, help="random starts per problem (seeds 0..S-1)")
+    g.add_argument("--k", type=_POS_INT, nargs="+", default=[1, 2, 3, 4, 6, 8], help="window lengths")
+    g.add_argument("--escape-order", type=_POS_INT, nargs="*", default=[], metavar="M",
+                   help="also runs with certified escapes of these orders")
+    g.add_argument("--set", nargs="*", metavar="KEY=VALUE", default=None,
+                   help="random_model arguments, e.g. --set n_states=10 n_obs=4")
+    g.add_argument("--method", choices=["pgd", "mirror"], default="pgd", help="update rule")
+    g.add_argument("--step", type=_POS_FLOAT, default=0.05, help="step size eta")
+    g.add_argument("--iters", type=_NONNEG_INT, default=1000, help="iteration cap per run")
+    g.add_argument("--success-tol", type=_NONNEG_FLOAT, default=1e-3, help="success: normalised gap <= this")
+    g.add_argument("--out", required=True, help="results folder (runs.jsonl, optimum.json, study.json, study.md)")
+    g.add_argument("--resume", action="store_true", help="add to OUT/runs.jsonl, skipping finished runs")
+    g.add_argument("--executor", choices=EXECUTORS, default="serial", help="serial, process or dask")
+    g.add_argument("--workers", type=_POS_INT, default=None, help="processes for --executor process/dask")
+    g.add_argument("--scheduler", default=None, metavar="ADDRESS", help="an existing Dask scheduler (--executor dask)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.set_defaults(func=cmd_study)
 
     d = sub.add_parser("demo", help="the main job: two-state trap and number matching, tables and figures",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -286,6 +286,57 @@ def claim():
     save("claim", out)
 
 
+# ------------------------------------------------------------------ a 20-start row against 100 starts
+def rates100():
+    """3-agent number matching, m = 5, pgd k = 1, 2, 3 from Dirichlet starts 0..99: successes with Wilson
+    intervals, and how many of them fall in the first 20 seeds (the table above)."""
+    from marl_kstep.experiments.study import wilson_interval
+
+    target = RATE_CASES["number matching, 3 agents, m = 5"]
+    js = j_star(target)
+    specs = {(k, s): RunSpec(target, k, "pgd", STEPS["pgd"], ITERS, seed=s, start="random")
+             for k in (1, 2, 3) for s in range(100)}
+    recs = run("rates100", list(specs.values()))
+    out = {}
+    for k in (1, 2, 3):
+        ok = [success(recs[specs[(k, s)].hash]["result"]["final_J"], js) for s in range(100)]
+        out[k] = dict(first20=sum(ok[:20]), success=sum(ok), n=100, wilson=wilson_interval(sum(ok), 100))
+        print(k, out[k], flush=True)
+    save("rates100", out)
+
+
+# ------------------------------------------------------------------ the uniform start with symmetry kept exactly
+def symmetric_ascent(mdp, k, iters=ITERS, step=STEPS["pgd"]):
+    """pgd from the exact uniform policy of a model whose two agents are exchangeable, each step
+    using the average of the agents' gradients, so the tables stay equal exactly (no floating-point
+    asymmetry can break the tie). Returns (J, table, iterations, largest |g_0 - g_1| seen)."""
+    theta = mk.Policy.uniform(mdp).theta[0].copy()
+    asym, it = 0.0, 0
+    while it < iters:
+        it += 1
+        _, g = mk.value_and_grad(mdp, mk.Policy([theta, theta.copy()]), k)
+        asym = max(asym, float(np.abs(g[0] - g[1]).max()))
+        new = mk.pgd_step(theta, 0.5 * (g[0] + g[1]), step)
+        done = float(np.abs(new - theta).max()) < 1e-10
+        theta = new
+        if done:
+            break
+    return mk.value(mdp, mk.Policy([theta, theta.copy()]), 1), theta, it, asym
+
+
+def saddle():
+    """2-agent number matching (far start) from Policy.uniform: exactly symmetric ascent against train."""
+    mdp = build_target(RATE_CASES["number matching, 2 agents, m = 6"])[0]
+    out = []
+    for k in range(1, 7):
+        J_sym, table, iters, asym = symmetric_ascent(mdp, k)
+        res = mk.train(mdp, k=k, init=mk.Policy.uniform(mdp), iters=ITERS)
+        out.append(dict(k=k, symmetric_J=J_sym, symmetric_table=table.tolist(), symmetric_iterations=iters,
+                        largest_gradient_asymmetry=asym, train_J=res.final_J, train_stationary=res.stationary))
+        print(out[-1], flush=True)
+    save("saddle", out)
+
+
 # ------------------------------------------------------------------ figures
 def plot():
     import matplotlib
@@ -367,7 +418,7 @@ def _success_panels(plt, panels, series, ylabel, filename, width):
     plt.close(fig)
 
 PARTS = dict(families=families, rates=rates, sampled=sampled, timings=timings, mechanism=mechanism, claim=claim,
-             orders=orders, plot=plot)
+             orders=orders, saddle=saddle, rates100=rates100, plot=plot)
 
 if __name__ == "__main__":
     for part in sys.argv[1:] or list(PARTS):

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..envs import compile_env
 from ..estimators import ExactKStep, value
-from ..model import load_dpomdp
+from ..model import load_dpomdp, random_model
 from ..optim import SaddleWarning, train
 from ..policy import Policy
 from ..sampling import SampledKStep
@@ -61,6 +61,8 @@ def _build(canonical: str):
         return compile_env(env), env, start
     if "dpomdp" in target:
         return load_dpomdp(target["dpomdp"], gamma=target.get("gamma")), None, None
+    if "random" in target:
+        return random_model(**target["random"]), None, None
     mod_name, _, fn_name = target["env"].partition(":")
     env = getattr(importlib.import_module(mod_name), fn_name)(**target.get("kwargs", {}))
     return None, env, None

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model import dpomdp_path
+from ..model import dpomdp_path, random_model_args
 from ..optim import TrainOptions
 from ..settings import Settings, configure, current
 from ..validation import check_choice, check_gamma, check_int, check_k, check_keys
@@ -44,7 +44,7 @@ __all__ = ["EstimatorSpec", "RunSpec", "Target", "canonical_json", "SPEC_SCHEMA"
 #: Version of the spec's dictionary form (records say which form their spec has).
 SPEC_SCHEMA = 2
 START_KINDS = ("default", "uniform", "near_uniform", "random")
-_TARGET_KINDS = ("scenario", "dpomdp", "env")
+_TARGET_KINDS = ("scenario", "dpomdp", "env", "random")
 
 
 def canonical_json(obj) -> str:
@@ -122,8 +122,10 @@ class Target:
     """The problem of a run, fully resolved (see the module docstring).
 
     Built from a dict: ``{"scenario": name, "config": {...}}``, ``{"dpomdp": path or shipped name, "gamma": g or None}``
-    (the file's content hash is added; given, it must match) or ``{"env": "module:factory", "gamma": g,
-    "kwargs": {...}}`` (sampled estimator only). Immutable; ``to_dict()`` gives the resolved form.
+    (the file's content hash is added; given, it must match), ``{"random": {"family": f, ..., "seed": s}}``
+    (:func:`~marl_kstep.random_model`, every argument resolved by :func:`~marl_kstep.random_model_args`) or
+    ``{"env": "module:factory", "gamma": g, "kwargs": {...}}`` (sampled estimator only). Immutable;
+    ``to_dict()`` gives the resolved form.
     """
 
     __slots__ = ("_data", "_json")
@@ -172,6 +174,15 @@ class Target:
                 raise ValueError(f"target['dpomdp'] {path!r} has changed since the spec was written (SHA-256 "
                                  f"{digest[:16]}..., the spec says {str(target['sha256'])[:16]}...): rerun it")
             return {"dpomdp": path, "gamma": gamma, "sha256": digest}
+        if kind == "random":
+            check_keys("target", target, ("random",))
+            if not isinstance(target["random"], dict):
+                raise ValueError(f"target['random'] must be a dict of random_model's arguments; "
+                                 f"got {target['random']!r}")
+            try:  # every argument, defaults filled: equal models, equal hashes
+                return {"random": plain(random_model_args(**target["random"]), "target['random']")}
+            except TypeError as exc:  # an unknown or missing argument
+                raise ValueError(f"target['random']: {exc}") from None
         check_keys("target", target, ("env", "gamma", "kwargs"))
         ref = target["env"]
         if not isinstance(ref, str) or ref.count(":") != 1 or not all(ref.split(":")):
@@ -190,8 +201,10 @@ class Target:
 
     @property
     def name(self) -> str:
-        """The scenario name, the file name or the env reference."""
+        """The scenario name, the file name, the env reference or ``random-FAMILY-SEED``."""
         value = self._data[self.kind]
+        if self.kind == "random":
+            return f"random-{value['family']}-{value['seed']}"
         return Path(value).name if self.kind == "dpomdp" else value
 
     def to_dict(self) -> dict:
