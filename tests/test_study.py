@@ -37,7 +37,8 @@ def test_fit_rate_recovers_a_geometric_law():
 
 def _record(problem: int, start: int, k: int, J: float, capped=False):
     target = {"random": mk.random_model_args("aggregation", seed=problem)}
-    return {"spec": {"target": target, "k": k, "seed": start}, "spec_hash": f"{problem}-{start}-{k}",
+    return {"spec": {"target": target, "k": k, "seed": start, "options": {"escape": False, "escape_order": 2}},
+            "spec_hash": f"{problem}-{start}-{k}",
             "result": {"final_J": J, "capped": capped, "stationary": None if capped else "vertex"}}
 
 
@@ -89,7 +90,7 @@ def test_study_specs():
     assert len(specs) == 3 * 2 * 2 * 3
     assert {s.target["random"]["seed"] for s in specs} == {0, 1, 2}
     assert {s.target["random"]["obs_noise"] for s in specs} == {0.1}
-    assert {(s.escape, s.escape_order) for s in specs} == {(False, 2), (True, 1), (True, 2)}
+    assert {(s.options.escape, s.options.escape_order) for s in specs} == {(False, 2), (True, 1), (True, 2)}
     assert all(s.start == "random" for s in specs) and {s.seed for s in specs} == {0, 1}
     assert len({s.hash for s in specs}) == len(specs)
 
@@ -133,8 +134,8 @@ def test_gap_vs_k_through_the_runner_resumes_and_its_records_rerun(tmp_path):
         for cell in variant["cells"]:
             assert cell["capped_not_two_opt"] == sum(
                 r["result"]["capped"] and r["result"].get("two_opt") is False for r in records
-                if r["spec"]["k"] == cell["k"] and bool(r["spec"].get("escape")) == (name == "escape-1"))
-    rec = next(r for r in records if r["spec"].get("escape") and r["spec"]["k"] == 3)
+                if r["spec"]["k"] == cell["k"] and bool(r["spec"]["options"]["escape"]) == (name == "escape-1"))
+    rec = next(r for r in records if r["spec"]["options"]["escape"] and r["spec"]["k"] == 3)
     rerun = run_one(RunSpec.from_dict(rec["spec"]))
     assert rerun["spec_hash"] == rec["spec_hash"]
     assert rerun["result"]["final_J"] == rec["result"]["final_J"]
@@ -143,7 +144,7 @@ def test_gap_vs_k_through_the_runner_resumes_and_its_records_rerun(tmp_path):
     opt = optima([r["spec"]["target"] for r in records])
     for name, variant in summary["variants"].items():
         for cell in variant["cells"]:
-            mine = [r for r in records if (("escape-1" if r["spec"].get("escape") else "plain") == name
+            mine = [r for r in records if (("escape-1" if r["spec"]["options"]["escape"] else "plain") == name
                                            and r["spec"]["k"] == cell["k"])]
             ok = 0
             for r in mine:

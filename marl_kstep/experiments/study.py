@@ -339,7 +339,7 @@ def gap_vs_k(family: str, *, problems: int = 30, starts: int = 10, ks: Sequence[
     run_specs(specs, out, resume=resume, executor=executor, workers=workers, scheduler=scheduler, progress=progress)
     wanted = {s.hash for s in specs}
     records = [r for r in RunStore(out).records() if r["spec_hash"] in wanted]
-    targets = list({canonical_json(s.target): s.target for s in specs}.values())
+    targets = list({canonical_json(s.target.to_dict()): s.target.to_dict() for s in specs}.values())
     summary = summarise(records, optima(targets, out), success_tol=success_tol, confidence=confidence)
     summary.update(family=family, model_args=specs[0].target["random"],
                    settings=dict(method=method, step=step, iters=iters, tol=tol, ks=list(ks),
