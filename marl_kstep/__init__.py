@@ -25,10 +25,12 @@ from .estimators import (
     values_and_grad,
 )
 from .model import JointMDP, Lumping, LumpingSkippedWarning, load_dpomdp, lump
+from .model.memory import MemoryMDP, memory_sizes
 from .optim import SaddleWarning, TrainOptions, TrainResult, mirror_step, pgd_step, project_simplex, train
 from .policy import Policy
 from .sampling import BoxDiscretiser, ObservationIndexer, SampledKStep, rollout
 from .sampling.evaluate import evaluate as evaluate_policy
+from .sampling.memory_env import MemoryParallelEnv, with_memory
 from .search import alternating_best_response, best_deterministic, best_response
 from .settings import Settings, configure
 from .threads import thread_report  # sets OMP_WAIT_POLICY=passive unless the user set it (threads.py)
@@ -42,6 +44,8 @@ __all__ = [
     "JointMDP",
     "Lumping",
     "LumpingSkippedWarning",
+    "MemoryMDP",
+    "MemoryParallelEnv",
     "BoxDiscretiser",
     "ObservationIndexer",
     "Policy",
@@ -64,6 +68,7 @@ __all__ = [
     "evaluate_policy",
     "load_dpomdp",
     "lump",
+    "memory_sizes",
     "mirror_step",
     "pgd_step",
     "project_simplex",
@@ -74,4 +79,5 @@ __all__ = [
     "value_and_grad",
     "value_vector",
     "values_and_grad",
+    "with_memory",
 ]
