@@ -75,6 +75,11 @@ LITERATURE = {
 VARIANTS = ((1, False), (1, True), (2, False), (2, True))
 
 
+def _used(mdp) -> list[np.ndarray]:
+    """Per agent, a boolean mask of the observations it sees in some state."""
+    return [np.isin(np.arange(n), np.asarray(o)) for n, o in zip(mdp.n_obs, mdp.obs, strict=True)]
+
+
 def _target(path, gamma: float, nodes: int) -> dict:
     t = {"dpomdp": str(path), "gamma": gamma}
     if nodes != 1:
@@ -94,9 +99,12 @@ def problem_bounds(path, gamma: float = 0.9) -> dict:
 
 
 def memory_facts(path, nodes: int, *, gamma: float = 0.9, ks=(1, 2), max_path_steps: int = 30_000_000,
-                 abr_restarts: int = 5, max_policies: int | None = None, base_policy=None) -> dict:
+                 abr_restarts: int = 5, max_policies: int | None = None, base_policy=None,
+                 abr_max_work: int = 5_000_000) -> dict:
     """The numbers of one (problem, Q) cell that need no training run: sizes, path steps per k and the
-    best deterministic controller found by search (``how``: "exhaustive", "ABR" or None)."""
+    best deterministic controller found by search (``how``: "exhaustive", "ABR" or None). ABR is tried
+    only when one best response (tables of the agent with most, times states) is at most
+    ``abr_max_work``, so a cell's search stays within seconds."""
     max_policies = current().max_policies if max_policies is None else max_policies
     base = load_dpomdp(path, gamma=gamma)
     size = memory_sizes(base, nodes)
@@ -120,13 +128,17 @@ def memory_facts(path, nodes: int, *, gamma: float = 0.9, ks=(1, 2), max_path_st
                    for _ in range(abr_restarts)]
         best = None
         try:
+            used = _used(mdp)
+            response_work = max(a ** int(u.sum()) for a, u in zip(mdp.n_actions, used, strict=True)) * mdp.n_states
+            if response_work > abr_max_work:
+                raise ValueError("best response too costly")
             for init in starts:
                 J, pol, _ = alternating_best_response(mdp, init, rounds=20, max_policies=max_policies)
                 if best is None or J > best[0]:
                     best = (J, pol)
             out.update(search=best[0], search_how=f"ABR ({len(starts)} starts)",
                        search_policy=best[1].greedy_tables())
-        except ValueError:  # a best response is beyond max_policies
+        except ValueError:  # a best response is beyond max_policies, or beyond abr_max_work
             out["search_how"] = None
     out["search_seconds"] = time.perf_counter() - t0
     if out["search_policy"] is not None:
@@ -234,8 +246,8 @@ def run_memory_table(data_dir, folder, *, files=None, nodes=(1, 2), seeds=(0, 1)
         p["cells"] = [{f"k{k}{'_esc' if e else ''}": _cell(p["bounds"], f, records, k, e, **kw)
                        for k, e in VARIANTS} for f in p["facts"]]
         p["literature"] = LITERATURE[p["bounds"]["problem"]]
-    return dict(problems=problems, settings=dict(nodes=nodes, **kw, seeds_list=list(seeds), abr_restarts=abr_restarts,
-                                                 gamma=gamma))
+    return dict(problems=problems, settings=dict(nodes=nodes, **{**kw, "seeds": list(seeds)},
+                                                 abr_restarts=abr_restarts, gamma=gamma))
 
 
 # ---------------------------------------------------------------------------- reading the table
@@ -381,7 +393,33 @@ def write_memory_report(data_dir, out, *, folder, json_path=None, resume: bool =
     full = commit()
     if json_path is not None:
         write_json_atomic(json_path, dict(table=table, commit=full, versions=versions()))
-    text = (f"<!-- produced at commit {full[:7] if full else 'unknown'} in {time.perf_counter() - t0:.0f} s "
-            f"({versions()}); settings {json.dumps(table['settings'])} -->\n\n"
-            + markdown(table) + "\n\n### The goal\n\n" + goal_paragraph(table) + "\n")
+    st = table["settings"]
+    text = f"""# Finite-state controllers beside the literature (issue 24)
+
+Produced by
+
+```
+marl-kstep benchmarks --memory {' '.join(map(str, st['nodes']))} --iters {st['iters']} --seeds {len(st['seeds'])} \\
+    --budget {st['max_path_steps']} --out results/memory/memory-table.md
+```
+
+at commit `{full[:7] if full else 'unknown'}` ({versions()}); this run of the command took
+{time.perf_counter() - t0:.0f} s (runs already in `results/memory/runs.jsonl` are not run again: `--resume`).
+Every `.dpomdp` at gamma = {st['gamma']} (the files say `discount: 1`); `Q` = memory nodes per agent
+(`mk.with_memory(model, Q)`, Mealy form with a joint (action, next node) table, docs/memory.md). Ascent is
+projected gradient ascent (pgd, step {st['step']}, at most {st['iters']} iterations, stop when no entry moves
+by 1e-8) from the uniform controller and from {len(st['seeds'])} Dirichlet(1) random starts (seeds
+{', '.join(map(str, st['seeds']))}), with k = 1 (ordinary) and k = 2 (k-step), each without and with
+`escape=True` (certified escapes of order 2 on dectiger, recycling and broadcastChannel up to 2 nodes, order 1
+elsewhere; at most {st['max_escapes']} escapes per run). J is the exact ordinary value of the returned policy.
+A k whose exact path walk needs more than {st['max_path_steps']:,} steps per pass is "over budget" (not run, not
+sampled); a model with more than {st['max_states']} augmented states is not trained at all. "best det." is the
+best deterministic controller by exhaustive search where there are at most `Settings.max_policies` = 10^6 of
+them, else the best of alternating best response (ABR) from the lifted best memoryless controller and
+{st['abr_restarts']} random deterministic ones, where one agent's best response is enumerable (— otherwise).
+Upper bounds (MDP optimum, fast informed bound FIB, `marl_kstep.bounds`) are for every decentralized policy
+with any memory. Every run is a record in `runs.jsonl` (full spec and hash).
+
+"""
+    text += markdown(table) + "\n\n### The goal, as computed from the table\n\n" + goal_paragraph(table) + "\n"
     return write_text_atomic(out, text)
