@@ -62,15 +62,21 @@ def test_record_with_memory_scenario_default_start_is_lifted():
 
 def test_goal_logic():
     lit = dict(best=10.0, rows=[("A", 9.0, "2", 2), ("B", 9.8, "5x2", 10)])
-    cell = {"k1": {}, "k1_esc": {"max": 9.5, "best_certificate": {"order": 1, "one_opt": True, "two_opt": False}},
-            "k2": {}, "k2_esc": {"max": 9.6, "best_certificate": {"order": 2, "one_opt": True, "two_opt": True}}}
-    p = dict(literature=lit, facts=[{"nodes": 2, "search": None}], cells=[cell])
+    q1 = {"k1": {}, "k1_esc": {"max": 9.1, "best_certificate": {"order": 1, "one_opt": True, "two_opt": False}},
+          "k2": {}, "k2_esc": {}}  # k = 2 over budget: k = 1 with escapes counts
+    q2 = {"k1": {}, "k1_esc": {"max": 99.0}, "k2": {},
+          "k2_esc": {"max": 9.6, "best_certificate": {"order": 2, "one_opt": True, "two_opt": True}}}
+    p = dict(literature=lit, facts=[{"nodes": 1, "search": None}, {"nodes": 4, "search": None}], cells=[q1, q2])
     g = memtable.goal(p)
-    assert g["value"] == 9.6 and g["nodes"] == 2 and not g["beats"] and g["within5"]  # B (10 nodes) not beaten
-    cell["k2_esc"]["max"] = 9.9
+    assert [r["beaten"] for r in g["rows"]] == [True, False]  # A (2 nodes) by Q = 1; B (10 nodes) not by 9.6
+    assert g["rows"][0]["ours_nodes"] == 1 and g["rows"][0]["which"].startswith("k = 1")
+    assert g["value"] == 9.6 and g["nodes"] == 4 and not g["beats"] and g["within5"]
+    q2["k2_esc"]["max"] = 9.9
     assert memtable.goal(p)["beats"]
-    cell["k2_esc"]["max"] = 9.4
+    q2["k2_esc"]["max"] = 9.4
     assert not memtable.goal(p)["within5"]
+    q1["k1_esc"]["max"] = 8.9
+    assert not memtable.goal(p)["rows"][0]["beaten"]
 
 
 def test_memory_table_on_recycling(tmp_path):
@@ -98,3 +104,20 @@ def test_memory_table_on_recycling(tmp_path):
         memtable.run_memory_table(DATA, tmp_path, **kw)
     with pytest.raises(ValueError, match="unknown problem"):
         memtable.run_memory_table(DATA, tmp_path / "x", files=["nope.dpomdp"])
+
+
+def test_cli_memory_table(tmp_path, capsys):
+    from marl_kstep.cli import main
+
+    out = tmp_path / "m" / "t.md"
+    argv = ["benchmarks", "--data", str(DATA), "--files", "recycling.dpomdp", "--memory", "1", "--iters", "10",
+            "--seeds", "1", "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    text = out.read_text()
+    assert "marl-kstep benchmarks --memory 1 --iters 10 --seeds 1" in text and "recycling.dpomdp" in text
+    assert json.loads(out.with_suffix(".json").read_text())["table"]["settings"]["nodes"] == [1]
+    with pytest.raises(SystemExit):
+        main(argv)  # the folder holds runs: --resume needed
+    assert "--resume" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(argv[:5] + ["0"] + argv[6:] + ["--resume"])
