@@ -100,10 +100,10 @@ def problem_bounds(path, gamma: float = 0.9) -> dict:
 
 def memory_facts(path, nodes: int, *, gamma: float = 0.9, ks=(1, 2), max_path_steps: int = 30_000_000,
                  abr_restarts: int = 5, max_policies: int | None = None, base_policy=None,
-                 abr_max_work: int = 5_000_000) -> dict:
+                 abr_max_work: int = 10_000_000) -> dict:
     """The numbers of one (problem, Q) cell that need no training run: sizes, path steps per k and the
     best deterministic controller found by search (``how``: "exhaustive", "ABR" or None). ABR is tried
-    only when one best response (tables of the agent with most, times states) is at most
+    only when one best response (tables of the agent with most, times states squared) is at most
     ``abr_max_work``, so a cell's search stays within seconds."""
     max_policies = current().max_policies if max_policies is None else max_policies
     base = load_dpomdp(path, gamma=gamma)
@@ -129,7 +129,7 @@ def memory_facts(path, nodes: int, *, gamma: float = 0.9, ks=(1, 2), max_path_st
         best = None
         try:
             used = _used(mdp)
-            response_work = max(a ** int(u.sum()) for a, u in zip(mdp.n_actions, used, strict=True)) * mdp.n_states
+            response_work = max(a ** int(u.sum()) for a, u in zip(mdp.n_actions, used, strict=True)) * mdp.n_states ** 2
             if response_work > abr_max_work:
                 raise ValueError("best response too costly")
             for init in starts:
