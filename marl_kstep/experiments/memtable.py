@@ -427,7 +427,8 @@ A k whose exact path walk needs more than {st['max_path_steps']:,} steps per pas
 sampled); a model with more than {st['max_states']} augmented states is not trained at all. "best det." is the
 best deterministic controller by exhaustive search where there are at most `Settings.max_policies` = 10^6 of
 them, else the best of alternating best response (ABR) from the lifted best memoryless controller and
-{st['abr_restarts']} random deterministic ones, where one agent's best response is enumerable (— otherwise).
+{st['abr_restarts']} random deterministic ones, where one agent's best response is enumerable and costs at most
+1e7 tables x states^2 (— otherwise).
 Upper bounds (MDP optimum, fast informed bound FIB, `marl_kstep.bounds`) are for every decentralized policy
 with any memory. Every run is a record in `runs.jsonl` (full spec and hash).
 
