@@ -487,3 +487,19 @@ def test_fuzz_memory_entry_points(which, value):
     }
     call, names = calls[which]
     check(call, names)
+
+
+def test_env_path_through_a_user_env_with_multidiscrete_observations():
+    """The wrapper around a PettingZoo env written elsewhere (tests/test_sampled.py's RelayEnv, whose
+    walker sees a MultiDiscrete observation), against the exact augmented model of its
+    independently written JointMDP."""
+    from test_sampled import RelayEnv, relay_model
+
+    gamma, k = 0.8, 2
+    H = horizon_for(gamma, 1e-4)
+    env = mk.with_memory(RelayEnv(max_cycles=H), [2, 2])
+    aug = mk.with_memory(relay_model(gamma), [2, 2])
+    est = mk.SampledKStep(env, k, gamma=gamma, episodes=800, seed=3)
+    assert est.n_obs == aug.n_obs == (4, 12) and est.n_actions == aug.n_actions == (4, 4)
+    pol = mk.Policy.random(aug, 4, concentration=3.0)
+    check_z(est.estimate(pol), mk.ExactKStep(aug, k).estimate(pol))
