@@ -459,10 +459,58 @@ def cmd_eval(parser, args) -> int:
     return 0
 
 
+def _cmd_memory_table(parser, args, data: Path) -> int:
+    """``benchmarks --memory Q ...``: the finite-state controller table (docs/memory-table.md)."""
+    from .experiments import memtable
+
+    folder = Path(args.out).parent
+    if (folder / "runs.jsonl").exists() and not args.resume:
+        parser.error(f"{folder / 'runs.jsonl'} already holds runs; add --resume to continue the table, "
+                     "or choose another --out")
+    json_path = Path(args.out).with_suffix(".json") if args.json == _BENCH_JSON else Path(args.json)
+    _check_writable(parser, folder)
+    _check_writable(parser, json_path.parent, "--json")
+
+    def progress(done, total, eta, rec):
+        if not args.quiet:
+            spec = rec["spec"]
+            t = spec["target"]
+            esc = " esc" if spec["options"].get("escape") else ""
+            print(f"[{done}/{total}, ETA {eta:.0f} s] {Path(t['dpomdp']).name:<28} Q={t.get('memory', [1])[0]} "
+                  f"k={spec['k']}{esc:<4} {spec['start'] if spec['seed'] is None else 'seed ' + str(spec['seed']):<8} "
+                  f"J = {rec['result']['final_J']:.4f}  {rec['result']['seconds']:.1f} s", flush=True)
+
+    try:
+        out = memtable.write_memory_report(data, args.out, folder=folder, json_path=json_path, resume=args.resume,
+                                           progress=progress, files=args.files, nodes=args.memory,
+                                           seeds=tuple(range(args.seeds)), iters=args.iters, step=args.step,
+                                           max_path_steps=args.budget, executor=args.executor, workers=args.workers)
+    except KeyboardInterrupt:
+        n = len(RunStore(folder).records())
+        print(f"\ninterrupted: {n} finished runs are saved in {folder / 'runs.jsonl'}; --resume continues",
+              file=sys.stderr)
+        return 130
+    except ValueError as exc:
+        if os.environ.get("MARL_KSTEP_DEBUG"):
+            raise
+        parser.error(f"benchmarks --memory: {exc}")
+    print(f"wrote {out}")
+    if args.write_docs:
+        docs = Path(__file__).resolve().parents[1] / "docs" / "memory-table.md"
+        write_text_atomic(docs, Path(out).read_text())
+        print(f"wrote {docs}")
+    return 0
+
+
+_BENCH_JSON = "results/benchmarks/dpomdp_table.json"
+
+
 def cmd_benchmarks(parser, args) -> int:
     data = Path(args.data)
     if not data.is_dir():
         parser.error(f"benchmark folder {data} is absent (set --data or MARL_KSTEP_DPOMDP_DIR)")
+    if args.memory is not None:
+        return _cmd_memory_table(parser, args, data)
     if args.files:
         known = {p.name for p in data.glob("*.dpomdp*")}
         unknown = [f for f in args.files if f not in known]
@@ -641,13 +689,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seeds", type=_POS_INT, default=5, help="number of random starts")
     b.add_argument("--files", nargs="*", default=None, help="only these file names")
     b.add_argument("--out", default="results/benchmarks/benchmarks.md", help="Markdown report")
-    b.add_argument("--json", default="results/benchmarks/dpomdp_table.json", help="raw numbers")
+    b.add_argument("--json", default=_BENCH_JSON, help="raw numbers")
     b.add_argument("--resume", action="store_true", help="continue the table in OUT's folder (runs.jsonl)")
     b.add_argument("--executor", choices=EXECUTORS, default="serial", help="serial, process or dask")
     b.add_argument("--workers", type=_POS_INT, default=None, help="processes for --executor process/dask")
     b.add_argument("--write-docs", action="store_true",
                    help="also regenerate the checkout's docs/benchmarks.md (next to the package)")
     b.add_argument("--quiet", action="store_true", help="no per-cell progress lines")
+    b.add_argument("--memory", type=_POS_INT, nargs="+", default=None, metavar="Q",
+                   help="the finite-state controller table instead (docs/memory-table.md): these node counts per "
+                        "agent on the six problems of issue 24; raw numbers in OUT.json unless --json is given; "
+                        "--write-docs writes docs/memory-table.md")
     b.set_defaults(func=cmd_benchmarks)
 
     e = sub.add_parser("eval", help="roll stored policies out: J with a confidence interval",

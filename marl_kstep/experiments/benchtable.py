@@ -263,6 +263,17 @@ def findings(rows: list[dict], *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), to
     return " ".join(parts)
 
 
+#: The closing pointer of docs/benchmarks.md to the controller table (kept when the table is regenerated).
+MEMORY_SECTION = """
+## Agents with memory
+
+The same problems with finite-state controllers (`mk.with_memory`, 1 to 4 nodes per agent), beside the
+published controllers (Dibangoye, Buffet & Charpillet 2014, as reported) and with two upper bounds (the
+fully observable MDP optimum and the fast informed bound): [docs/memory-table.md](memory-table.md),
+produced by `marl-kstep benchmarks --memory 1 2 3 4` (command and settings in that file).
+"""
+
+
 def write_report(data_dir=DEFAULT_DATA_DIR, out="results/benchmarks/benchmarks.md", *,
                  json_path="results/benchmarks/dpomdp_table.json", iters: int = 1000, step: float = 0.05,
                  budget: int = 3_000_000, seeds: int = 5, files=None, repo: Path | None = None, progress=None,
@@ -297,5 +308,5 @@ more than {budget:,} steps per pass is marked "over budget".
 ## Table
 
 {markdown(rows)}
-"""
+{MEMORY_SECTION}"""
     return write_text_atomic(out, text)

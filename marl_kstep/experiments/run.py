@@ -38,6 +38,7 @@ from ..model import load_dpomdp, random_model
 from ..optim import SaddleWarning, train
 from ..policy import Policy
 from ..sampling import SampledKStep
+from ..sampling.memory_env import with_memory
 from ..settings import configure
 from .io import versions
 from .scenarios import SCENARIOS
@@ -55,6 +56,12 @@ GREEDY_MAX_STATES = 100_000
 @functools.lru_cache(maxsize=8)
 def _build(canonical: str):
     target = json.loads(canonical)
+    if "memory" in target:  # finite-state controllers: the augmented model (or the node-carrying env)
+        nodes = target.pop("memory")
+        mdp, env, start = _build(canonical_json(target))
+        aug = with_memory(mdp, nodes) if mdp is not None else None
+        lifted = None if start is None else (lambda m, base=mdp, start=start: Policy(m.lift(start(base))))
+        return aug, (with_memory(env, nodes) if env is not None else None), lifted
     if "scenario" in target:
         module, _, start = SCENARIOS[target["scenario"]]
         env = module.parallel_env(**target["config"])
@@ -70,7 +77,9 @@ def _build(canonical: str):
 
 def build_target(target):
     """``(mdp or None, env or None, default start function or None)`` of a target (a :class:`Target`
-    or its dict; resolved first, then built once per process and cached)."""
+    or its dict; resolved first, then built once per process and cached). With ``"memory"`` they are
+    the augmented model ``with_memory(mdp, memory)``, the env in ``MemoryParallelEnv`` and the default
+    start lifted to the controllers (played in every node, node kept: the same value)."""
     return _build(Target(target)._json)
 
 

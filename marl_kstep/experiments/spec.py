@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model import dpomdp_path, random_model_args
+from ..model import dpomdp_path, parse_dpomdp, random_model, random_model_args
+from ..model.memory import check_nodes
 from ..optim import TrainOptions
 from ..settings import Settings, configure, current
 from ..validation import check_choice, check_gamma, check_int, check_k, check_keys
@@ -118,6 +119,36 @@ def file_sha256(path) -> str:
     return _file_sha256(str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
 
 
+@functools.lru_cache(maxsize=64)
+def _dpomdp_agents(path: str, digest: str) -> int:
+    import gzip
+
+    file = dpomdp_path(path)  # a shipped problem by name, else the path
+    raw = file.read_bytes()
+    text = (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode("utf-8")
+    return len(parse_dpomdp(text, file.name).agent_names)
+
+
+def _n_agents(resolved: dict) -> int:
+    """The number of agents of a resolved memoryless target (to resolve an int ``memory``)."""
+    if "scenario" in resolved:
+        module = SCENARIOS[resolved["scenario"]][0]
+        return len(module.parallel_env(**resolved["config"]).possible_agents)
+    if "dpomdp" in resolved:
+        return _dpomdp_agents(resolved["dpomdp"], resolved["sha256"])
+    if "random" in resolved:
+        return random_model(**resolved["random"]).n_agents
+    import importlib
+
+    mod_name, _, fn_name = resolved["env"].partition(":")
+    try:
+        env = getattr(importlib.import_module(mod_name), fn_name)(**resolved["kwargs"])
+    except Exception as exc:  # a user factory: any failure is named
+        raise ValueError(f"target['env'] {resolved['env']!r}: cannot build it to count its agents for "
+                         f"target['memory'] ({type(exc).__name__}: {exc})") from exc
+    return len(env.possible_agents)
+
+
 class Target:
     """The problem of a run, fully resolved (see the module docstring).
 
@@ -126,6 +157,11 @@ class Target:
     (:func:`~marl_kstep.random_model`, every argument resolved by :func:`~marl_kstep.random_model_args`) or
     ``{"env": "module:factory", "gamma": g, "kwargs": {...}}`` (sampled estimator only). Immutable;
     ``to_dict()`` gives the resolved form.
+
+    Any kind takes an optional ``"memory"``: finite-state controllers with that many nodes per agent
+    (docs/memory.md; the run is on ``with_memory(problem, memory)``). An int is resolved to one count
+    per agent (``2`` -> ``[2, 2]``); the key is absent from the resolved form when not given, so a
+    memoryless target keeps its dict and hash.
     """
 
     __slots__ = ("_data", "_json")
@@ -153,14 +189,18 @@ class Target:
             raise ValueError(f"target must have exactly one of the keys {', '.join(_TARGET_KINDS)}; "
                              f"got keys {sorted(target)}")
         kind = kinds[0]
+        if "memory" in target:
+            out = Target._resolve({key: v for key, v in target.items() if key != "memory"})
+            out["memory"] = list(check_nodes(plain(target["memory"], "target['memory']"), _n_agents(out)))
+            return out
         if kind == "scenario":
-            check_keys("target", target, ("scenario", "config"))
+            check_keys("target", target, ("scenario", "config", "memory"))
             name = target["scenario"]
             if not isinstance(name, str) or name not in SCENARIOS:
                 raise ValueError(f"unknown scenario {name!r}; known: {', '.join(sorted(SCENARIOS))}")
             return {"scenario": name, "config": _scenario_config(name, target.get("config"))}
         if kind == "dpomdp":
-            check_keys("target", target, ("dpomdp", "gamma", "sha256"))
+            check_keys("target", target, ("dpomdp", "gamma", "sha256", "memory"))
             path = target["dpomdp"]
             if not isinstance(path, str) or not path:
                 raise ValueError(f"target['dpomdp'] must be a file path or a shipped problem's name; got {path!r}")
@@ -175,7 +215,7 @@ class Target:
                                  f"{digest[:16]}..., the spec says {str(target['sha256'])[:16]}...): rerun it")
             return {"dpomdp": path, "gamma": gamma, "sha256": digest}
         if kind == "random":
-            check_keys("target", target, ("random",))
+            check_keys("target", target, ("random", "memory"))
             if not isinstance(target["random"], dict):
                 raise ValueError(f"target['random'] must be a dict of random_model's arguments; "
                                  f"got {target['random']!r}")
@@ -183,7 +223,7 @@ class Target:
                 return {"random": plain(random_model_args(**target["random"]), "target['random']")}
             except TypeError as exc:  # an unknown or missing argument
                 raise ValueError(f"target['random']: {exc}") from None
-        check_keys("target", target, ("env", "gamma", "kwargs"))
+        check_keys("target", target, ("env", "gamma", "kwargs", "memory"))
         ref = target["env"]
         if not isinstance(ref, str) or ref.count(":") != 1 or not all(ref.split(":")):
             raise ValueError(f"target['env'] must be 'module:factory'; got {ref!r}")

@@ -1,0 +1,437 @@
+r"""The memory table: finite-state controllers on six Dec-POMDP benchmarks beside the literature.
+
+Per problem (gamma = 0.9) and node count :math:`Q` per agent (``with_memory(model, Q)``, docs/memory.md):
+
+* the sizes of the augmented model and the number of deterministic controllers;
+* the best deterministic controller by exhaustive search when that number is at most
+  ``Settings.max_policies``, else the best of alternating best response (ABR) from the lifted best
+  memoryless policy and from ``abr_restarts`` random deterministic controllers when a best response
+  is enumerable, else nothing (the cell says which);
+* ascent (pgd) with k = 1 and k = 2 (k-step), each without and with ``escape=True``, from the uniform
+  controller and from seeded Dirichlet(1) random starts, every run a record of
+  :func:`~marl_kstep.experiments.runner.run_specs` (``runs.jsonl``, resumable); a k whose exact path walk
+  needs more than ``max_path_steps`` steps per pass is marked "over budget" and not run.
+
+Per problem, apart from the controllers: the best deterministic observation-blind policy (a lower bound),
+the fully observable MDP optimum and the fast informed bound (upper bounds on every decentralized
+policy, any memory; :mod:`marl_kstep.bounds`), and the literature rows of the issue (Dibangoye, Buffet &
+Charpillet, ECML-PKDD 2014, Table 1: as reported, different hardware). Lower and upper bounds are kept in
+separate columns. Gaps are labelled: *class gap* (memoryless vs controllers vs the upper bound) and
+*optimiser gap* (ascent vs the best in class found by search).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..bounds import best_blind, fast_informed_bound
+from ..estimators import estimate_path_steps
+from ..model import load_dpomdp
+from ..model.memory import memory_sizes, with_memory
+from ..policy import Policy
+from ..search import alternating_best_response, best_deterministic, count_deterministic, mdp_optimum
+from ..settings import current
+from .io import versions, write_json_atomic, write_text_atomic
+from .runner import RunSpec, RunStore, commit, run_specs
+
+__all__ = ["LITERATURE", "PROBLEMS", "SOURCE", "goal", "markdown", "memory_facts", "problem_bounds", "run_memory_table",
+           "memory_specs", "write_memory_report"]
+
+SOURCE = "Dibangoye, Buffet & Charpillet, ECML-PKDD 2014, Table 1"
+
+#: The six problems of the issue, with the escape order used on their controllers up to 2 nodes (2: every
+#: pair of slots is tried, affordable on the small models; 1: single slots). Above 2 nodes the order is 1.
+PROBLEMS = {"dectiger.dpomdp": 2, "recycling.dpomdp": 2, "broadcastChannel.dpomdp": 2,
+            "Mars.dpomdp.gz": 1, "boxPushingUAI07.dpomdp.gz": 1, "Grid3x3corners.dpomdp.gz": 1}
+
+
+def escape_order(problem: str, nodes: int) -> int:
+    """The escape order of a (problem, Q) cell (see :data:`PROBLEMS`)."""
+    return PROBLEMS[problem] if nodes <= 2 else 1
+
+#: Published values (as reported, different hardware): (name, value, nodes as printed, total nodes per agent).
+#: A periodic controller with ``n x p`` has ``n p`` nodes. ``best`` is the best published value of any
+#: policy (FB-HSVI, history-dependent) in the same table.
+LITERATURE = {
+    "recycling.dpomdp": dict(best=31.929, rows=[("Mealy NLP", 31.928, "1", 1), ("EM", 31.50, "2", 2)]),
+    "broadcastChannel.dpomdp": dict(best=9.271, rows=[("NLP", 9.1, "2", 2)]),
+    "dectiger.dpomdp": dict(best=13.448, rows=[
+        ("periodic", 13.45, "10x30", 300), ("periodic-EM", 9.42, "7x10", 70), ("goal-directed", 5.04, "11", 11),
+        ("Mealy NLP", -1.49, "4", 4), ("EM", -16.3, "6", 6)]),
+    "boxPushingUAI07.dpomdp.gz": dict(best=224.43, rows=[
+        ("goal-directed", 149.85, "5", 5), ("periodic", 148.65, "15x30", 450), ("Mealy NLP", 143.14, "4", 4),
+        ("periodic-EM", 106.68, "4x10", 40)]),
+    "Mars.dpomdp.gz": dict(best=26.94, rows=[
+        ("periodic", 24.13, "10x30", 300), ("goal-directed", 21.48, "6", 6), ("Mealy NLP", 19.67, "3", 3),
+        ("periodic-EM", 18.13, "3x10", 30), ("EM", 17.75, "3", 3)]),
+    "Grid3x3corners.dpomdp.gz": dict(best=5.802, rows=[("periodic", 4.64, "20x70", 1400)]),
+}
+
+#: The four ascent columns: (k, escape).
+VARIANTS = ((1, False), (1, True), (2, False), (2, True))
+
+
+def _used(mdp) -> list[np.ndarray]:
+    """Per agent, a boolean mask of the observations it sees in some state."""
+    return [np.isin(np.arange(n), np.asarray(o)) for n, o in zip(mdp.n_obs, mdp.obs, strict=True)]
+
+
+def _target(path, gamma: float, nodes: int) -> dict:
+    t = {"dpomdp": str(path), "gamma": gamma}
+    if nodes != 1:
+        t["memory"] = nodes
+    return t
+
+
+def problem_bounds(path, gamma: float = 0.9) -> dict:
+    """Blind baseline (lower bound), MDP optimum and fast informed bound (upper bounds) of one problem."""
+    mdp = load_dpomdp(path, gamma=gamma)
+    t0 = time.perf_counter()
+    blind, blind_actions = best_blind(mdp)
+    fib = fast_informed_bound(mdp)
+    return dict(problem=Path(path).name, path=str(path), gamma=gamma, states=mdp.n_states, obs=list(mdp.n_obs),
+                actions=list(mdp.n_actions), blind=blind, blind_actions=list(blind_actions),
+                mdp_optimum=mdp_optimum(mdp), fib=fib, seconds=time.perf_counter() - t0)
+
+
+def memory_facts(path, nodes: int, *, gamma: float = 0.9, ks=(1, 2), max_path_steps: int = 30_000_000,
+                 abr_restarts: int = 5, max_policies: int | None = None, base_policy=None,
+                 abr_max_work: int = 10_000_000) -> dict:
+    """The numbers of one (problem, Q) cell that need no training run: sizes, path steps per k and the
+    best deterministic controller found by search (``how``: "exhaustive", "ABR" or None). ABR is tried
+    only when one best response (tables of the agent with most, times states squared) is at most
+    ``abr_max_work``, so a cell's search stays within seconds."""
+    max_policies = current().max_policies if max_policies is None else max_policies
+    base = load_dpomdp(path, gamma=gamma)
+    size = memory_sizes(base, nodes)
+    mdp = with_memory(base, nodes) if nodes != 1 else base
+    count = count_deterministic(mdp)
+    out = dict(problem=Path(path).name, nodes=nodes, states=mdp.n_states, joint_actions=mdp.n_joint_actions,
+               transitions=int(size["transitions"]), policies=count,
+               steps={str(k): estimate_path_steps(mdp, k, max_path_steps=max_path_steps) for k in ks})
+    t0 = time.perf_counter()
+    out["search"], out["search_how"], out["search_policy"] = None, None, None
+    if count <= max_policies:
+        J, pol = best_deterministic(mdp, max_policies)
+        out.update(search=J, search_how="exhaustive", search_policy=pol.greedy_tables())
+    else:
+        starts = []
+        if base_policy is not None:
+            starts.append(Policy(mdp.lift(base_policy)) if nodes != 1 else base_policy)
+        rng = np.random.default_rng(0)
+        starts += [Policy.deterministic(mdp, [rng.integers(0, a, size=o) for a, o in zip(mdp.n_actions, mdp.n_obs,
+                                                                                          strict=True)])
+                   for _ in range(abr_restarts)]
+        best = None
+        try:
+            used = _used(mdp)
+            response_work = max(a ** int(u.sum()) for a, u in zip(mdp.n_actions, used, strict=True)) * mdp.n_states ** 2
+            if response_work > abr_max_work:
+                raise ValueError("best response too costly")
+            for init in starts:
+                J, pol, _ = alternating_best_response(mdp, init, rounds=20, max_policies=max_policies)
+                if best is None or J > best[0]:
+                    best = (J, pol)
+            out.update(search=best[0], search_how=f"ABR ({len(starts)} starts)",
+                       search_policy=best[1].greedy_tables())
+        except ValueError:  # a best response is beyond max_policies, or beyond abr_max_work
+            out["search_how"] = None
+    out["search_seconds"] = time.perf_counter() - t0
+    if out["search_policy"] is not None:
+        out["search_policy"] = [np.asarray(t).tolist() for t in out["search_policy"]]
+    return out
+
+
+def memory_specs(bounds: dict, facts: dict, *, seeds=(0, 1), iters: int = 200, step: float = 0.05,
+                 max_path_steps: int = 30_000_000, max_states: int = 500, max_escapes: int = 10) -> list[RunSpec]:
+    """The run specs of one (problem, Q) cell: every (k, escape) within the path budget, from the
+    uniform controller and from each seeded random start (none when the augmented model has more
+    than ``max_states`` states)."""
+    if facts["states"] > max_states:
+        return []
+    target = _target(bounds["path"], bounds["gamma"], facts["nodes"])
+    specs = []
+    for k, escape in VARIANTS:
+        if facts["steps"][str(k)] > max_path_steps:
+            continue
+        opts = dict(method="pgd", step=step, iters=iters, tol=1e-8, escape=escape)
+        if escape:
+            opts.update(escape_order=escape_order(bounds["problem"], facts["nodes"]), max_escapes=max_escapes)
+        specs.append(RunSpec(target, k, start="uniform", **opts))
+        specs += [RunSpec(target, k, seed=s, start="random", **opts) for s in seeds]
+    return specs
+
+
+def _cell(bounds, facts, records, k, escape, **kw) -> dict:
+    if facts["states"] > kw["max_states"]:
+        return dict(over_budget=False, too_large=True, states=facts["states"])
+    if facts["steps"][str(k)] > kw["max_path_steps"]:
+        return dict(over_budget=True, steps=facts["steps"][str(k)])
+    specs = [s for s in memory_specs(bounds, facts, **kw) if s.k == k and s.escape == escape]
+    recs = [records.get(s.hash) for s in specs]
+    if any(r is None for r in recs):
+        return dict(over_budget=False, missing=True)
+    finals = [r["result"]["final_J"] for r in recs]
+    certs = [r["result"].get("certificate") for r in recs]
+    best = int(np.argmax(finals))
+    return dict(over_budget=False, missing=False, steps=facts["steps"][str(k)], values=finals,
+                max=float(np.max(finals)), median=float(np.median(finals)),
+                seconds=float(sum(r["result"]["seconds"] for r in recs)),
+                capped=int(sum(bool(r["result"]["capped"]) for r in recs)),
+                best_certificate=certs[best], best_hash=recs[best]["spec_hash"])
+
+
+def run_memory_table(data_dir, folder, *, files=None, nodes=(1, 2), seeds=(0, 1), iters: int = 200,
+                     step: float = 0.05, max_path_steps: int = 30_000_000, abr_restarts: int = 5,
+                     max_states: int = 500, max_escapes: int = 10, run: bool = True,
+                     resume: bool = False, executor: str = "serial", workers: int | None = None,
+                     progress=None, gamma: float = 0.9) -> dict:
+    """Facts, bounds and runs of every (problem, Q); the runs through
+    :func:`~marl_kstep.experiments.runner.run_specs` into ``folder`` (``resume`` continues). Facts and
+    bounds are cached in ``folder/memory_facts.json``. Returns ``dict(problems=[...])``, one entry per
+    problem with its bounds, literature and one cell per node count."""
+    data_dir, folder = Path(data_dir), Path(folder)
+    names = list(PROBLEMS) if not files else list(files)
+    for name in names:
+        if name not in PROBLEMS:
+            raise ValueError(f"memory table: unknown problem {name!r}; known: {', '.join(PROBLEMS)}")
+        if not (data_dir / name).is_file():
+            raise ValueError(f"memory table: no file {data_dir / name}")
+    nodes = [int(q) for q in nodes]
+    if not nodes or any(q < 1 for q in nodes):
+        raise ValueError(f"nodes must be integers >= 1; got nodes={nodes}")
+    store = RunStore(folder)
+    if store.exists() and not resume:
+        raise ValueError(f"{store.path} already holds runs; resume to continue them, or choose another folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    cache_path = folder / "memory_facts.json"
+    cache = json.loads(cache_path.read_text()) if resume and cache_path.exists() else {}
+    kw = dict(seeds=tuple(seeds), iters=iters, step=step, max_path_steps=max_path_steps, max_states=max_states,
+              max_escapes=max_escapes)
+    problems, specs = [], []
+    for name in names:
+        path = data_dir / name
+        key = f"{name}:{gamma}:bounds"
+        if key not in cache:
+            cache[key] = problem_bounds(path, gamma)
+            write_json_atomic(cache_path, cache)
+        bounds = cache[key]
+        base_key = f"{name}:{gamma}:1:{max_path_steps}:{abr_restarts}"
+        cells = []
+        for q in nodes:
+            fkey = f"{name}:{gamma}:{q}:{max_path_steps}:{abr_restarts}"
+            if fkey not in cache:
+                base_pol = None
+                if q != 1 and base_key in cache and cache[base_key]["search_policy"] is not None:
+                    base = load_dpomdp(path, gamma=gamma)
+                    base_pol = Policy.deterministic(base, cache[base_key]["search_policy"])
+                cache[fkey] = memory_facts(path, q, gamma=gamma, max_path_steps=max_path_steps,
+                                           abr_restarts=abr_restarts, base_policy=base_pol)
+                write_json_atomic(cache_path, cache)
+            cells.append(cache[fkey])
+            specs += memory_specs(bounds, cache[fkey], **kw)
+        problems.append(dict(bounds=bounds, facts=cells))
+
+    def tick(rec, done, total, eta):
+        if progress is not None:
+            progress(done, total, eta, rec)
+
+    if run:  # else: the table of the records already in the folder (cells not yet run say so)
+        run_specs(specs, folder, resume=True, executor=executor, workers=workers, progress=tick)
+    records = {r["spec_hash"]: r for r in store.records()}
+    for p in problems:
+        p["cells"] = [{f"k{k}{'_esc' if e else ''}": _cell(p["bounds"], f, records, k, e, **kw)
+                       for k, e in VARIANTS} for f in p["facts"]]
+        p["literature"] = LITERATURE[p["bounds"]["problem"]]
+    return dict(problems=problems, settings=dict(nodes=nodes, **{**kw, "seeds": list(seeds)},
+                                                 abr_restarts=abr_restarts, gamma=gamma))
+
+
+# ---------------------------------------------------------------------------- reading the table
+def _best_lower(p: dict, q_max: int | None = None) -> tuple[float, str]:
+    """The best value we found for a problem with at most ``q_max`` nodes, and how."""
+    best, how = -np.inf, ""
+    for f, cells in zip(p["facts"], p["cells"], strict=True):
+        if q_max is not None and f["nodes"] > q_max:
+            continue
+        if f["search"] is not None and f["search"] > best:
+            best, how = f["search"], f"Q = {f['nodes']}, {f['search_how']}"
+        for key, c in cells.items():
+            if c.get("max") is not None and c["max"] > best:
+                best, how = c["max"], f"Q = {f['nodes']}, ascent {key}"
+    return best, how
+
+
+def _escape_best(p: dict, q_max: int | None = None) -> tuple[float, int | None, dict | None, str]:
+    """Best k-step ascent with escapes with at most ``q_max`` nodes: k = 2 with escapes, or k = 1 with
+    escapes where k = 2 is over budget (said in the last item); value, node count, certificate, which."""
+    best = (-np.inf, None, None, "")
+    for f, cells in zip(p["facts"], p["cells"], strict=True):
+        if q_max is not None and f["nodes"] > q_max:
+            continue
+        key = "k2_esc" if cells["k2_esc"].get("max") is not None else "k1_esc"
+        c = cells[key]
+        if c.get("max") is not None and c["max"] > best[0]:
+            best = (c["max"], f["nodes"], c.get("best_certificate"),
+                    "k = 2" if key == "k2_esc" else "k = 1 (k = 2 over budget)")
+    return best
+
+
+def goal(p: dict) -> dict:
+    """The issue's goal on one problem, row by row: (a) every published FSC row with ``n`` nodes is beaten
+    by k-step ascent with escapes using at most ``n`` nodes; (b) that ascent, with at most the largest
+    published node count, is within 5% of the best published value."""
+    lit = p["literature"]
+    rows = []
+    for name, v, printed, n in lit["rows"]:
+        val, q, cert, which = _escape_best(p, n)
+        rows.append(dict(name=name, value=v, printed=printed, nodes=n, ours=val, ours_nodes=q, certificate=cert,
+                         which=which, beaten=q is not None and val > v))
+    val, q, cert, which = _escape_best(p, max(n for *_, n in lit["rows"]))
+    within = q is not None and val >= lit["best"] - 0.05 * abs(lit["best"])
+    return dict(value=val, nodes=q, certificate=cert, which=which, rows=rows,
+                beats=all(r["beaten"] for r in rows), within5=within)
+
+
+def _fmt(x, digits=3):
+    return "—" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.{digits}f}"
+
+
+def _cert(c) -> str:
+    if not c:
+        return ""
+    kind = "2-opt" if c.get("two_opt") else ("1-opt" if c.get("one_opt") else f"not {c.get('order')}-opt")
+    return kind
+
+
+def markdown(table: dict) -> str:
+    """The tables as Markdown (bounds; controllers per Q; literature; gaps and the goal)."""
+    P = table["problems"]
+    out = ["### Bounds and baselines (no training)", "",
+           "| problem | states | blind (lower) | best memoryless found (lower) | MDP optimum (upper) | "
+           "FIB (upper) | best published (as reported) |", "|---|---|---|---|---|---|---|"]
+    for p in P:
+        b = p["bounds"]
+        q1 = next((f for f in p["facts"] if f["nodes"] == 1), None)
+        mem = _best_lower({**p, "facts": [f for f in p["facts"] if f["nodes"] == 1],
+                           "cells": [c for f, c in zip(p["facts"], p["cells"], strict=True) if f["nodes"] == 1]})
+        mem_txt = "—" if q1 is None else f"{_fmt(mem[0])} ({mem[1]})"
+        out.append(f"| {b['problem']} | {b['states']} | {_fmt(b['blind'])} | {mem_txt} | {_fmt(b['mdp_optimum'])} | "
+                   f"{_fmt(b['fib'])} | {_fmt(p['literature']['best'])} |")
+    out += ["", "### Controllers (lower bounds: values of returned policies)", "",
+            "Each ascent cell: best / median final J over the starts (uniform + random seeds), the certificate of "
+            "the best run with escapes, total seconds; `*n`: n runs stopped by the iteration cap.", "",
+            "| problem | Q | states | joint actions | det. controllers | best det. (how) | k = 1 | k = 1 + escapes | "
+            "k = 2 | k = 2 + escapes |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for p in P:
+        for f, cells in zip(p["facts"], p["cells"], strict=True):
+            row = [p["bounds"]["problem"], str(f["nodes"]), str(f["states"]), str(f["joint_actions"]),
+                   f"{f['policies']:.3g}",
+                   "— (best response beyond max_policies)" if f["search"] is None
+                   else f"{_fmt(f['search'])} ({f['search_how']})"]
+            for key in ("k1", "k1_esc", "k2", "k2_esc"):
+                c = cells[key]
+                if c.get("too_large"):
+                    row.append(f"not run ({c['states']} states > max_states)")
+                elif c.get("over_budget"):
+                    row.append(f"over budget ({c['steps']:.2g} path steps/pass)")
+                elif c.get("missing"):
+                    row.append("not run")
+                else:
+                    cert = _cert(c.get("best_certificate"))
+                    capped = f" *{c['capped']}" if c["capped"] else ""
+                    row.append(f"{_fmt(c['max'])} / {_fmt(c['median'])}{' ' + cert if cert else ''}{capped}"
+                               f"<br>{c['seconds']:.0f} s")
+            out.append("| " + " | ".join(row) + " |")
+    out += ["", f"### Published rows (as reported, different hardware; {SOURCE})", "",
+            "| problem | method | value | nodes per agent |", "|---|---|---|---|"]
+    for p in P:
+        for name, v, nodes, _ in p["literature"]["rows"]:
+            out.append(f"| {p['bounds']['problem']} | {name} | {v:g} | {nodes} |")
+        out.append(f"| {p['bounds']['problem']} | best published (any policy) | {p['literature']['best']:g} | — |")
+    out += ["", "### Gaps", "",
+            "| problem | class gap: memoryless → controllers | class gap: best found → FIB | "
+            "optimiser gap per Q: best in class found by search − best ascent with escapes |", "|---|---|---|---|"]
+    for p in P:
+        mem = _best_lower({**p, "facts": [f for f in p["facts"] if f["nodes"] == 1],
+                           "cells": [c for f, c in zip(p["facts"], p["cells"], strict=True) if f["nodes"] == 1]})[0]
+        best, how = _best_lower(p)
+        opt = []
+        for f, cells in zip(p["facts"], p["cells"], strict=True):
+            asc = max((c["max"] for key, c in cells.items() if key.endswith("esc") and c.get("max") is not None),
+                      default=None)
+            if f["search"] is None or asc is None:
+                opt.append(f"Q = {f['nodes']}: —")
+            else:
+                versus = "exact best" if f["search_how"] == "exhaustive" else "vs ABR"
+                opt.append(f"Q = {f['nodes']}: {f['search'] - asc:+.3f} ({versus})")
+        out.append(f"| {p['bounds']['problem']} | {best - mem:+.3f} (best: {how}) | {p['bounds']['fib'] - best:+.3f} | "
+                   f"{'; '.join(opt)} |")
+    return "\n".join(out)
+
+
+def goal_paragraph(table: dict) -> str:
+    """The goal per problem, read off the table (see :func:`goal`)."""
+    lines, beats, within = [], 0, 0
+    for p in table["problems"]:
+        g = goal(p)
+        beats += g["beats"]
+        within += g["within5"]
+        parts = [f"{r['name']} {r['value']:g} ({r['printed']}) vs ours {_fmt(r['ours'])} (Q = {r['ours_nodes']}"
+                 f"{', ' + _cert(r['certificate']) if r['certificate'] else ''}): "
+                 f"{'beaten' if r['beaten'] else 'NOT beaten'}" for r in g["rows"]]
+        lit = p["literature"]
+        lines.append(f"* **{p['bounds']['problem']}** (a) {'met' if g['beats'] else 'missed'}: {'; '.join(parts)}. "
+                     f"(b) {'met' if g['within5'] else 'missed'}: best {_fmt(g['value'])} (Q = {g['nodes']}, "
+                     f"{g['which']}) vs best published {lit['best']:g} (5% below: "
+                     f"{lit['best'] - 0.05 * abs(lit['best']):.3f}).")
+    n = len(table["problems"])
+    head = (f"(a) every published FSC row beaten by k-step ascent with escapes with at most its node count: "
+            f"{beats} of {n} problems (the goal: 4 of 6). (b) within 5% of the best published value: {within} of "
+            f"{n} (the goal: 3 of 6).")
+    return head + "\n\n" + "\n".join(lines)
+
+
+def write_memory_report(data_dir, out, *, folder, json_path=None, resume: bool = False, progress=None,
+                        **kw) -> Path:
+    """Run the memory table and write it as Markdown (and the raw numbers as JSON)."""
+    t0 = time.perf_counter()
+    table = run_memory_table(data_dir, folder, resume=resume, progress=progress, **kw)
+    full = commit()
+    if json_path is not None:
+        write_json_atomic(json_path, dict(table=table, commit=full, versions=versions()))
+    st = table["settings"]
+    text = f"""# Finite-state controllers beside the literature (issue 24)
+
+Produced by
+
+```
+marl-kstep benchmarks --memory {' '.join(map(str, st['nodes']))} --iters {st['iters']} --seeds {len(st['seeds'])} \\
+    --budget {st['max_path_steps']} --out results/memory/memory-table.md
+```
+
+at commit `{full[:7] if full else 'unknown'}` ({versions()}); this run of the command took
+{time.perf_counter() - t0:.0f} s (runs already in `results/memory/runs.jsonl` are not run again: `--resume`).
+Every `.dpomdp` at gamma = {st['gamma']} (the files say `discount: 1`); `Q` = memory nodes per agent
+(`mk.with_memory(model, Q)`, Mealy form with a joint (action, next node) table, docs/memory.md). Ascent is
+projected gradient ascent (pgd, step {st['step']}, at most {st['iters']} iterations, stop when no entry moves
+by 1e-8) from the uniform controller and from {len(st['seeds'])} Dirichlet(1) random starts (seeds
+{', '.join(map(str, st['seeds']))}), with k = 1 (ordinary) and k = 2 (k-step), each without and with
+`escape=True` (certified escapes of order 2 on dectiger, recycling and broadcastChannel up to 2 nodes, order 1
+elsewhere; at most {st['max_escapes']} escapes per run). J is the exact ordinary value of the returned policy.
+A k whose exact path walk needs more than {st['max_path_steps']:,} steps per pass is "over budget" (not run, not
+sampled); a model with more than {st['max_states']} augmented states is not trained at all. "best det." is the
+best deterministic controller by exhaustive search where there are at most `Settings.max_policies` = 10^6 of
+them, else the best of alternating best response (ABR) from the lifted best memoryless controller and
+{st['abr_restarts']} random deterministic ones, where one agent's best response is enumerable and costs at most
+1e7 tables x states^2 (— otherwise).
+Upper bounds (MDP optimum, fast informed bound FIB, `marl_kstep.bounds`) are for every decentralized policy
+with any memory. Every run is a record in `runs.jsonl` (full spec and hash).
+
+"""
+    text += markdown(table) + "\n\n### The goal, as computed from the table\n\n" + goal_paragraph(table) + "\n"
+    return write_text_atomic(out, text)
