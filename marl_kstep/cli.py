@@ -223,6 +223,24 @@ def _parse_env_args(parser, pairs) -> dict:
     return out
 
 
+def _parse_encoders(parser, pairs) -> dict:
+    """``--encoder AGENT=JSON``: one observation encoder per named agent, as data (see
+    ``marl_kstep.sampling.encoders.encoder_from_spec``)."""
+    out = {}
+    for pair in pairs or []:
+        agent, eq, raw = pair.partition("=")
+        if not eq or not agent:
+            parser.error(f"--encoder expects AGENT=SPEC, e.g. agent_0='{{\"kind\": \"box\", \"low\": [-1], "
+                         f"\"high\": [1], \"bins\": [4]}}'; got {pair!r}")
+        if agent in out:
+            parser.error(f"--encoder {agent} is given twice")
+        try:
+            out[agent] = json.loads(raw)
+        except ValueError as exc:
+            parser.error(f"--encoder {agent}: the spec is not JSON ({exc})")
+    return out
+
+
 def _run_options(parser, args) -> dict:
     """Options that apply only with others are refused when given without them, never ignored."""
     if args.estimator == "exact" and (args.episodes is not None or args.horizon is not None):
@@ -274,14 +292,15 @@ def cmd_run(parser, args) -> int:
         if model_gamma is not None and gamma != model_gamma:
             parser.error(f"--gamma {gamma} differs from the discount of the env's own model ({model_gamma}); "
                          "leave --gamma out")
-        name, target = args.env, {"env": args.env, "gamma": gamma, "kwargs": kwargs}
+        name, target = args.env, {"env": args.env, "gamma": gamma, "kwargs": kwargs,
+                                  "encoders": _parse_encoders(parser, args.encoder)}
     else:
         if args.scenario is None:
             parser.error("give a SCENARIO (one of " + ", ".join(sorted(SCENARIOS)) + ") or --env MODULE:FACTORY")
         if args.gamma is not None:
             parser.error("--gamma is for --env; set a scenario's discount with --set gamma=...")
-        if args.env_arg:
-            parser.error("--env-arg is for --env; set a scenario's arguments with --set KEY=VALUE")
+        if args.env_arg or args.encoder:
+            parser.error("--env-arg and --encoder are for --env; set a scenario's arguments with --set KEY=VALUE")
         name, target = args.scenario, {"scenario": args.scenario, "config": _parse_sets(parser, args.scenario,
                                                                                          args.set)}
     estimator = ({"kind": "exact"} if args.estimator == "exact" else
@@ -641,6 +660,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--gamma", type=_NONNEG_FLOAT, default=None, help="discount for --env")
     r.add_argument("--env-arg", nargs="*", metavar="KEY=VALUE", default=None,
                    help="keyword arguments of the --env factory (Python literals, else strings)")
+    r.add_argument("--encoder", nargs="*", metavar="AGENT=SPEC", default=None,
+                   help='observation encoder of an --env agent as JSON: {"kind": "box", "low": [...], "high": [...], '
+                        '"bins": [...]} or {"kind": "index", "n": N} (other agents: their Discrete spaces)')
     r.add_argument("--k", type=_POS_INT, nargs="+", default=[1, 2, 3], help="window lengths")
     r.add_argument("--method", nargs="+", choices=["pgd", "mirror"], default=["pgd", "mirror"], help="update rules")
     defaults = TrainOptions()  # the library's one set of defaults

@@ -194,3 +194,9 @@ def naive_lumping(mdp):
 #: The public .dpomdp files beside the repository (``../shared/benchmarks/dpomdp``; the package ships
 #: 13 of them, not the syntax example): tests that need the originals skip when it is absent.
 SHARED_DPOMDP = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "dpomdp"
+
+
+def error_lines(err: str) -> list[str]:
+    """The lines of a command's stderr, less the one-time notice that kernels are being compiled (a cold
+    numba cache prints it once per machine)."""
+    return [ln for ln in err.strip().splitlines() if ln.strip() and not ln.startswith("marl_kstep: compiling kernels")]

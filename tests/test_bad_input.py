@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 import pytest
+from helpers import error_lines
 
 import marl_kstep as mk
 from marl_kstep.envs import grid_coordination, two_state
@@ -169,7 +170,7 @@ def test_8_cli_arguments_are_refused_in_one_line(argv, msg, capsys):
         cli.main(argv)
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert msg in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert msg in err and "Traceback" not in err and len(error_lines(err)) == 1
 
 
 def test_8_cli_unwritable_out_and_damaged_results(tmp_path, capsys):
@@ -198,7 +199,7 @@ def test_8_cli_unwritable_out_and_damaged_results(tmp_path, capsys):
             cli.main(["plot", str(out)])
         err = capsys.readouterr().err
         assert exc.value.code == 2 and "runs.jsonl:2" in err and "Traceback" not in err, (bad, err)
-        assert len(err.strip().splitlines()) == 1, err
+        assert len(error_lines(err)) == 1, err
     (out / "runs.jsonl").write_text(good + "\n")
     # results.json is a view: run --resume rebuilds it from runs.jsonl, whose torn or foreign lines are skipped
     with open(out / "runs.jsonl", "a") as fh:
@@ -229,7 +230,7 @@ def test_11_ctrl_c_stops_cleanly_and_keeps_finished_runs(tmp_path, delay):
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, (stdout, stderr)
     assert "Traceback" not in stderr and "SystemError" not in stderr, stderr
-    assert "interrupted" in stderr and len([ln for ln in stderr.splitlines() if ln.strip()]) == 1, stderr
+    assert "interrupted" in stderr and len(error_lines(stderr)) == 1, stderr
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert [(r["k"], r["iterations"] <= 5) for r in rows] == [(1, True)]  # the quick run, and only it
 

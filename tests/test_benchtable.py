@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from helpers import error_lines
 
 from marl_kstep import cli
 from marl_kstep.experiments import benchtable
@@ -114,7 +115,7 @@ def test_benchmarks_ctrl_c_exits_130_keeps_finished_runs_and_resumes(tmp_path):
     os.killpg(proc.pid, signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, (stdout, stderr)
-    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    lines = error_lines(stderr)
     assert len(lines) == 1 and lines[0].startswith("interrupted:") and "Traceback" not in stderr, stderr
     kept = RunStore(out.parent).records()
     assert kept and f"{len(kept)} finished runs" in lines[0]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import error_lines
 from PIL import Image
 
 import marl_kstep as mk
@@ -167,7 +168,7 @@ def test_bad_arguments_exit_2_with_one_line(argv, msg, capsys):
         cli.main(argv)
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert msg in err and len(err.splitlines()) <= 3
+    assert msg in err and len(error_lines(err)) <= 3
 
 
 def test_help_lists_options_with_defaults():
@@ -301,4 +302,4 @@ def test_env_option_errors_are_one_line(argv, msg, capsys, tmp_path):
         cli.main([*argv, "--out", str(tmp_path / "o")])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert msg in err and len(err.splitlines()) == 1
+    assert msg in err and len(error_lines(err)) == 1

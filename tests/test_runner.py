@@ -6,6 +6,7 @@ import json
 import multiprocessing
 
 import pytest
+from helpers import error_lines
 
 from marl_kstep.experiments import RunSpec, RunStore, run_one, run_specs
 from marl_kstep.experiments.runner import execute
@@ -158,6 +159,6 @@ def test_ctrl_c_with_worker_processes_exits_130_and_keeps_finished_runs(tmp_path
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, (stdout, stderr)
     assert "Traceback" not in stderr and "interrupted" in stderr, stderr
-    assert len([ln for ln in stderr.splitlines() if ln.strip()]) == 1, stderr
+    assert len(error_lines(stderr)) == 1, stderr
     records = RunStore(out).records()
     assert [(r["spec"]["k"], r["spec"]["options"]["iters"]) for r in records] == [(1, 5)]  # the quick run only

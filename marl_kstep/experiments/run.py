@@ -38,6 +38,7 @@ from ..model import load_dpomdp, random_model
 from ..optim import SaddleWarning, train
 from ..policy import Policy
 from ..sampling import SampledKStep
+from ..sampling.encoders import encoder_from_spec, space_encoder
 from ..sampling.memory_env import with_memory
 from ..settings import configure
 from .io import versions
@@ -96,9 +97,19 @@ def _estimator(spec: RunSpec, mdp, env):
                 raise ValueError(f"target gamma {gamma} differs from the discount of the env's own model "
                                  f"({model_gamma})")
             gamma = None
+    encoders = None
+    if mdp is None and spec.target.get("encoders"):
+        given = spec.target["encoders"]
+        names = list(env.possible_agents)
+        unknown = [a for a in given if a not in names]
+        if unknown:
+            raise ValueError(f"target['encoders'] names {unknown[0]!r}, which is not an agent of the env "
+                             f"({', '.join(map(str, names))})")
+        encoders = [encoder_from_spec(given[a], f"target['encoders'][{a!r}]") if a in given
+                    else space_encoder(env.observation_space(a)) for a in names]
     return SampledKStep(mdp if mdp is not None else env, spec.k, gamma=gamma,
                         episodes=est.episodes, horizon=est.horizon, floor=est.floor,
-                        seed=0 if spec.seed is None else spec.seed)
+                        seed=0 if spec.seed is None else spec.seed, encoders=encoders)
 
 
 def check_sampled(spec: RunSpec, mdp, env) -> None:

@@ -36,6 +36,7 @@ import numpy as np
 from ..model import dpomdp_path, parse_dpomdp, random_model, random_model_args
 from ..model.memory import check_nodes
 from ..optim import TrainOptions
+from ..sampling.encoders import encoder_from_spec
 from ..settings import Settings, configure, current
 from ..validation import check_choice, check_gamma, check_int, check_k, check_keys
 from .scenarios import SCENARIOS
@@ -223,7 +224,7 @@ class Target:
                 return {"random": plain(random_model_args(**target["random"]), "target['random']")}
             except TypeError as exc:  # an unknown or missing argument
                 raise ValueError(f"target['random']: {exc}") from None
-        check_keys("target", target, ("env", "gamma", "kwargs", "memory"))
+        check_keys("target", target, ("env", "gamma", "kwargs", "memory", "encoders"))
         ref = target["env"]
         if not isinstance(ref, str) or ref.count(":") != 1 or not all(ref.split(":")):
             raise ValueError(f"target['env'] must be 'module:factory'; got {ref!r}")
@@ -232,7 +233,15 @@ class Target:
         kwargs = plain(target.get("kwargs") or {}, "target['kwargs']")
         if not isinstance(kwargs, dict):
             raise ValueError(f"target['kwargs'] must be a dict of the factory's keyword arguments; got {kwargs!r}")
-        return {"env": ref, "gamma": check_gamma(plain(target["gamma"], "target['gamma']")), "kwargs": kwargs}
+        out = {"env": ref, "gamma": check_gamma(plain(target["gamma"], "target['gamma']")), "kwargs": kwargs}
+        if target.get("encoders"):  # per agent, as data: {agent: {"kind": "box" | "index", ...}}
+            encoders = plain(target["encoders"], "target['encoders']")
+            if not isinstance(encoders, dict):
+                raise ValueError(f"target['encoders'] must map agent names to encoder specs; got {encoders!r}")
+            for agent, spec in encoders.items():
+                encoder_from_spec(spec, f"target['encoders'][{agent!r}]")  # checked now, built in the run
+            out["encoders"] = encoders
+        return out
 
     @property
     def kind(self) -> str:

@@ -20,7 +20,7 @@ from gymnasium import spaces
 
 from ..validation import check_int
 
-__all__ = ["BoxDiscretiser", "ObservationIndexer", "space_encoder"]
+__all__ = ["BoxDiscretiser", "ENCODER_SPEC_KEYS", "ObservationIndexer", "encoder_from_spec", "space_encoder"]
 
 
 def _mixed_radix(digits, radix) -> int:
@@ -235,3 +235,26 @@ class ObservationIndexer:
 
     def __repr__(self) -> str:
         return f"ObservationIndexer(n={self.n}, seen={len(self.ids)})"
+
+
+#: The keys of an encoder given as data (run targets, ``marl-kstep run --encoder``).
+ENCODER_SPEC_KEYS = {"box": ("kind", "low", "high", "bins", "dims"), "index": ("kind", "n", "decimals")}
+
+
+def encoder_from_spec(spec, where: str = "encoder"):
+    """An encoder from plain data: ``{"kind": "box", "low": [...], "high": [...], "bins": ..., "dims": ...}``
+    (:class:`BoxDiscretiser`) or ``{"kind": "index", "n": N, "decimals": d}`` (:class:`ObservationIndexer`).
+    Unknown kinds and keys are refused naming ``where``."""
+    if not isinstance(spec, dict) or spec.get("kind") not in ENCODER_SPEC_KEYS:
+        raise ValueError(f"{where} must be a dict with 'kind' one of {sorted(ENCODER_SPEC_KEYS)}; got {spec!r}")
+    allowed = ENCODER_SPEC_KEYS[spec["kind"]]
+    unknown = [key for key in spec if key not in allowed]
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r} in {where}; allowed keys: {', '.join(allowed)}")
+    args = {key: v for key, v in spec.items() if key != "kind"}
+    try:
+        return BoxDiscretiser(**args) if spec["kind"] == "box" else ObservationIndexer(**args)
+    except TypeError as exc:  # a missing argument
+        raise ValueError(f"{where}: {exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
