@@ -29,7 +29,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from . import policy_io
@@ -395,18 +394,25 @@ def _run_into(parser, args, name, specs, mdp, store, shard) -> int:
     return 0
 
 
-def cmd_plot(parser, args) -> int:
-    folder = Path(args.dir)
+def _scan_folder(parser, folder: Path, hint: str):
+    """The verified records of ``folder/runs.jsonl`` (a damaged record is one line naming its file and
+    line), with the notes on duplicates and torn lines on stderr."""
     store = RunStore(folder)
     if not store.exists():
-        parser.error(f"{store.path} does not exist; run 'marl-kstep run SCENARIO --out {args.dir}' (or run_specs "
-                     "into that folder) first")
+        parser.error(f"{store.path} does not exist; {hint}")
     try:
         scan = store.scan()
     except ValueError as exc:
         parser.error(str(exc))
     for note in scan.notes(store.path):
         print(note, file=sys.stderr)
+    return scan
+
+
+def cmd_plot(parser, args) -> int:
+    folder = Path(args.dir)
+    scan = _scan_folder(parser, folder, f"run 'marl-kstep run SCENARIO --out {args.dir}' (or run_specs into "
+                                        "that folder) first")
     cached = _read_optima(folder)
     groups = results_from_records(scan.records, optima=cached)
     written = []
@@ -420,15 +426,7 @@ def cmd_plot(parser, args) -> int:
 def _eval_items(parser, path: Path, greedy: bool):
     """``(label, spec dict, policy)`` of a results folder's records, or of one policy file."""
     if path.is_dir():
-        store = RunStore(path)
-        if not store.exists():
-            parser.error(f"{store.path} does not exist: give a results folder or a policy file")
-        try:
-            scan = store.scan()
-        except ValueError as exc:
-            parser.error(str(exc))
-        for note in scan.notes(store.path):
-            print(note, file=sys.stderr)
+        scan = _scan_folder(parser, path, "give a results folder or a policy file")
         return [(rec.spec_hash, rec.spec, rec.policy(greedy=greedy)) for rec in scan.records]
     try:
         doc = policy_io.read_document(path)
@@ -441,7 +439,7 @@ def _eval_items(parser, path: Path, greedy: bool):
     except (OSError, ValueError) as exc:
         parser.error(f"{path}: {exc}")
     if greedy:
-        policy = Policy([np.eye(t.shape[1])[a] for t, a in zip(policy.theta, policy.greedy_tables(), strict=True)])
+        policy = policy.greedy()
     return [(path.name, spec, policy)]
 
 

@@ -253,6 +253,10 @@ class Policy:
         """Most probable action per observation, one int array per agent."""
         return [np.argmax(t, axis=1) for t in self.theta]
 
+    def greedy(self) -> Policy:
+        """The greedy rounding: in every row the most probable action with probability 1."""
+        return Policy([np.eye(t.shape[1])[a] for t, a in zip(self.theta, self.greedy_tables(), strict=True)])
+
     def max_abs_diff(self, other: Policy) -> float:
         return max(float(np.max(np.abs(a - b))) for a, b in zip(self.theta, other.theta, strict=True))
 

@@ -30,8 +30,6 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from ..envs import compile_env
 from ..estimators import ExactKStep, value
 from ..model import load_dpomdp, random_model
@@ -185,7 +183,7 @@ class RunRecord:
         """The returned policy (``greedy``: its greedy rounding, one action per observation)."""
         pol = Policy(self.result["policy"])
         if greedy:
-            pol = Policy([np.eye(t.shape[1])[a] for t, a in zip(pol.theta, pol.greedy_tables(), strict=True)])
+            pol = pol.greedy()
         return pol
 
     def save_policy(self, path, *, greedy: bool = False):
