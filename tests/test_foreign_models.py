@@ -730,3 +730,30 @@ def test_the_issues_two_state_examples_are_errors_not_numbers(fault, message):
 
 def good_horizon():
     return mk.SampledKStep(two_state.TwoStateModel(), 2, episodes=1).horizon
+
+
+class Padded(Ring):
+    """Ring whose rows carry a trailing padding outcome of probability 0 with a garbage successor (-1),
+    and whose other probabilities sum to ``1 - short`` (within the row tolerance the test sets)."""
+
+    short = 0.05
+
+    def outcomes(self):
+        return 5
+
+    def step_arrays(self, codes, joint):
+        succ, prob, rew = super().step_arrays(codes, joint)
+        succ = np.concatenate([succ, np.full((len(codes), 1), -1)], axis=1)
+        prob = np.concatenate([prob * (1 - self.short), np.zeros((len(codes), 1))], axis=1)
+        return succ, prob, rew
+
+
+def test_the_batched_path_never_picks_a_zero_probability_outcome():
+    """A row summing to just under 1 (allowed within Settings.row_sum_tol): drawing u against the raw
+    cumulative sums picked the trailing padding outcome (successor -1) whenever u passed the row's total;
+    u is scaled by the row's own total instead."""
+    with mk.configure(row_sum_tol=0.1):
+        est = mk.SampledKStep(Padded(), 2, episodes=4000, horizon=60, seed=0)
+        assert est.path == "batched"
+        e = est.estimate(mk.Policy.uniform(est))  # 240,000 steps: about 12,000 draws past 0.95 before the fix
+    assert np.isfinite(e.J_k) and e.J_k_se > 0

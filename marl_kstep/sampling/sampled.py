@@ -453,7 +453,11 @@ class SampledKStep:
                     codes = np.asarray(succ[:, 0], dtype=np.int64)
                 else:
                     u = rng.random(B)
-                    pick = np.minimum((u[:, None] >= np.cumsum(probs, axis=1)).sum(axis=1), succ.shape[1] - 1)
+                    # u scaled by the row's own total (which may be 1 - 1e-10): a trailing outcome of
+                    # probability 0 (padding, whose successor code may be anything) is never picked
+                    outcome_cdf = np.cumsum(probs, axis=1)
+                    pick = np.minimum((u[:, None] * outcome_cdf[:, -1:] >= outcome_cdf).sum(axis=1),
+                                      succ.shape[1] - 1)
                     codes = np.asarray(succ[ar, pick], dtype=np.int64)
             _kernels.finish_batch(B, H, rd, d_t, d_entry, d_prob, D, self.baseline == "mean", entry_row, row_first,
                                   row_len, sc.bsum, sc.bcount, sc.G, sc.v, sc.rows, sc.row_mark, sc.acc_sum[0],
