@@ -10,6 +10,7 @@ the package imports this file.
 
 from . import _jitcache  # noqa: F401  (first: drops numba cache files older than the source)
 from ._version import __version__
+from .bounds import best_blind, fast_informed_bound
 from .certificates import Certificate, Deviation, certify, slot_visitation
 from .envs import compile_env
 from .estimators import (
@@ -46,6 +47,8 @@ from .settings import Settings, configure
 from .threads import thread_report  # sets OMP_WAIT_POLICY=passive unless the user set it (threads.py)
 
 __all__ = [
+    "best_blind",
+    "fast_informed_bound",
     "Certificate",
     "Deviation",
     "Estimate",
