@@ -90,7 +90,10 @@ def test_fuzz_a_whole_answer_of_an_array_model(which, value, path):
 @given(which=st.sampled_from(ANSWERS), pos=st.integers(0, 10**6), entry=ENTRY,
        path=st.sampled_from(["compile", "batched"]))
 def test_fuzz_one_entry_of_an_answer_of_an_array_model(which, pos, entry, path):
-    check(lambda: _run(Fuzzed(which, pos=pos, entry=entry), path), [_culprit(which)])
+    # a finite reward above about 1e150 is a valid model whose sampled sums of squares overflow: the sampler
+    # refuses that by saying so (found by the long run, MARL_KSTEP_FUZZ_EXAMPLES=1000: a reward of 1.0e153)
+    names = [_culprit(which)] + (["the sampled returns overflow float64"] if which == "rewards" else [])
+    check(lambda: _run(Fuzzed(which, pos=pos, entry=entry), path), names)
 
 
 SIZES = st.one_of(st.integers(0, 4), st.integers(2**20, 2**70), st.just(2**63), st.just(2**31),
