@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from ._version import __version__
+from .validation import json_data
 
 __all__ = ["SCHEMA", "ModelFacts", "PolicyFile", "model_facts", "model_fingerprint", "encode", "decode",
            "check_model", "dumps", "read_document", "write_document", "write_text_atomic"]
@@ -141,30 +141,6 @@ def model_fingerprint(mdp) -> dict:
 
 
 # ----------------------------------------------------------------------------- documents
-def _json_value(x, where: str):
-    """``x`` as plain JSON values (numpy scalars and arrays converted), or a ValueError naming ``where``."""
-    if x is None or isinstance(x, bool | str):
-        return x
-    if isinstance(x, int | np.integer):
-        return int(x)
-    if isinstance(x, float | np.floating):
-        if not math.isfinite(x):
-            raise ValueError(f"{where} = {float(x)!r} is not finite (JSON has no NaN or infinity)")
-        return float(x)
-    if isinstance(x, np.ndarray):
-        return _json_value(x.tolist(), where)
-    if isinstance(x, dict):
-        out = {}
-        for k, v in x.items():
-            if not isinstance(k, str):
-                raise ValueError(f"{where} has the key {k!r}; JSON object keys must be strings")
-            out[k] = _json_value(v, f"{where}[{k!r}]")
-        return out
-    if isinstance(x, list | tuple):
-        return [_json_value(v, f"{where}[{i}]") for i, v in enumerate(x)]
-    raise ValueError(f"{where} holds a {type(x).__name__} ({x!r}), which is not JSON")
-
-
 def encode(tables, *, free_entries: bool, facts: ModelFacts | None = None, metadata=None) -> dict:
     """The document of ``tables`` (one float64 ``(O_i, A_i)`` array per agent, already checked).
 
@@ -188,7 +164,7 @@ def encode(tables, *, free_entries: bool, facts: ModelFacts | None = None, metad
     return {"schema": SCHEMA, "marl_kstep": __version__, "free_entries": bool(free_entries),
             "names_from_model": given, "agents": agents,
             "model": None if facts is None else facts.fingerprint,
-            "metadata": _json_value(metadata, "metadata")}
+            "metadata": json_data(metadata, "metadata")}
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ in proportion to a problem's size before the size itself has been checked.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 
@@ -14,7 +15,8 @@ import numpy as np
 
 from .settings import current, model_bytes_limit
 
-__all__ = ["check_keys", "real_array", "check_probability", "check_real", "check_choice", "check_bool", "check_seed",
+__all__ = ["check_keys", "json_data", "real_array", "check_probability", "check_real", "check_choice", "check_bool",
+           "check_seed",
            "check_sequence", "check_int", "check_k", "check_gamma", "check_positive", "check_counts",
            "check_distribution", "check_model_bytes", "check_table_bytes"]
 
@@ -187,3 +189,33 @@ def check_table_bytes(n_obs: Sequence[int], n_actions: Sequence[int], what: str)
     entries = sum(o * a for o, a in zip(n_obs, n_actions, strict=True))
     check_model_bytes(8 * entries, f"the policy tables of {what} (n_obs={tuple(n_obs)}, "
                       f"n_actions={tuple(n_actions)}: {entries:,} entries)", "use fewer observations or actions")
+
+
+def json_data(value, where: str):
+    """``value`` as plain JSON data: NumPy scalars and arrays become Python numbers and lists, tuples become
+    lists; a non-finite number, a non-string key or anything JSON cannot hold is a ``ValueError`` naming
+    ``where`` (run specs and policy files both store through it)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        x = float(value)
+        if not math.isfinite(x):
+            raise ValueError(f"{where} = {x!r} is not finite (JSON has no NaN or infinity)")
+        return x
+    if isinstance(value, np.ndarray):
+        return json_data(value.tolist(), where)
+    if isinstance(value, list | tuple):
+        return [json_data(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        out = {}
+        for key, v in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{where} has the key {key!r}; JSON object keys must be strings")
+            out[key] = json_data(v, f"{where}[{key!r}]")
+        return out
+    raise ValueError(f"{where} must be JSON data (numbers, strings, lists, dicts); got a {type(value).__name__} "
+                     f"({value!r})")

@@ -38,7 +38,7 @@ from ..model.memory import check_nodes
 from ..optim import TrainOptions
 from ..sampling.encoders import encoder_from_spec
 from ..settings import Settings, configure, current
-from ..validation import check_choice, check_gamma, check_int, check_k, check_keys
+from ..validation import check_choice, check_gamma, check_int, check_k, check_keys, json_data
 from .scenarios import SCENARIOS
 
 __all__ = ["EstimatorSpec", "RunSpec", "Target", "canonical_json", "SPEC_SCHEMA", "START_KINDS"]
@@ -52,35 +52,6 @@ _TARGET_KINDS = ("scenario", "dpomdp", "env", "random")
 def canonical_json(obj) -> str:
     """JSON with sorted keys and no spaces: equal settings give equal text."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
-
-
-def plain(value, where: str):
-    """``value`` as plain JSON data: NumPy scalars and arrays become Python numbers and lists, tuples
-    become lists; anything else that JSON cannot hold exactly is a ``ValueError`` naming ``where``."""
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        x = float(value)
-        if not np.isfinite(x):
-            raise ValueError(f"{where} must be finite; got {value!r}")
-        return x
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    if isinstance(value, list | tuple):
-        return [plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if isinstance(value, dict):
-        out = {}
-        for key, v in value.items():
-            if not isinstance(key, str):
-                raise ValueError(f"{where} keys must be strings; got {key!r}")
-            out[key] = plain(v, f"{where}[{key!r}]")
-        return out
-    raise ValueError(f"{where} must be JSON data (numbers, strings, lists, dicts); got {type(value).__name__} "
-                     f"{value!r}")
 
 
 # ---------------------------------------------------------------------------- the problem
@@ -98,7 +69,7 @@ def _scenario_config(name: str, config) -> dict:
         raise ValueError(f"config of scenario {name!r} lacks {', '.join(missing)}")
     out = {}
     for key, value in full.items():
-        value = plain(value, f"config[{key!r}] of scenario {name!r}")
+        value = json_data(value, f"config[{key!r}] of scenario {name!r}")
         if params[key].annotation in ("float", float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         out[key] = value
@@ -192,7 +163,7 @@ class Target:
         kind = kinds[0]
         if "memory" in target:
             out = Target._resolve({key: v for key, v in target.items() if key != "memory"})
-            out["memory"] = list(check_nodes(plain(target["memory"], "target['memory']"), _n_agents(out)))
+            out["memory"] = list(check_nodes(json_data(target["memory"], "target['memory']"), _n_agents(out)))
             return out
         if kind == "scenario":
             check_keys("target", target, ("scenario", "config", "memory"))
@@ -209,7 +180,7 @@ class Target:
             if not file.is_file():
                 raise ValueError(f"target['dpomdp']: no such file {path!r}")
             gamma = target.get("gamma")
-            gamma = None if gamma is None else check_gamma(plain(gamma, "target['gamma']"))
+            gamma = None if gamma is None else check_gamma(json_data(gamma, "target['gamma']"))
             digest = file_sha256(file)
             if target.get("sha256") is not None and target["sha256"] != digest:
                 raise ValueError(f"target['dpomdp'] {path!r} has changed since the spec was written (SHA-256 "
@@ -221,7 +192,7 @@ class Target:
                 raise ValueError(f"target['random'] must be a dict of random_model's arguments; "
                                  f"got {target['random']!r}")
             try:  # every argument, defaults filled: equal models, equal hashes
-                return {"random": plain(random_model_args(**target["random"]), "target['random']")}
+                return {"random": json_data(random_model_args(**target["random"]), "target['random']")}
             except TypeError as exc:  # an unknown or missing argument
                 raise ValueError(f"target['random']: {exc}") from None
         check_keys("target", target, ("env", "gamma", "kwargs", "memory", "encoders"))
@@ -230,12 +201,12 @@ class Target:
             raise ValueError(f"target['env'] must be 'module:factory'; got {ref!r}")
         if target.get("gamma") is None:
             raise ValueError("target['gamma'] is required with an env (the discount of the sampled objective)")
-        kwargs = plain(target.get("kwargs") or {}, "target['kwargs']")
+        kwargs = json_data(target.get("kwargs") or {}, "target['kwargs']")
         if not isinstance(kwargs, dict):
             raise ValueError(f"target['kwargs'] must be a dict of the factory's keyword arguments; got {kwargs!r}")
-        out = {"env": ref, "gamma": check_gamma(plain(target["gamma"], "target['gamma']")), "kwargs": kwargs}
+        out = {"env": ref, "gamma": check_gamma(json_data(target["gamma"], "target['gamma']")), "kwargs": kwargs}
         if target.get("encoders"):  # per agent, as data: {agent: {"kind": "box" | "index", ...}}
-            encoders = plain(target["encoders"], "target['encoders']")
+            encoders = json_data(target["encoders"], "target['encoders']")
             if not isinstance(encoders, dict):
                 raise ValueError(f"target['encoders'] must map agent names to encoder specs; got {encoders!r}")
             for agent, spec in encoders.items():
@@ -337,7 +308,7 @@ def changed_settings() -> dict:
 
 def _check_settings(settings) -> dict:
     settings = check_keys("settings", settings, [f.name for f in dataclasses.fields(Settings)])
-    settings = plain(settings, "settings")
+    settings = json_data(settings, "settings")
     with configure(**settings):  # the settings' own checks
         pass
     return settings
