@@ -12,7 +12,7 @@ it is (numba then cannot write a cache there either).
 
 It also says when a call is about to compile: on the first compilation of one of the
 package's kernels in a process (not a load from the cache), a single line on stderr,
-``marl_kstep: compiling kernels, about N s, once per machine ...`` (:func:`notice_compiling`,
+``marl_kstep: compiling kernels, a few seconds per window length, once per machine ...`` (:func:`notice_compiling`,
 a listener on numba's ``numba:compile`` event, which fires only for real compilations).
 ``marl-kstep warmup`` (:mod:`marl_kstep.warmup`) compiles everything ahead.
 """
@@ -24,14 +24,15 @@ import sys
 import threading
 from pathlib import Path
 
-from numba.core import event, types
+from numba.core import caching, event, types
 
 __all__ = ["check_cache", "COMPILE_NOTICE"]
 
-#: The line printed before the first compilation in a process (the seconds: a cold first
-#: ``value_and_grad`` at k = 1 on number matching, benchmarks/cold_start.py, 2 cores).
-COMPILE_NOTICE = ("marl_kstep: compiling kernels, about 10 s, once per machine (cached afterwards; "
-                  "`marl-kstep warmup` compiles them all ahead)")
+#: The line printed before the first compilation in a process (benchmarks/cold_start.py, 2
+#: quiet cores: a cold first ``value_and_grad`` at k = 1 on number matching takes 3.7 s, each
+#: further kind of walk -- k = 2, k = 3, k >= 4 -- a few seconds more).
+COMPILE_NOTICE = ("marl_kstep: compiling kernels, a few seconds per window length, once per machine "
+                  "(cached afterwards; `marl-kstep warmup` compiles them all ahead)")
 
 _PACKAGE = Path(__file__).resolve().parent
 _STAMP = _PACKAGE / "__pycache__" / "marl_kstep_sources.sha256"
@@ -45,10 +46,47 @@ def _sources_hash() -> str:
     return h.hexdigest()
 
 
+class _PackageStamp:
+    """Stamps the cache index of a package kernel with the hash of *all* the package's sources.
+
+    numba keys a cache index by its own file's modification time and size, so a kernel that
+    calls into another file keeps stale machine code after that file changes, and a process
+    still running old sources can write such code *after* :func:`check_cache` has cleared the
+    cache (one segfault seen in a session that edited ``_walk.py`` while tests ran). With
+    this stamp an index written by any other version of the package's sources is ignored
+    (numba treats it as empty and recompiles), whoever wrote it and whenever."""
+
+    @classmethod
+    def from_function(cls, py_func, py_file):
+        try:
+            inside = Path(py_file).resolve().is_relative_to(_PACKAGE)
+        except (OSError, ValueError):
+            inside = False
+        return super().from_function(py_func, py_file) if inside else None
+
+    def get_source_stamp(self):
+        return ("marl_kstep sources", _DIGEST)
+
+
+def _stamped(base):
+    return type(f"MarlKstep{base.__name__}", (_PackageStamp, base), {})
+
+
+def _install_locators() -> None:
+    """Put the stamped locators first, in numba's own order (a ``NUMBA_CACHE_DIR``, the
+    package's ``__pycache__``, the user-wide cache); other packages' kernels are untouched."""
+    classes = caching.CacheImpl._locator_classes
+    if any(issubclass(c, _PackageStamp) for c in classes):
+        return
+    ours = [_stamped(base) for base in (caching.UserProvidedCacheLocator, caching.InTreeCacheLocator,
+                                        caching.UserWideCacheLocator)]
+    classes[:0] = ours
+
+
 def check_cache() -> bool:
     """Delete stale numba cache files of the package; True when it did."""
     try:
-        digest = _sources_hash()
+        digest = _DIGEST
         if _STAMP.exists() and _STAMP.read_text().strip() == digest:
             return False
         for pattern in ("*.nbi", "*.nbc"):
@@ -92,5 +130,7 @@ class _CompileNotice(event.Listener):
 
 
 notice_compiling = _CompileNotice()
+_DIGEST = _sources_hash()
+_install_locators()
 check_cache()
 event.register("numba:compile", notice_compiling)

@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit
 
 from ._linalg import _lu_inplace, _lu_solve, pivot_ratio
-from ._walk import grad_kind, values_kind
+from ._walk import _MODE_GRAD, _MODE_VALUES, _loops
 
 __all__ = ["fused_small"]
 
@@ -26,7 +26,8 @@ def fused_small(kind, want_grad, k, sm, theta, toff, mu, m_ptr, m_idx):
     W = np.zeros(N)
     m_data = np.zeros(m_idx.size)
     grad = np.zeros(theta.size)
-    values_kind(kind, 0, N, k, sm, theta, toff, m_ptr, m_idx, W, m_data)
+    e = np.zeros(0)
+    _loops(kind, 0, N, _MODE_VALUES, k, sm, theta, toff, e, e, W, m_ptr, m_idx, m_data, e, 0)
     A = np.zeros((N, N))
     for r in range(N):
         A[r, r] = 1.0
@@ -39,5 +40,5 @@ def fused_small(kind, want_grad, k, sm, theta, toff, mu, m_ptr, m_idx):
     Vk = _lu_solve(A, piv, W, False)
     if want_grad:
         nu = _lu_solve(A, piv, mu, True)
-        grad_kind(kind, 0, N, k, sm, theta, toff, Vk, nu, grad)
+        _loops(kind, 0, N, _MODE_GRAD, k, sm, theta, toff, Vk, nu, e, m_ptr[:0], m_ptr[:0], e, grad, 0)
     return Vk, grad, ratio

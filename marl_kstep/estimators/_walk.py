@@ -470,7 +470,7 @@ def _loops(kind, lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_da
     raise NotImplementedError("only callable from compiled code")
 
 
-@overload(_loops, jit_options=dict(cache=True))
+@overload(_loops, prefer_literal=True, jit_options=dict(cache=True))
 def _ol_loops(kind, lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap):
     """The implementation of :func:`_loops` for the kind that the type of ``kind`` carries
     (:data:`_KIND_TAG`), chosen when the caller is typed, so only the chosen loops are compiled
@@ -647,7 +647,7 @@ def values_kind(kind, lo, hi, k, sm, theta, toff, m_ptr, m_idx, W, m_data):
     """Pass 1 over start states ``lo..hi-1`` with the loops ``kind``: add to ``W`` and to
     ``m_data`` (pattern ``m_ptr``/``m_idx``)."""
     e = np.zeros(0)
-    _walk_kind(kind, lo, hi, _MODE_VALUES, k, sm, theta, toff, e, e, W, m_ptr, m_idx, m_data, e, 0)
+    _loops(kind, lo, hi, _MODE_VALUES, k, sm, theta, toff, e, e, W, m_ptr, m_idx, m_data, e, 0)
 
 
 @njit(cache=True)
@@ -656,7 +656,7 @@ def grad_kind(kind, lo, hi, k, sm, theta, toff, Vk, nu, grad):
     derivatives to ``grad``."""
     e = np.zeros(0)
     ei = np.zeros(0, np.int64)
-    _walk_kind(kind, lo, hi, _MODE_GRAD, k, sm, theta, toff, Vk, nu, e, ei, ei, e, grad, 0)
+    _loops(kind, lo, hi, _MODE_GRAD, k, sm, theta, toff, Vk, nu, e, ei, ei, e, grad, 0)
 
 
 @njit(cache=True)
@@ -664,7 +664,7 @@ def _count_kind(kind, k, sm, theta, toff, cap):
     N = sm[7].shape[0]
     e = np.zeros(0)
     ei = np.zeros(0, np.int64)
-    return _walk_kind(kind, 0, N, _MODE_COUNT, k, sm, theta, toff, e, e, e, ei, ei, e, e, cap)
+    return _loops(kind, 0, N, _MODE_COUNT, k, sm, theta, toff, e, e, e, ei, ei, e, e, cap)
 
 
 @njit(parallel=True, cache=True)
