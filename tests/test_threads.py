@@ -70,18 +70,23 @@ def test_wait_policy_is_passive_unless_the_user_chose():
     assert run(code, GOMP_SPINCOUNT="1000").stdout.split() == ["None", "False"]
 
 
-def test_stale_numba_cache_files_are_dropped_when_the_source_changes():
+def test_stale_numba_cache_files_are_dropped_when_the_source_changes(tmp_path, monkeypatch):
+    """check_cache tidies away the cache files of other sources -- here in a stand-in package
+    folder, so the suite never deletes the real cache (it did: the first run after the suite
+    recompiled everything)."""
     import marl_kstep._jitcache as jc
 
     assert jc.check_cache() is False  # consistent after import
-    fake = jc._PACKAGE / "estimators" / "__pycache__" / "zz_stale_test.nbi"
-    fake.parent.mkdir(exist_ok=True)
+    monkeypatch.setattr(jc, "_PACKAGE", tmp_path)
+    monkeypatch.setattr(jc, "_STAMP", tmp_path / "__pycache__" / "marl_kstep_sources.sha256")
+    fake = tmp_path / "estimators" / "__pycache__" / "zz_stale_test.nbi"
+    fake.parent.mkdir(parents=True)
+    fake.write_bytes(b"x")
+    assert jc.check_cache() is True and fake.exists() is False  # no stamp yet: tidied
     fake.write_bytes(b"x")
     assert jc.check_cache() is False and fake.exists()  # same source: cache files are kept
     good = jc._STAMP.read_text()
+    assert good == jc._DIGEST
     jc._STAMP.write_text("0" * 64)  # as after an edit of any source file
-    try:
-        assert jc.check_cache() is True
-        assert not fake.exists() and jc._STAMP.read_text() == good
-    finally:
-        fake.unlink(missing_ok=True)
+    assert jc.check_cache() is True
+    assert not fake.exists() and jc._STAMP.read_text() == good
