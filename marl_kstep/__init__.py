@@ -8,7 +8,8 @@ The module map and the direction of imports are in ``docs/architecture.md``; not
 the package imports this file.
 """
 
-from . import _jitcache  # noqa: F401  (first: drops numba cache files older than the source)
+from . import interrupt  # noqa: F401, I001  (first: a Ctrl-C while a command loads exits cleanly)
+from . import _jitcache  # noqa: F401  (drops numba cache files older than the source)
 from ._version import __version__
 from .bounds import best_blind, fast_informed_bound
 from .certificates import Certificate, Deviation, certify, slot_visitation

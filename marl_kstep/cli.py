@@ -58,6 +58,7 @@ from .experiments.runner import (
 )
 from .experiments.scenarios import config_keys
 from .figures import make_figures
+from .interrupt import release_startup
 from .optim import TrainOptions
 from .policy import Policy
 from .sampling.evaluate import evaluate as evaluate_policy
@@ -771,6 +772,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    release_startup()  # loaded: Ctrl-C is a KeyboardInterrupt again, handled per command
     parser = build_parser()
     args = parser.parse_args(argv)
     sub = {a.dest: a for a in parser._actions if isinstance(a, argparse._SubParsersAction)}["command"]

@@ -23,6 +23,7 @@ from .envs import number_matching, two_state
 from .estimators import ExactKStep
 from .experiments import format_table, run_scenario, write_json_atomic
 from .figures import make_figures
+from .interrupt import release_startup
 from .policy import Policy
 
 TWO_STATE = dict(small_reward=0.5, gamma=0.9)
@@ -74,6 +75,7 @@ def run_demo(out: Path | None = Path("results/demo"), figures: bool = True, k_ma
 
 
 def main(argv=None) -> None:
+    release_startup()
     ap = argparse.ArgumentParser(prog="python -m marl_kstep.demo", description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="results/demo", help="output folder (default results/demo)")
     ap.add_argument("--no-figures", action="store_true", help="print the tables only")

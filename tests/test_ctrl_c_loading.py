@@ -1,0 +1,41 @@
+"""Ctrl-C while a command is still importing numpy/scipy/numba exits cleanly (interrupt.py)."""
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import error_lines
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("delay", [0.15, 0.6])
+def test_ctrl_c_while_a_command_loads(tmp_path, delay):
+    proc = subprocess.Popen([sys.executable, "-m", "marl_kstep.cli", "run", "two_state", "--k", "1", "--iters",
+                             "100000000", "--tol", "0", "--out", str(tmp_path / "run"), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and len(error_lines(stderr)) == 1, stderr
+    assert "interrupted" in stderr
+
+
+def test_a_library_import_keeps_pythons_handler():
+    code = ("import signal, marl_kstep, marl_kstep.interrupt as i; "
+            "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler, i._startup_guard)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.split() == ["True", "False"]
+
+
+def test_a_command_hands_sigint_back_once_loaded():
+    code = ("import sys; sys.argv[0] = '-m'; import signal, marl_kstep.interrupt as i; "
+            "a = signal.getsignal(signal.SIGINT) is i._interrupted_while_loading; i.release_startup(); "
+            "print(a, signal.getsignal(signal.SIGINT) is signal.default_int_handler)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.split() == ["True", "True"]
