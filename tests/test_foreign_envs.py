@@ -645,8 +645,8 @@ def test_openspiel_step_refuses_illegal_and_non_integer_actions():
     from marl_kstep.envs.openspiel import SpielParallelEnv
     env = SpielParallelEnv(pyspiel.load_game("leduc_poker"))
     env.reset(seed=0)
-    cur = f"player_{env.state.current_player()}"
-    legal = env.state.legal_actions()
+    cur = f"player_{env.spiel_state.current_player()}"
+    legal = env.spiel_state.legal_actions()
     illegal = [a for a in range(3) if a not in legal]
     assert illegal, legal
     for bad, fragment in [(illegal[0], "is illegal here"), (5, "is illegal here"), (-1, "is illegal here"),
@@ -656,9 +656,9 @@ def test_openspiel_step_refuses_illegal_and_non_integer_actions():
             env.step({cur: bad})
     with pytest.raises(ValueError, match="no action for"):
         env.step({})
-    history = env.state.history()
+    history = env.spiel_state.history()
     env.step({cur: np.int64(legal[0])})  # numpy integers are integers
-    assert env.state.history()[: len(history)] == history and len(env.state.history()) > len(history)
+    assert env.spiel_state.history()[: len(history)] == history and len(env.spiel_state.history()) > len(history)
     with pytest.raises(ValueError, match="reset"):
         SpielParallelEnv(pyspiel.load_game("kuhn_poker")).step({"player_0": 0})
     for bad in (-1, 1.5, "3", np.nan, True):
@@ -666,8 +666,8 @@ def test_openspiel_step_refuses_illegal_and_non_integer_actions():
             env.reset(seed=bad)
     obs, _ = env.reset(seed=np.int64(3))
     while env.agents:  # play to the end with legal actions; then step() is refused
-        cur = f"player_{env.state.current_player()}"
-        env.step({cur: env.state.legal_actions()[0]})
+        cur = f"player_{env.spiel_state.current_player()}"
+        env.step({cur: env.spiel_state.legal_actions()[0]})
     with pytest.raises(ValueError, match="call reset"):
         env.step({cur: 0})
 

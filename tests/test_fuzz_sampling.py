@@ -239,8 +239,8 @@ def test_fuzz_spiel_step(value):
     from marl_kstep.envs.openspiel import SpielParallelEnv
     env = SpielParallelEnv(pyspiel.load_game("leduc_poker"))
     env.reset(seed=1)
-    cur = f"player_{env.state.current_player()}"
-    legal = env.state.legal_actions()
+    cur = f"player_{env.spiel_state.current_player()}"
+    legal = env.spiel_state.legal_actions()
     try:
         env.step({cur: value})
     except ValueError as exc:

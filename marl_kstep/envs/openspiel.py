@@ -192,7 +192,14 @@ class SpielParallelEnv(ParallelEnv):
         self._act = {a: spaces.Discrete(game.num_distinct_actions()) for a in self.possible_agents}
         self.max_cycles = game.max_game_length()
         self.rng = np.random.default_rng()
-        self.state = None
+        self.spiel_state = None
+
+    def state(self):
+        """PettingZoo's global state: the game's history (every action, chance outcomes
+        included) as an int64 array. The OpenSpiel state object itself is ``spiel_state``."""
+        if self.spiel_state is None:
+            raise ValueError("state() needs a running game: call reset() first")
+        return np.asarray(self.spiel_state.history(), dtype=np.int64)
 
     def observation_space(self, agent):
         return self._obs[agent]
@@ -201,20 +208,20 @@ class SpielParallelEnv(ParallelEnv):
         return self._act[agent]
 
     def _resolve_chance(self):
-        while self.state.is_chance_node():
-            outcomes = self.state.chance_outcomes()
+        while self.spiel_state.is_chance_node():
+            outcomes = self.spiel_state.chance_outcomes()
             p = np.array([q for _, q in outcomes])
-            self.state.apply_action(outcomes[self.rng.choice(len(outcomes), p=p / p.sum())][0])
+            self.spiel_state.apply_action(outcomes[self.rng.choice(len(outcomes), p=p / p.sum())][0])
 
     def _observe(self):
-        cur = self.state.current_player()
-        return {a: (self._ids[p][self.state.information_state_string(p)] if p == cur else 0)
+        cur = self.spiel_state.current_player()
+        return {a: (self._ids[p][self.spiel_state.information_state_string(p)] if p == cur else 0)
                 for p, a in enumerate(self.possible_agents)}
 
     def reset(self, seed=None, options=None):
         if seed is not None:
             self.rng = np.random.default_rng(check_int("seed", seed, minimum=0))
-        self.state = self.game.new_initial_state()
+        self.spiel_state = self.game.new_initial_state()
         self._resolve_chance()
         self.agents = list(self.possible_agents)
         return self._observe(), {a: {} for a in self.agents}
@@ -222,25 +229,25 @@ class SpielParallelEnv(ParallelEnv):
     def step(self, actions):
         """One move of the player to act (the others' actions are ignored). An action that is
         missing, not an integer (floats and bools too) or illegal in this state is refused."""
-        if self.state is None or not self.agents:
+        if self.spiel_state is None or not self.agents:
             raise ValueError("step() needs a running game: call reset() first")
         if not isinstance(actions, dict):
             raise ValueError(f"actions must be a dict keyed by agent; got {type(actions).__name__}")
-        cur = self.state.current_player()
+        cur = self.spiel_state.current_player()
         name = self.possible_agents[cur]
         if name not in actions:
             raise ValueError(f"actions has no action for {name!r}, the player to move")
         a = actions[name]
         if isinstance(a, bool | np.bool_) or not isinstance(a, numbers.Integral):
             raise ValueError(f"the action of {name!r} must be an integer; got {a!r}")
-        legal = self.state.legal_actions()
+        legal = self.spiel_state.legal_actions()
         if int(a) not in legal:
             raise ValueError(f"action {int(a)} of {name!r} is illegal here; the legal actions are {legal}")
-        self.state.apply_action(int(a))
+        self.spiel_state.apply_action(int(a))
         self._resolve_chance()
         agents = list(self.agents)
-        done = self.state.is_terminal()
-        returns = self.state.returns() if done else [0.0] * len(self.possible_agents)
+        done = self.spiel_state.is_terminal()
+        returns = self.spiel_state.returns() if done else [0.0] * len(self.possible_agents)
         if self.cooperative:
             rew = {ag: float(returns[0]) for ag in agents}
         else:
