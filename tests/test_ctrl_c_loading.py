@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import error_lines
 
 ROOT = Path(__file__).resolve().parents[1]
