@@ -456,11 +456,12 @@ def _k3_grad(lo, hi, sm, theta, toff, Vk, nu, grad):
     once, at the choice that draws it, with :math:`\nu(s_0)` times the weight above
     (:math:`1`, :math:`f_0 p_1`, :math:`f_0 p_1 f_1 p_2`) times the product of the choice's
     other new factors times its :math:`H` (leave-one-out products, no divisions). Same values
-    as the general walk (to rounding); about 2.3-3.4x its speed (``benchmarks/walk_limit.py``).
+    as the general walk (to rounding); 2.2-3.3x its speed (``benchmarks/k3_pass2_calls.py``).
 
     The credits are written out at each depth on purpose: the same loops calling one small
-    compiled helper for them (arrays as arguments, once per credited choice) ran 2.2-6.3x
-    slower than this, and slower than the general walk. Returns the path steps."""
+    compiled helper for them (arrays as arguments, once per credited choice) ran 3.2-7.3x
+    slower than this (``inline="always"`` too), slower than the general walk; the stores
+    themselves cost little (without the depth-2 credits: 0.82-1.0x). Returns the path steps."""
     gamma, strides, n_act, obs, indptr, indices, probs, rewards = sm
     n = strides.shape[0]
     J = rewards.shape[1]
