@@ -1,16 +1,18 @@
 """The general walk against its limit: a minimal hand-written loop for one fixed shape.
 
-    python benchmarks/walk_limit.py [--repeats 9] [--out results/walk_limit.json]
+    python benchmarks/walk_limit.py [--repeats 9] [--only k3] [--out results/walk_limit.json]
 
-The shapes: 2 agents, k = 2 (pass 1 and pass 2), and k = 3 with 2 and 3 agents (pass 1, the
-dedicated loops and the general walk; pass 2 at k = 3 is the general walk's, timed alone). ``hand_values``,
-``hand_grad``, ``hand_values3_n2`` and ``hand_values3_n3`` below do exactly what the
-library's pass 1 (``W`` and ``M`` on the plan's pattern) and pass 2 (the gradient from
-``V_k`` and ``nu_k``) do, for one shape only, written as plain nested loops: at depth 0
-every agent draws; later an agent draws again only if its observation is new on the path
-(else it repeats the action drawn for it, the k-step coupling). The script checks they equal
-the library's results, then times each pass serially (one thread), hand loop and library
-alternating, and reports path steps per second and the ratio library / hand.
+The shapes: 2 agents, k = 2 (pass 1 and pass 2), and k = 3 with 2 and 3 agents (pass 1 and
+pass 2: the dedicated loops and the general walk, which was the k = 3 pass 2 before
+``_walk._k3_grad``). ``hand_values``, ``hand_grad``, ``hand_values3_n2``, ``hand_values3_n3``,
+``hand_grad3_n2`` and ``hand_grad3_n3`` below do exactly what the library's pass 1 (``W``
+and ``M`` on the plan's pattern) and pass 2 (the gradient from ``V_k`` and ``nu_k``) do, for
+one shape only, written as plain nested loops: at depth 0 every agent draws; later an agent
+draws again only if its observation is new on the path (else it repeats the action drawn for
+it, the k-step coupling). The script checks they equal the library's results, then times
+each pass serially (one thread), hand loop and library alternating, and reports path steps
+per second and the ratio hand / library (library speed as a fraction of the hand loop's;
+for k = 3 also with the medians of the thread's CPU time, less sensitive to a loaded machine).
 """
 
 from __future__ import annotations
@@ -240,6 +242,161 @@ def hand_values3_n3(gamma, obs, indptr, indices, probs, rewards, A, th0, th1, th
         W[s0] += w_acc
 
 
+@njit(cache=True)
+def hand_grad3_n2(gamma, obs, indptr, indices, probs, rewards, A0, A1, th0, th1, Vk, nu, g0, g1):
+    """Pass 2 for 2 agents, k = 3: adds the partials to ``g0``/``g1`` (the loops of
+    :func:`hand_values3_n2`, bottom-up: each factor credited at the choice that draws it with
+    ``nu`` times the weight above times the other new factor times the subtree sum)."""
+    N = rewards.shape[0]
+    J = A0 * A1
+    g2 = gamma * gamma
+    g3 = g2 * gamma
+    for s0 in range(N):
+        n0 = nu[s0]
+        if n0 == 0.0:
+            continue
+        o0, o1 = obs[0, s0], obs[1, s0]
+        for a0 in range(A0):
+            for a1 in range(A1):
+                j0 = a0 * A1 + a1
+                r0 = rewards[s0, j0]
+                f00, f01 = th0[o0, a0], th1[o1, a1]
+                h0 = 0.0
+                for e in range(indptr[s0 * J + j0], indptr[s0 * J + j0 + 1]):
+                    s1 = indices[e]
+                    p1 = probs[e]
+                    q0, q1 = obs[0, s1], obs[1, s1]
+                    free0, free1 = q0 != o0, q1 != o1
+                    lo0, hi0 = (0, A0) if free0 else (a0, a0 + 1)
+                    lo1, hi1 = (0, A1) if free1 else (a1, a1 + 1)
+                    h1 = 0.0
+                    for b0 in range(lo0, hi0):
+                        t0 = th0[q0, b0] if free0 else 1.0
+                        for b1 in range(lo1, hi1):
+                            t1 = th1[q1, b1] if free1 else 1.0
+                            j1 = b0 * A1 + b1
+                            ret1 = r0 + gamma * rewards[s1, j1]
+                            hc1 = 0.0
+                            for e2 in range(indptr[s1 * J + j1], indptr[s1 * J + j1 + 1]):
+                                s2 = indices[e2]
+                                p2 = probs[e2]
+                                u0, u1 = obs[0, s2], obs[1, s2]
+                                fix0 = a0 if u0 == o0 else (b0 if u0 == q0 else -1)
+                                fix1 = a1 if u1 == o1 else (b1 if u1 == q1 else -1)
+                                lc0, hc0 = (fix0, fix0 + 1) if fix0 >= 0 else (0, A0)
+                                lc1, hc1_ = (fix1, fix1 + 1) if fix1 >= 0 else (0, A1)
+                                w2 = n0 * f00 * f01 * p1 * t0 * t1 * p2
+                                h2 = 0.0
+                                for c0 in range(lc0, hc0):
+                                    z0 = 1.0 if fix0 >= 0 else th0[u0, c0]
+                                    for c1 in range(lc1, hc1_):
+                                        z1 = 1.0 if fix1 >= 0 else th1[u1, c1]
+                                        j2 = c0 * A1 + c1
+                                        ret2 = ret1 + g2 * rewards[s2, j2]
+                                        h = 0.0
+                                        for u in range(indptr[s2 * J + j2], indptr[s2 * J + j2 + 1]):
+                                            h += probs[u] * (ret2 + g3 * Vk[indices[u]])
+                                        c = w2 * h
+                                        if fix0 < 0:
+                                            g0[u0, c0] += c * z1
+                                        if fix1 < 0:
+                                            g1[u1, c1] += c * z0
+                                        h2 += z0 * z1 * h
+                                hc1 += p2 * h2
+                            c = n0 * f00 * f01 * p1 * hc1  # depth-1 credits
+                            if free0:
+                                g0[q0, b0] += c * t1
+                            if free1:
+                                g1[q1, b1] += c * t0
+                            h1 += t0 * t1 * hc1
+                    h0 += p1 * h1
+                g0[o0, a0] += n0 * f01 * h0
+                g1[o1, a1] += n0 * f00 * h0
+
+
+@njit(cache=True)
+def hand_grad3_n3(gamma, obs, indptr, indices, probs, rewards, A, th0, th1, th2, Vk, nu, g0, g1, g2_):
+    """Pass 2 for 3 agents with ``A`` actions each, k = 3 (as :func:`hand_grad3_n2`)."""
+    N = rewards.shape[0]
+    J = A * A * A
+    g2 = gamma * gamma
+    g3 = g2 * gamma
+    for s0 in range(N):
+        n0 = nu[s0]
+        if n0 == 0.0:
+            continue
+        o0, o1, o2 = obs[0, s0], obs[1, s0], obs[2, s0]
+        for a0 in range(A):
+            for a1 in range(A):
+                for a2 in range(A):
+                    j0 = (a0 * A + a1) * A + a2
+                    r0 = rewards[s0, j0]
+                    f00, f01, f02 = th0[o0, a0], th1[o1, a1], th2[o2, a2]
+                    h0 = 0.0
+                    for e in range(indptr[s0 * J + j0], indptr[s0 * J + j0 + 1]):
+                        s1 = indices[e]
+                        p1 = probs[e]
+                        q0, q1, q2 = obs[0, s1], obs[1, s1], obs[2, s1]
+                        free0, free1, free2 = q0 != o0, q1 != o1, q2 != o2
+                        lo0, hi0 = (0, A) if free0 else (a0, a0 + 1)
+                        lo1, hi1 = (0, A) if free1 else (a1, a1 + 1)
+                        lo2, hi2 = (0, A) if free2 else (a2, a2 + 1)
+                        h1 = 0.0
+                        for b0 in range(lo0, hi0):
+                            t0 = th0[q0, b0] if free0 else 1.0
+                            for b1 in range(lo1, hi1):
+                                t1 = th1[q1, b1] if free1 else 1.0
+                                for b2 in range(lo2, hi2):
+                                    t2 = th2[q2, b2] if free2 else 1.0
+                                    j1 = (b0 * A + b1) * A + b2
+                                    ret1 = r0 + gamma * rewards[s1, j1]
+                                    hc1 = 0.0
+                                    for e2 in range(indptr[s1 * J + j1], indptr[s1 * J + j1 + 1]):
+                                        s2 = indices[e2]
+                                        p2 = probs[e2]
+                                        u0, u1, u2 = obs[0, s2], obs[1, s2], obs[2, s2]
+                                        fix0 = a0 if u0 == o0 else (b0 if u0 == q0 else -1)
+                                        fix1 = a1 if u1 == o1 else (b1 if u1 == q1 else -1)
+                                        fix2 = a2 if u2 == o2 else (b2 if u2 == q2 else -1)
+                                        lc0, hc0 = (fix0, fix0 + 1) if fix0 >= 0 else (0, A)
+                                        lc1, hc1_ = (fix1, fix1 + 1) if fix1 >= 0 else (0, A)
+                                        lc2, hc2 = (fix2, fix2 + 1) if fix2 >= 0 else (0, A)
+                                        w2 = n0 * f00 * f01 * f02 * p1 * t0 * t1 * t2 * p2
+                                        h2 = 0.0
+                                        for c0 in range(lc0, hc0):
+                                            z0 = 1.0 if fix0 >= 0 else th0[u0, c0]
+                                            for c1 in range(lc1, hc1_):
+                                                z1 = 1.0 if fix1 >= 0 else th1[u1, c1]
+                                                for c2 in range(lc2, hc2):
+                                                    z2 = 1.0 if fix2 >= 0 else th2[u2, c2]
+                                                    j2 = (c0 * A + c1) * A + c2
+                                                    ret2 = ret1 + g2 * rewards[s2, j2]
+                                                    h = 0.0
+                                                    for u in range(indptr[s2 * J + j2], indptr[s2 * J + j2 + 1]):
+                                                        h += probs[u] * (ret2 + g3 * Vk[indices[u]])
+                                                    c = w2 * h
+                                                    if fix0 < 0:
+                                                        g0[u0, c0] += c * z1 * z2
+                                                    if fix1 < 0:
+                                                        g1[u1, c1] += c * z0 * z2
+                                                    if fix2 < 0:
+                                                        g2_[u2, c2] += c * z0 * z1
+                                                    h2 += z0 * z1 * z2 * h
+                                        hc1 += p2 * h2
+                                    c = n0 * f00 * f01 * f02 * p1 * hc1  # depth-1 credits
+                                    if free0:
+                                        g0[q0, b0] += c * t1 * t2
+                                    if free1:
+                                        g1[q1, b1] += c * t0 * t2
+                                    if free2:
+                                        g2_[q2, b2] += c * t0 * t1
+                                    h1 += t0 * t1 * t2 * hc1
+                        h0 += p1 * h1
+                    g0[o0, a0] += n0 * f01 * f02 * h0
+                    g1[o1, a1] += n0 * f00 * f02 * h0
+                    g2_[o2, a2] += n0 * f00 * f01 * h0
+
+
 def models():
     rng = np.random.default_rng(0)
     N, A = 400, 3
@@ -342,8 +499,8 @@ def models_k3():
 
 
 def measure_k3(name, mdp, repeats):
-    """k = 3: the dedicated pass 1 and the general walk's against the hand loop, and pass 2
-    (the general walk's)."""
+    """k = 3: the dedicated passes (pass 1 ``_k3_values``, pass 2 ``_k3_grad``) and the general
+    walk's, against the hand loops; all checked equal first, then timed alternating."""
     p = mk.ExactKStep(mdp, 3, lump=False).plan
     pol = mk.Policy.random(mdp, seed=1)
     theta = pol.flat(mdp)
@@ -374,34 +531,58 @@ def measure_k3(name, mdp, repeats):
             hand_values3_n3(*args, mdp.n_actions[0], *ths, p.m_ptr, p.m_idx, W, m)
         return W, m
 
+    def hand2():
+        gs = [np.zeros_like(t) for t in ths]
+        if mdp.n_agents == 2:
+            hand_grad3_n2(*args, *mdp.n_actions, *ths, Vk, nu, *gs)
+        else:
+            hand_grad3_n3(*args, mdp.n_actions[0], *ths, Vk, nu, *gs)
+        return np.concatenate([g.ravel() for g in gs])
+
     k3, gen = _KIND_TAG[_KIND_K3], _KIND_TAG[_KIND_GENERAL]
-    fns = dict(hand1=hand1, lib1=pass1(k3), gen1=pass1(gen), gen2=pass2(gen))
+    fns = dict(hand1=hand1, lib1=pass1(k3), gen1=pass1(gen), hand2=hand2, lib2=pass2(k3), gen2=pass2(gen))
     (Wh, mh), (Wl, ml), (Wg, _) = hand1(), fns["lib1"](), fns["gen1"]()
+    gh, gl, gg = hand2(), fns["lib2"](), fns["gen2"]()
+    scale = np.max(np.abs(gh))
     err = max(float(np.max(np.abs(Wl - Wh)) / np.max(np.abs(Wh))), float(np.max(np.abs(ml - mh)) / np.max(mh)),
-              float(np.max(np.abs(Wg - Wh)) / np.max(np.abs(Wh))))
+              float(np.max(np.abs(Wg - Wh)) / np.max(np.abs(Wh))),
+              float(np.max(np.abs(gl - gh)) / scale), float(np.max(np.abs(gg - gh)) / scale))
     assert err < 1e-12, (name, err)
     times = {key: [] for key in fns}
+    cpu = {key: [] for key in fns}
     for _ in range(repeats):
         for key, fn in fns.items():
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.thread_time()
             fn()
+            cpu[key].append(time.thread_time() - c)
             times[key].append(time.perf_counter() - t)
     med = {key: statistics.median(v) for key, v in times.items()}
+    med_cpu = {key: statistics.median(v) for key, v in cpu.items()}
     steps = mk.count_path_steps(mdp, 3)
+
+    def ratios(m):
+        return dict(pass1=m["hand1"] / m["lib1"], pass1_general=m["hand1"] / m["gen1"],
+                    pass2=m["hand2"] / m["lib2"], pass2_general=m["hand2"] / m["gen2"],
+                    whole=(m["hand1"] + m["hand2"]) / (m["lib1"] + m["lib2"]),
+                    whole_before=(m["hand1"] + m["hand2"]) / (m["lib1"] + m["gen2"]),
+                    pass2_speedup=m["gen2"] / m["lib2"])
+
     return dict(name=name, k=3, agents=mdp.n_agents, states=N, path_steps=steps, max_rel_diff=err, seconds=med,
-                msteps={key: steps / v / 1e6 for key, v in med.items()},
+                cpu_seconds=med_cpu, msteps={key: steps / v / 1e6 for key, v in med.items()},
+                ratios=ratios(med), ratios_cpu=ratios(med_cpu),
                 ratio_pass1=med["hand1"] / med["lib1"], ratio_pass1_general=med["hand1"] / med["gen1"],
-                pass2_over_pass1=med["gen2"] / med["lib1"])
+                pass2_over_pass1=med["lib2"] / med["lib1"])
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--only", choices=("k2", "k3"), help="only the k = 2 or only the k = 3 shapes")
     ap.add_argument("--out", default=str(ROOT / "results" / "walk_limit.json"))
     args = ap.parse_args(argv)
     numba.set_num_threads(1)
     load0 = os.getloadavg()
-    rows = [measure(name, mdp, args.repeats) for name, mdp in models()]
+    rows = [measure(name, mdp, args.repeats) for name, mdp in models()] if args.only != "k3" else []
     load1 = os.getloadavg()
     print(f"load average {load0[0]:.2f} -> {load1[0]:.2f}; one thread; medians of {args.repeats}")
     print("| model | states | path steps / pass | pass 1: hand | library | library / hand | pass 2: hand | library "
@@ -412,17 +593,21 @@ def main(argv=None):
         print(f"| {r['name']} | {r['states']:,} | {r['path_steps']:,} | {m['hand1']:.0f} M/s | {m['lib1']:.0f} M/s | "
               f"{r['ratio_pass1']:.2f} | {m['hand2']:.0f} M/s | {m['lib2']:.0f} M/s | {r['ratio_pass2']:.2f} |")
     load2 = os.getloadavg()
-    rows3 = [measure_k3(name, mdp, args.repeats) for name, mdp in models_k3()]
+    rows3 = [measure_k3(name, mdp, args.repeats) for name, mdp in models_k3()] if args.only != "k2" else []
     load3 = os.getloadavg()
-    print(f"\nk = 3: load average {load2[0]:.2f} -> {load3[0]:.2f}; one thread; medians of {args.repeats}")
-    print("| model | agents | states | path steps / pass | pass 1: hand | k = 3 pass | / hand | general walk | / hand "
-          "| pass 2 (general walk) | pass 2 / pass 1 time |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print(f"\nk = 3: load average {load2[0]:.2f} -> {load3[0]:.2f}; one thread; medians of {args.repeats} "
+          "(wall clock; in brackets: of the thread's CPU time)")
+    print("| model | agents | path steps / pass | pass 1: hand | k = 3 pass | / hand | general walk | / hand "
+          "| pass 2: hand | k = 3 pass | / hand | general walk (before) | / hand | whole call / hand | before |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows3:
-        m = r["msteps"]
-        print(f"| {r['name']} | {r['agents']} | {r['states']:,} | {r['path_steps']:,} | {m['hand1']:.0f} M/s | "
-              f"{m['lib1']:.0f} M/s | {r['ratio_pass1']:.2f} | {m['gen1']:.0f} M/s | {r['ratio_pass1_general']:.2f} | "
-              f"{m['gen2']:.0f} M/s | {r['pass2_over_pass1']:.2f} |")
+        m, q, c = r["msteps"], r["ratios"], r["ratios_cpu"]
+        print(f"| {r['name']} | {r['agents']} | {r['path_steps']:,} | {m['hand1']:.0f} M/s | {m['lib1']:.0f} M/s | "
+              f"{q['pass1']:.2f} [{c['pass1']:.2f}] | {m['gen1']:.0f} M/s | {q['pass1_general']:.2f} | "
+              f"{m['hand2']:.0f} M/s | {m['lib2']:.0f} M/s | {q['pass2']:.2f} [{c['pass2']:.2f}] | "
+              f"{m['gen2']:.0f} M/s | "
+              f"{q['pass2_general']:.2f} [{c['pass2_general']:.2f}] | {q['whole']:.2f} [{c['whole']:.2f}] | "
+              f"{q['whole_before']:.2f} [{c['whole_before']:.2f}] |")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")

@@ -114,7 +114,7 @@ class _CompileNotice(event.Listener):
         if self.said:
             return
         py_func = getattr(ev.data.get("dispatcher"), "py_func", None)
-        if py_func is None or not getattr(py_func, "__module__", "").startswith("marl_kstep"):
+        if py_func is None or not (getattr(py_func, "__module__", None) or "").startswith("marl_kstep"):
             return
         args = ev.data.get("args") or ()
         if "literally" in py_func.__code__.co_names and not any(isinstance(a, types.Literal) for a in args):

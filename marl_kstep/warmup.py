@@ -5,8 +5,8 @@ The package compiles each numba kernel on its first use and caches the machine c
 A first call therefore waits for exactly the kernels it uses. :func:`warmup` instead runs every
 compiled route once on tiny models, so that later processes on the machine only load:
 
-* the exact passes for every kind of walk (``k = 1``, ``k = 2``, the general walk at
-  ``k = 3`` and ``k = 4``), each through the one-call small path, the serial passes and the
+* the exact passes for every kind of walk (the dedicated loops of ``k = 1``, ``2`` and ``3``,
+  the general walk at ``k = 4``), each through the one-call small path, the serial passes and the
   parallel passes, with and without the gradient, and the step counting;
 * the solvers: the compiled dense LU (small path), BiCGSTAB (the pair on two threads and
   one after the other) and the sparse LU fallback;

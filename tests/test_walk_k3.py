@@ -1,6 +1,6 @@
 """The dedicated k = 3 pass 1 (``_walk._k3_values``) against the general walk (the same W, M
-and path steps to 1e-12), the path recursion of SPEC §3, and the k = 3 gradient (pass 2: the
-general walk's) against finite differences."""
+and path steps to 1e-12), the path recursion of SPEC §3, and the k = 3 gradient (pass 2:
+``_walk._k3_grad``, also tested in test_walk_k3_pass2.py) against finite differences."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def test_k3_pass1_equals_the_general_walk(seed, n, N):
 
 
 def test_k3_is_the_route_of_k3():
-    assert walk_kind(3) is _KIND_TAG[_KIND_K3] and walk_kind(3, _MODE_GRAD) is _KIND_TAG[_KIND_GENERAL]
+    assert walk_kind(3) is _KIND_TAG[_KIND_K3] and walk_kind(3, _MODE_GRAD) is _KIND_TAG[_KIND_K3]
 
 
 @pytest.mark.parametrize("seed,n,N", CASES[::3])

@@ -34,9 +34,9 @@ mdp = number_matching.build_mdp()
 est = mk.ExactKStep(mdp, 1)
 assert est.plan.block is not None  # it lumps (36 states -> 6)
 est.value_and_grad(mk.Policy.uniform(mdp))
-print(len(_walk._k1_rows.signatures), len(_walk._k2_rows.signatures), len(_walk._k3_values.signatures),
-      len(_walk._general_walk.signatures), len(_refine._refine_kernel.signatures),
-      len(_refine._check_kernel.signatures), len(_fused.fused_small.signatures))
+print(len(_walk._k1_rows.signatures), len(_walk._k2_rows.signatures),
+      len(_walk._k3_values.signatures) + len(_walk._k3_grad.signatures), len(_walk._general_walk.signatures),
+      len(_refine._refine_kernel.signatures), len(_refine._check_kernel.signatures), len(_fused.fused_small.signatures))
 """
 
 
@@ -101,7 +101,7 @@ def test_walk_kind_routes(k):
     from marl_kstep.estimators._walk import _KIND_GENERAL, _KIND_TAG, _MODE_COUNT, walk_kind
 
     assert walk_kind(k) is _KIND_TAG[k]  # the dedicated loops of k = 1, 2, 3 (tags of distinct types)
-    assert walk_kind(k, 1) is _KIND_TAG[k if k < 3 else _KIND_GENERAL]  # pass 2: k = 3 uses the general walk
+    assert walk_kind(k, 1) is _KIND_TAG[k]  # pass 2 too
     assert walk_kind(k + 3) is _KIND_TAG[_KIND_GENERAL]
     assert walk_kind(k, _MODE_COUNT) is _KIND_TAG[1 if k == 1 else _KIND_GENERAL]
     assert len({type(t) for t in _KIND_TAG.values()}) == 4

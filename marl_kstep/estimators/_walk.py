@@ -7,8 +7,8 @@ tuple ``sm = (gamma, strides, n_act, obs, indptr, indices, probs, rewards)`` (se
 
 * :func:`_k1_rows`, :func:`_k2_rows` -- the passes for ``k = 1`` and ``k = 2`` as fixed
   nested loops (the common windows; about 4x the general walk's speed at k = 2), and
-  :func:`_k3_values`, pass 1 for ``k = 3``; :func:`walk_kind` picks the loops, and each kind
-  is compiled only when first used;
+  :func:`_k3_values` and :func:`_k3_grad`, the passes for ``k = 3``; :func:`walk_kind`
+  picks the loops, and each (kind, pass) is compiled only when first used;
 * :func:`walk_values` -- pass 1: :math:`W(s)` and the sparse :math:`M(s, \cdot)` on a
   given pattern;
 * :func:`walk_grad` -- pass 2: :math:`\partial J_k / \partial \theta_i[o, a]` given
@@ -332,11 +332,7 @@ def _k3_values(lo, hi, sm, theta, toff, W, m_ptr, m_idx, m_data):
     ``s2``: agent ``i`` plays its depth-0 action when :math:`\phi_i(s_2) = \phi_i(s_0)`, its
     depth-1 action when :math:`\phi_i(s_2) = \phi_i(s_1)`, and draws otherwise; then one flat
     leaf loop over ``s3``. Same values as the general walk (to rounding); no stack, no memo
-    search, no per-node calls. Returns the path steps.
-
-    Only pass 1: the same loops with pass 2's credits (leave-one-out products at every
-    depth) measured 1.8-2.8x *slower* than the general walk's pass 2
-    (``benchmarks/walk_limit.py``), so pass 2 at ``k = 3`` is the general walk's."""
+    search, no per-node calls. Returns the path steps. Pass 2 at ``k = 3``: :func:`_k3_grad`."""
     gamma, strides, n_act, obs, indptr, indices, probs, rewards = sm
     n = strides.shape[0]
     J = rewards.shape[1]
@@ -447,6 +443,201 @@ def _k3_values(lo, hi, sm, theta, toff, W, m_ptr, m_idx, m_data):
         W[s0] += wacc
     return steps
 
+
+@njit(cache=True)
+def _k3_grad(lo, hi, sm, theta, toff, Vk, nu, grad):
+    r"""Pass 2 for ``k = 3`` (:math:`\partial J_3 / \partial \theta`) as fixed nested loops.
+
+    The loops of :func:`_k3_values`, bottom-up: for a depth-2 choice
+    :math:`H_2 = \sum_{s_3} P(s_3|s_2, j_2) (r_0 + \gamma r_1 + \gamma^2 r_2 + \gamma^3 V_3(s_3))`,
+    for a depth-1 choice :math:`H_1 = \sum_{s_2} P(s_2|s_1, j_1) \sum_{\text{depth-2 choices}} f_2 H_2`,
+    for a joint action :math:`H_0 = \sum_{s_1} P(s_1|s_0, j_0) \sum_{\text{depth-1 choices}} f_1 H_1`
+    (:math:`f_d`: the product of the factors drawn at depth ``d``). Each factor is credited
+    once, at the choice that draws it, with :math:`\nu(s_0)` times the weight above
+    (:math:`1`, :math:`f_0 p_1`, :math:`f_0 p_1 f_1 p_2`) times the product of the choice's
+    other new factors times its :math:`H` (leave-one-out products, no divisions). Same values
+    as the general walk (to rounding); 2.2-3.3x its speed (``benchmarks/k3_pass2_calls.py``).
+
+    The credits are written out at each depth on purpose: the same loops calling one small
+    compiled helper for them (arrays as arguments, once per credited choice) ran 3.2-7.3x
+    slower than this (``inline="always"`` too), slower than the general walk; the stores
+    themselves cost little (without the depth-2 credits: 0.82-1.0x). Returns the path steps."""
+    gamma, strides, n_act, obs, indptr, indices, probs, rewards = sm
+    n = strides.shape[0]
+    J = rewards.shape[1]
+    g2 = gamma * gamma
+    g3 = g2 * gamma
+    a0 = np.zeros(n, np.int64)
+    base0 = np.empty(n, np.int64)
+    idx0 = np.empty(n, np.int64)
+    v0 = np.empty(n)
+    act1 = np.empty(n, np.int64)
+    free1 = np.empty(n, np.int64)
+    base1 = np.empty(n, np.int64)
+    b1 = np.zeros(n, np.int64)
+    idx1 = np.empty(n, np.int64)
+    v1 = np.empty(n)
+    free2 = np.empty(n, np.int64)
+    base2 = np.empty(n, np.int64)
+    b2 = np.zeros(n, np.int64)
+    idx2 = np.empty(n, np.int64)
+    v2 = np.empty(n)
+    pre = np.empty(n + 1)
+    suf = np.empty(n + 1)
+    steps = 0
+    for s0 in range(lo, hi):
+        n0 = nu[s0]
+        if n0 == 0.0:
+            continue
+        for i in range(n):
+            a0[i] = 0
+            base0[i] = toff[i] + obs[i, s0] * n_act[i]
+        for j0 in range(J):
+            f0 = 1.0
+            for i in range(n):
+                idx0[i] = base0[i] + a0[i]
+                v0[i] = theta[idx0[i]]
+                f0 *= v0[i]
+            r0 = rewards[s0, j0]
+            row0 = s0 * J + j0
+            h0 = 0.0
+            for e1 in range(indptr[row0], indptr[row0 + 1]):
+                s1 = indices[e1]
+                p1 = probs[e1]
+                steps += 1
+                nf1 = 0
+                for i in range(n):
+                    o = obs[i, s1]
+                    act1[i] = a0[i]
+                    if o != obs[i, s0]:
+                        free1[nf1] = i
+                        base1[nf1] = toff[i] + o * n_act[i]
+                        b1[nf1] = 0
+                        nf1 += 1
+                w1 = f0 * p1
+                h1 = 0.0
+                while True:  # the depth-1 choices
+                    f1 = 1.0
+                    for f in range(nf1):
+                        act1[free1[f]] = b1[f]
+                        idx1[f] = base1[f] + b1[f]
+                        v1[f] = theta[idx1[f]]
+                        f1 *= v1[f]
+                    j1 = 0
+                    for i in range(n):
+                        j1 += act1[i] * strides[i]
+                    ret1 = r0 + gamma * rewards[s1, j1]
+                    row1 = s1 * J + j1
+                    w1c = w1 * f1
+                    hc1 = 0.0
+                    for e2 in range(indptr[row1], indptr[row1 + 1]):
+                        s2 = indices[e2]
+                        p2 = probs[e2]
+                        steps += 1
+                        nf2 = 0
+                        jfix2 = 0
+                        for i in range(n):
+                            o = obs[i, s2]
+                            if o == obs[i, s0]:
+                                jfix2 += a0[i] * strides[i]
+                            elif o == obs[i, s1]:
+                                jfix2 += act1[i] * strides[i]
+                            else:
+                                free2[nf2] = i
+                                base2[nf2] = toff[i] + o * n_act[i]
+                                b2[nf2] = 0
+                                nf2 += 1
+                        c2 = n0 * w1c * p2
+                        h2 = 0.0
+                        while True:  # the depth-2 choices, then the leaves
+                            j2 = jfix2
+                            f2 = 1.0
+                            for f in range(nf2):
+                                idx2[f] = base2[f] + b2[f]
+                                v2[f] = theta[idx2[f]]
+                                f2 *= v2[f]
+                                j2 += b2[f] * strides[free2[f]]
+                            ret2 = ret1 + g2 * rewards[s2, j2]
+                            row2 = s2 * J + j2
+                            steps += indptr[row2 + 1] - indptr[row2]
+                            h = 0.0
+                            for u in range(indptr[row2], indptr[row2 + 1]):
+                                h += probs[u] * (ret2 + g3 * Vk[indices[u]])
+                            c = c2 * h
+                            if nf2 == 1:
+                                grad[idx2[0]] += c
+                            elif nf2 == 2:
+                                grad[idx2[0]] += c * v2[1]
+                                grad[idx2[1]] += c * v2[0]
+                            elif nf2 > 2:
+                                pre[0] = 1.0
+                                for f in range(nf2):
+                                    pre[f + 1] = pre[f] * v2[f]
+                                suf[nf2] = 1.0
+                                for f in range(nf2 - 1, -1, -1):
+                                    suf[f] = suf[f + 1] * v2[f]
+                                for f in range(nf2):
+                                    grad[idx2[f]] += c * pre[f] * suf[f + 1]
+                            h2 += f2 * h
+                            f = nf2 - 1
+                            while f >= 0:
+                                b2[f] += 1
+                                if b2[f] < n_act[free2[f]]:
+                                    break
+                                b2[f] = 0
+                                f -= 1
+                            if f < 0:
+                                break
+                        hc1 += p2 * h2
+                    c = n0 * w1 * hc1
+                    if nf1 == 1:
+                        grad[idx1[0]] += c
+                    elif nf1 == 2:
+                        grad[idx1[0]] += c * v1[1]
+                        grad[idx1[1]] += c * v1[0]
+                    elif nf1 > 2:
+                        pre[0] = 1.0
+                        for f in range(nf1):
+                            pre[f + 1] = pre[f] * v1[f]
+                        suf[nf1] = 1.0
+                        for f in range(nf1 - 1, -1, -1):
+                            suf[f] = suf[f + 1] * v1[f]
+                        for f in range(nf1):
+                            grad[idx1[f]] += c * pre[f] * suf[f + 1]
+                    h1 += f1 * hc1
+                    f = nf1 - 1
+                    while f >= 0:
+                        b1[f] += 1
+                        if b1[f] < n_act[free1[f]]:
+                            break
+                        b1[f] = 0
+                        f -= 1
+                    if f < 0:
+                        break
+                h0 += p1 * h1
+            c = n0 * h0
+            if n == 1:
+                grad[idx0[0]] += c
+            elif n == 2:
+                grad[idx0[0]] += c * v0[1]
+                grad[idx0[1]] += c * v0[0]
+            elif n > 2:
+                pre[0] = 1.0
+                for f in range(n):
+                    pre[f + 1] = pre[f] * v0[f]
+                suf[n] = 1.0
+                for f in range(n - 1, -1, -1):
+                    suf[f] = suf[f + 1] * v0[f]
+                for f in range(n):
+                    grad[idx0[f]] += c * pre[f] * suf[f + 1]
+            for i in range(n - 1, -1, -1):  # next joint action at depth 0
+                a0[i] += 1
+                if a0[i] < n_act[i]:
+                    break
+                a0[i] = 0
+    return steps
+
+
 @njit(cache=True)
 def _walk_kind(kind, lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap):
     """Enumerate the depth-k window paths of start states ``lo..hi-1``.
@@ -484,9 +675,12 @@ def _ol_loops(kind, lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m
     elif kind == _KIND_K2:
         def impl(kind, lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap):
             return _k2_rows(lo, hi, mode, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad)
-    elif kind == _KIND_K3 and getattr(mode, "literal_value", None) == _MODE_VALUES:  # pass 1 only
+    elif kind == _KIND_K3 and getattr(mode, "literal_value", None) == _MODE_VALUES:
         def impl(kind, lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap):
             return _k3_values(lo, hi, sm, theta, toff, W, m_ptr, m_idx, m_data)
+    elif kind == _KIND_K3 and getattr(mode, "literal_value", None) == _MODE_GRAD:
+        def impl(kind, lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap):
+            return _k3_grad(lo, hi, sm, theta, toff, Vk, nu, grad)
     else:
         def impl(kind, lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap):
             return _general_walk(lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_data, grad, cap)
@@ -625,13 +819,13 @@ def _general_walk(lo, hi, mode, k, sm, theta, toff, Vk, nu, W, m_ptr, m_idx, m_d
 
 def walk_kind(k: int, mode: int = _MODE_VALUES):
     """The tag of the loops that walk window ``k`` in ``mode`` (:data:`_KIND_TAG`): the
-    dedicated ``k = 1`` and ``k = 2`` passes, the dedicated ``k = 3`` pass 1, or the general
-    walk (``k >= 4``, pass 2 at ``k = 3``, counting at ``k >= 2``)."""
+    dedicated ``k = 1``, ``k = 2`` and ``k = 3`` passes, or the general walk (``k >= 4``,
+    counting at ``k >= 2``)."""
     if k == 1:
         return _KIND_TAG[_KIND_K1]
     if k == 2 and mode != _MODE_COUNT:
         return _KIND_TAG[_KIND_K2]
-    if k == 3 and mode == _MODE_VALUES:
+    if k == 3 and mode != _MODE_COUNT:
         return _KIND_TAG[_KIND_K3]
     return _KIND_TAG[_KIND_GENERAL]
 
