@@ -9,7 +9,10 @@ Three kinds of stopping point, told apart with exact values:
   ascent is leaving (a transient one, or one below a better stochastic policy) is left alone.
 * a **saddle**: a stochastic stationary point with a direction of positive curvature inside its
   face. Symmetric moves :math:`\theta \pm \delta` measure it without the first-order term:
-  :math:`J_k(\theta + \delta) + J_k(\theta - \delta) - 2 J_k(\theta) > 0`.
+  :math:`J_k(\theta + \delta) + J_k(\theta - \delta) - 2 J_k(\theta) > 0`. An exact run is
+  probed the first time it is stationary relative to the gradient's scale
+  (:func:`near_stationary`), so that whether it stops at (or, with escapes, leaves) a symmetric
+  saddle does not depend on rounding errors that break the symmetry by 1e-16.
 * any other **stochastic** stationary point (a flat face, e.g. rows mixing actions that do the
   same thing, or a stochastic local maximum, which can beat every deterministic policy).
 

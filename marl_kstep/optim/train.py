@@ -238,7 +238,10 @@ def train(
         A stop hook consulted at every iterate, in place of the one ``escape=True`` builds
         (:class:`~marl_kstep.optim.escape.Escaper` is the library's): ``hook.consider(it, policy,
         estimate, settled, periodic) -> (jump, stop, stationary)`` and ``hook.finish(policy) ->
-        (policy or None, stationary or None)``; see :mod:`marl_kstep.optim.escape`.
+        (policy or None, stationary or None)``; see :mod:`marl_kstep.optim.escape`. ``settled`` is
+        True when the run converged with a last update of at most ``STATIONARY_TOL``, or when an
+        exact run's saddle probe (at its first iterate stationary relative to the gradient's scale,
+        :func:`~marl_kstep.optim.escape.near_stationary`) found a saddle there.
 
     Notes
     -----
