@@ -353,7 +353,21 @@ def saddle():
         row["train_J"], row["train_stationary"] = row["train"]["uniform"]["J"], row["train"]["uniform"]["stationary"]
         out.append(row)
         print(row["k"], row["symmetric_J"], row["train"], flush=True)
-    save("saddle", out)
+    # how large an asymmetry of the start still stops at the saddle: 5 seeded perturbations per size, k = 3..6
+    sweep = {}
+    for eps in (1e-15, 1e-14, 1e-13, 1e-12, 1e-11, 1e-10, 1e-9):
+        stops = 0
+        for k in range(3, 7):
+            for seed in range(5):
+                rng = np.random.default_rng(seed)
+                d = [rng.uniform(-eps, eps, t.shape) for t in uniform.theta]
+                init = mk.Policy([t + x - x.mean(axis=1, keepdims=True) for t, x in zip(uniform.theta, d, strict=True)])
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", mk.SaddleWarning)
+                    stops += mk.train(mdp, k=k, init=init, iters=ITERS).stationary == "saddle"
+        sweep[f"{eps:g}"] = dict(saddle_stops=stops, runs=20)
+        print(f"perturbation {eps:g}: {stops} of 20 stop at the saddle", flush=True)
+    save("saddle", dict(by_k=out, perturbation_sweep=sweep))
 
 
 # ------------------------------------------------------------------ figures
