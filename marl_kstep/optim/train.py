@@ -63,7 +63,8 @@ class TrainResult:
     iterations : int
         Updates performed.
     converged : bool
-        Whether ``max |theta_{t+1} - theta_t| < tol`` stopped the run.
+        Whether ``max |theta_{t+1} - theta_t| < tol`` stopped the run, or (``stop_reason ==
+        "saddle"``) the run stopped at a saddle, stationary relative to the gradient's scale.
     seconds : float
         Wall time.
     k, method, step : int, str, float
