@@ -79,3 +79,20 @@ def test_near_stationary_is_relative_to_the_gradient_scale():
     assert near_stationary(10 * edge, eta, g10) and not near_stationary(10 * edge * 1.01, eta, g10)
     assert near_stationary(edge * 4, eta * 4, g) and not near_stationary(edge * 4 * 1.01, eta * 4, g)
     assert not near_stationary(0.0, eta, [np.zeros((2, 2))])  # no gradient at all: nothing to compare with
+
+
+def test_a_flat_face_is_probed_once_in_the_loop(monkeypatch):
+    """The probe runs at the first near-stationary iterate only (then once more when the run stops)."""
+    import sys
+
+    from marl_kstep.envs import grid_coordination
+
+    train_module = sys.modules["marl_kstep.optim.train"]  # (the package exports the function train too)
+
+    calls = []
+    real = train_module.classify_stop
+    monkeypatch.setattr(train_module, "classify_stop", lambda *a, **kw: calls.append(a[3]) or real(*a, **kw))
+    mdp = mk.compile_env(grid_coordination.parallel_env(**grid_coordination.TRAP_CONFIG))
+    res = mk.train(mdp, k=2, init=grid_coordination.near_stay_start(mdp), iters=2000)
+    assert res.stationary == "stochastic" and res.stop_reason == "tol"
+    assert len(calls) == 2 <= train_module.MAX_SADDLE_PROBES + 1  # in the loop, and after it

@@ -42,6 +42,9 @@ class SaddleWarning(RuntimeWarning):
     """Ascent stopped at a stationary point that is not a vertex (a saddle of :math:`J_k`)."""
 
 
+#: At most this many in-loop saddle probes per run (each costs 16 evaluations; a run that keeps
+#: nearing and leaving stationary points is not probed without end).
+MAX_SADDLE_PROBES = 20
 #: Above this many joint states, train records exact values alongside only when asked.
 EXACT_ALONGSIDE_MAX_STATES = 100_000
 
@@ -303,7 +306,7 @@ def train(
     stop_reason = None
     stationary = None
     last_move = float("inf")
-    probe_armed = exact_est
+    probe_armed, probes = exact_est, 0
     stop = False
     it = 0
 
@@ -339,10 +342,10 @@ def train(
             # gradient's scale: before rounding errors that break a symmetry can have grown (SPEC §9)
             at_saddle = False
             if probe_armed and near_stationary(move, eta, e.grad):
-                probe_armed = False
+                probe_armed, probes = False, probes + 1
                 at_saddle = classify_stop(est, policy, e.J_k, floor, seed, EXACT_ALONGSIDE_MAX_STATES) == "saddle"
-            elif exact_est and not near_stationary(move, 100.0 * eta, e.grad):
-                probe_armed = True  # moving again: the next stationary point is probed too
+            elif exact_est and probes < MAX_SADDLE_PROBES and not near_stationary(move, 100.0 * eta, e.grad):
+                probe_armed = True  # moving again (100 times the threshold): the next stationary point is probed too
             jump = None
             if hook is not None:
                 # stationary, not merely stopped by a loose tol; or at a saddle found by the probe
