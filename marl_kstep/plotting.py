@@ -24,6 +24,8 @@ from .sampling import KCoupledAgent, k_coupled_episode
 __all__ = ["learning_curves", "gap_vs_k", "policy_heatmap", "grid_trajectory", "animate_grid", "episode"]
 
 _METHOD_STYLE = {"pgd": "-", "mirror": "--"}
+#: Half-width of the standard-error band of sampled learning curves, in standard errors (95%).
+Z_BAND = 1.96
 
 
 def _figure(figsize) -> Figure:
@@ -66,11 +68,15 @@ def _padded(histories) -> np.ndarray:
 
 
 def learning_curves(results, path=None, title: str | None = None):
-    """The optimised :math:`J_k` (left) and the ordinary value :math:`J` (right) per iteration.
+    r"""The optimised :math:`J_k` (left) and the ordinary value :math:`J` (right) per iteration.
 
     One line per setting (k, method, estimator, start); with several seeds, the mean over seeds
-    as the line and the range (min to max) as a band. J* dashed where known. (J_k is what the
-    ascent increases; J can fall while J_k rises, so both are shown.)
+    as the line and the range (min to max) as a band. For sampled runs (rows with
+    ``history_J_k_se``, the recorded standard errors of the estimates) the left panel also shows
+    the 95% band of the sampling error of that line, :math:`\bar J_k \pm 1.96\,
+    \sqrt{\textstyle\sum_i \mathrm{se}_i^2} / n` over the n seeds (hatched, gid ``"se_band"``).
+    J* dashed where known. (J_k is what the ascent increases; J can fall while J_k rises, so both
+    are shown.)
     """
     rows = _rows(results)
     fig = _figure((11, 4.2))
@@ -89,6 +95,14 @@ def learning_curves(results, path=None, title: str | None = None):
                     lw=1.6)
             if len(rs) > 1:
                 ax.fill_between(x, h.min(axis=0), h.max(axis=0), color=color, alpha=0.18, lw=0)
+            if field == "history_J_k" and all(r.get("history_J_k_se") is not None for r in rs):
+                # sampled runs: the standard error of the mean J_k, sqrt(sum_i se_i^2) / n, as +- Z_BAND se
+                se = np.sqrt((_padded([[np.nan if v is None else v for v in r["history_J_k_se"]] for r in rs]) ** 2)
+                             .sum(axis=0)) / len(rs)
+                m = h.mean(axis=0)
+                band = ax.fill_between(x, m - Z_BAND * se, m + Z_BAND * se, color=color, alpha=0.35, lw=0,
+                                       hatch="//", label="_se")
+                band.set_gid("se_band")
     j_star = next((r["J_star"] for r in rows if r.get("J_star") is not None), None)
     for ax, what in ((ax_k, "J_k (optimised, k-step value)"), (ax_j, "J (ordinary value)")):
         if j_star is not None:
@@ -99,7 +113,9 @@ def learning_curves(results, path=None, title: str | None = None):
         ax.set_xlim(left=0)
     ax_k.set_title("J_k, which the ascent increases", fontsize=10)
     ax_j.set_title("J, the ordinary value", fontsize=10)
-    fig.suptitle(title or "learning curves (bands: range over seeds)")
+    sampled = any(r.get("history_J_k_se") is not None for r in rows)
+    fig.suptitle(title or ("learning curves (bands: range over seeds" +
+                           ("; hatched: J_k +- 1.96 standard errors of the sampled estimate)" if sampled else ")")))
     ax_j.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5), borderaxespad=0)
     fig.tight_layout()
     return _save(fig, path)

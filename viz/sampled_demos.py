@@ -70,7 +70,7 @@ def traps():
 def _curves_batched(env, ks, seeds, iters, episodes):
     res = {}
     for k in ks:
-        curves, greedy, secs = [], [], []
+        curves, ses, greedy, secs = [], [], [], []
         for seed in seeds:
             est = mk.SampledKStep(env, k, seed=seed, episodes=episodes)
             # number matching: its trap start (keep 0.97); grid: near_stay_start (stay 0.8)
@@ -80,9 +80,10 @@ def _curves_batched(env, ks, seeds, iters, episodes):
             r = mk.train(est, init=start, iters=iters, tol=0.0)
             secs.append(time.perf_counter() - t)
             curves.append(r.history_J_k.tolist())
+            ses.append(r.history_J_k_se.tolist())
             greedy.append(float(mk.SampledKStep(env, 1, episodes=4000, seed=99).estimate(
                 mk.Policy.deterministic(est, r.policy.greedy_tables())).J_k))
-        res[k] = dict(curves=curves, greedy_J=greedy, seconds=secs)
+        res[k] = dict(curves=curves, se=ses, greedy_J=greedy, seconds=secs)
         print(f"  k={k}: final J_k {np.round([c[-1] for c in curves], 3)}, greedy {np.round(greedy, 3)}, "
               f"{np.median(secs):.1f} s per run", flush=True)
     return res
@@ -207,7 +208,7 @@ def mpe():
     env = simple_speaker_listener_v4.parallel_env(continuous_actions=False, max_cycles=25)
     out = {}
     for k in (1, 2, 4):
-        curves, secs = [], []
+        curves, ses, secs = [], [], []
         for seed in range(4):
             encoders = [mk.ObservationIndexer(3, decimals=3), ListenerEncoder()]
             est = mk.SampledKStep(env, k, gamma=0.95, episodes=60, seed=seed, encoders=encoders)
@@ -215,18 +216,24 @@ def mpe():
             r = mk.train(est, method="mirror", step=0.05, iters=60, tol=0.0, init=mk.Policy.uniform(est))
             secs.append(time.perf_counter() - t)
             curves.append(r.history_J_k.tolist())
-        out[k] = dict(curves=curves, seconds=secs)
+            ses.append(r.history_J_k_se.tolist())
+        out[k] = dict(curves=curves, se=ses, seconds=secs)
         print(f"mpe2 speaker-listener k={k}: J_k start {np.round([c[0] for c in curves], 2)} -> final "
               f"{np.round([np.mean(c[-5:]) for c in curves], 2)} ({np.median(secs):.0f} s per run)", flush=True)
     save("mpe", out)
 
 
 # ------------------------------------------------------------------ figures
-def _band(ax, curves, label, color):
+def _band(ax, curves, label, color, se=None):
+    """Mean and range over seeds; with the runs' recorded standard errors ``se``, also the 95% band of
+    the mean's sampling error, mean +- 1.96 sqrt(sum se^2) / n (hatched)."""
     c = np.asarray(curves)
     x = np.arange(c.shape[1])
     ax.plot(x, c.mean(axis=0), color=color, label=label)
     ax.fill_between(x, c.min(axis=0), c.max(axis=0), color=color, alpha=0.2)
+    if se is not None:
+        half = 1.96 * np.sqrt((np.asarray(se) ** 2).sum(axis=0)) / len(se)
+        ax.fill_between(x, c.mean(axis=0) - half, c.mean(axis=0) + half, color=color, alpha=0.35, hatch="//", lw=0)
 
 
 def plot():
@@ -258,11 +265,12 @@ def plot():
     axes = fig.subplots(1, len(beyond_data))
     for ax, (name, d) in zip(axes, beyond_data.items(), strict=True):
         for k, r in d["runs"].items():
-            _band(ax, r["curves"], f"k={k}", colors[int(k)])
+            _band(ax, r["curves"], f"k={k}", colors[int(k)], r.get("se"))
         n = name.split("_")[-1].split("x")[0]
         if name.startswith("number_matching") and n in js:
             ax.axhline(js[n]["J_star"], color="k", ls="--", lw=1, label="J* (exhaustive)")
-        ax.set_title(f"{name}: {d['n_states']:.0e} joint states\n(4 seeds, mean and range)", fontsize=9)
+        hatched = "; hatched: mean +- 1.96 SE" if all("se" in r for r in d["runs"].values()) else ""
+        ax.set_title(f"{name}: {d['n_states']:.0e} joint states\n(4 seeds, mean and range{hatched})", fontsize=9)
         ax.set_xlabel("iteration")
         ax.set_ylabel("sampled J_k")
         ax.legend(fontsize=8)
@@ -284,7 +292,7 @@ def plot():
     ax.set_title("OpenSpiel tiny Hanabi (labels: runs at the optimum, k=1)", fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     for k, r in mpe_data.items():
-        _band(ax2, r["curves"], f"k={k}", colors[int(k)])
+        _band(ax2, r["curves"], f"k={k}", colors[int(k)], r.get("se"))
     ax2.set_title("mpe2 simple_speaker_listener_v4 (4 seeds, mean and range)", fontsize=9)
     ax2.set_xlabel("iteration")
     ax2.set_ylabel("sampled J_k")

@@ -325,16 +325,49 @@ def symmetric_ascent(mdp, k, iters=ITERS, step=STEPS["pgd"]):
 
 
 def saddle():
-    """2-agent number matching (far start) from Policy.uniform: exactly symmetric ascent against train."""
+    """2-agent number matching (far start) from Policy.uniform: exactly symmetric ascent against train, and
+    train (plain and escape=True) from two starts 1e-15 off the uniform policy (independent per agent)."""
+    import warnings
+
     mdp = build_target(RATE_CASES["number matching, 2 agents, m = 6"])[0]
+    uniform = mk.Policy.uniform(mdp)
+    starts = {"uniform": uniform}
+    for seed in (1, 2):
+        rng = np.random.default_rng(seed)
+        d = [rng.uniform(-1e-15, 1e-15, t.shape) for t in uniform.theta]
+        starts[f"uniform + 1e-15 (seed {seed})"] = mk.Policy([t + x - x.mean(axis=1, keepdims=True)
+                                                               for t, x in zip(uniform.theta, d, strict=True)])
     out = []
     for k in range(1, 7):
         J_sym, table, iters, asym = symmetric_ascent(mdp, k)
-        res = mk.train(mdp, k=k, init=mk.Policy.uniform(mdp), iters=ITERS)
-        out.append(dict(k=k, symmetric_J=J_sym, symmetric_table=table.tolist(), symmetric_iterations=iters,
-                        largest_gradient_asymmetry=asym, train_J=res.final_J, train_stationary=res.stationary))
-        print(out[-1], flush=True)
-    save("saddle", out)
+        row = dict(k=k, symmetric_J=J_sym, symmetric_table=table.tolist(), symmetric_iterations=iters,
+                   largest_gradient_asymmetry=asym, train={})
+        for name, init in starts.items():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", mk.SaddleWarning)
+                res = mk.train(mdp, k=k, init=init, iters=ITERS)
+            esc = mk.train(mdp, k=k, init=init, iters=ITERS, escape=True)
+            row["train"][name] = dict(J=res.final_J, stationary=res.stationary, iterations=res.iterations,
+                                      escape_J=esc.final_J, escape_kinds=[e["kind"] for e in esc.escapes],
+                                      escape_iterations=esc.iterations)
+        row["train_J"], row["train_stationary"] = row["train"]["uniform"]["J"], row["train"]["uniform"]["stationary"]
+        out.append(row)
+        print(row["k"], row["symmetric_J"], row["train"], flush=True)
+    # how large an asymmetry of the start still stops at the saddle: 5 seeded perturbations per size, k = 3..6
+    sweep = {}
+    for eps in (1e-15, 1e-14, 1e-13, 1e-12, 1e-11, 1e-10, 1e-9):
+        stops = 0
+        for k in range(3, 7):
+            for seed in range(5):
+                rng = np.random.default_rng(seed)
+                d = [rng.uniform(-eps, eps, t.shape) for t in uniform.theta]
+                init = mk.Policy([t + x - x.mean(axis=1, keepdims=True) for t, x in zip(uniform.theta, d, strict=True)])
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", mk.SaddleWarning)
+                    stops += mk.train(mdp, k=k, init=init, iters=ITERS).stationary == "saddle"
+        sweep[f"{eps:g}"] = dict(saddle_stops=stops, runs=20)
+        print(f"perturbation {eps:g}: {stops} of 20 stop at the saddle", flush=True)
+    save("saddle", dict(by_k=out, perturbation_sweep=sweep))
 
 
 # ------------------------------------------------------------------ figures

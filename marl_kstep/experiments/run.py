@@ -161,9 +161,12 @@ class RunRecord:
         Its hash; :meth:`from_dict` refuses a record whose hash does not match its spec.
     result : dict
         ``final_J``, ``J_greedy``, ``final_J_k``, ``judged``, ``J_judged``, ``iterations``,
-        ``converged``, ``capped``, ``seconds``, ``stationary``, the histories, ``policy`` (one table
-        per agent), and with escapes ``escapes`` and ``certificate`` (order, one_opt, two_opt, the
-        number of improving changes).
+        ``converged``, ``capped``, ``stop_reason`` (:attr:`~marl_kstep.optim.TrainResult.stop_reason`), ``seconds``,
+        ``stationary``, the histories, ``policy`` (one table per agent), and with escapes ``escapes``,
+        ``certificate`` (order, one_opt, two_opt, the number of improving changes, of the final
+        policy's greedy tables), ``two_opt`` and ``certified`` (:attr:`~marl_kstep.optim.TrainResult.certified`: False
+        for a run the iteration cap stopped). Records written before ``stop_reason`` and
+        ``certified`` existed lack them (read them with ``.get``).
     versions, commit, date, host
         Provenance: the numerical stack's versions, the git commit (or None), the UTC date and the host.
     """
@@ -267,13 +270,15 @@ def run_one(spec: RunSpec, progress=None) -> RunRecord:
     result = dict(final_J=final_J, J_greedy=J_greedy, final_J_k=res.final_J_k,
                   judged="greedy" if sampled else "returned", J_judged=J_greedy if sampled else final_J,
                   iterations=res.iterations, converged=res.converged,
-                  capped=not res.converged and res.iterations >= spec.iters, seconds=res.seconds,
+                  capped=res.capped, stop_reason=res.stop_reason, seconds=res.seconds,
                   history_J=[_finite(x) for x in res.history_J.tolist()], history_J_k=res.history_J_k.tolist(),
                   policy=[t.tolist() for t in res.policy.theta], stationary=res.stationary)
     if spec.escape:
         result["escapes"] = [{key: _finite(v) for key, v in e.items()} for e in res.escapes]
         result["certificate"] = _certificate_summary(res.certificate)
         result["two_opt"] = res.certificate.two_opt  # of the final policy's greedy tables
+        # a run stopped by the cap is never certified, whatever its greedy tables' certificate says
+        result["certified"] = res.certified
     if res.history_J_k_se is not None:
         result["history_J_k_se"] = res.history_J_k_se.tolist()
     if res.history_J_k_exact is not None:

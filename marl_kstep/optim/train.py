@@ -31,7 +31,7 @@ from ..estimators import ExactKStep
 from ..interrupt import checkpoint, deferred_interrupts
 from ..model import JointMDP
 from ..policy import Policy
-from .escape import SADDLE_KICK, STATIONARY_TOL, Escaper, classify_stop
+from .escape import SADDLE_KICK, STATIONARY_TOL, Escaper, classify_stop, near_stationary
 from .options import TrainOptions
 from .simplex import STEPS
 
@@ -42,6 +42,9 @@ class SaddleWarning(RuntimeWarning):
     """Ascent stopped at a stationary point that is not a vertex (a saddle of :math:`J_k`)."""
 
 
+#: At most this many in-loop saddle probes per run (each costs 16 evaluations; a run that keeps
+#: nearing and leaving stationary points is not probed without end).
+MAX_SADDLE_PROBES = 20
 #: Above this many joint states, train records exact values alongside only when asked.
 EXACT_ALONGSIDE_MAX_STATES = 100_000
 
@@ -63,7 +66,8 @@ class TrainResult:
     iterations : int
         Updates performed.
     converged : bool
-        Whether ``max |theta_{t+1} - theta_t| < tol`` stopped the run.
+        Whether ``max |theta_{t+1} - theta_t| < tol`` stopped the run, or (``stop_reason ==
+        "saddle"``) the run stopped at a saddle, stationary relative to the gradient's scale.
     seconds : float
         Wall time.
     k, method, step : int, str, float
@@ -79,7 +83,12 @@ class TrainResult:
         Where a converged run stopped: at a vertex (every visited row deterministic, or at the
         floor); at a *saddle*, a stochastic stationary point with a direction of positive
         curvature inside its face, found by 8 seeded symmetric probes of size ``SADDLE_KICK``
-        (exact estimators; a :class:`SaddleWarning` is issued); or at another stochastic
+        (exact estimators; a :class:`SaddleWarning` is issued). An exact run is probed the first
+        time it is stationary relative to the gradient's scale
+        (:func:`~marl_kstep.optim.escape.near_stationary`, ``SADDLE_RTOL``), and ends there at a
+        saddle (``stop_reason="saddle"``; with ``escape=True`` it leaves along the probe): so a
+        symmetric saddle stops a run from the exactly symmetric start and from starts a rounding
+        error off it alike, before ascent can amplify the rounding error. Or at another stochastic
         stationary point (a flat face, e.g. rows mixing actions that do the same thing, or a
         stochastic local maximum). ``None`` when the run neither converged nor stopped at a
         certified vertex, or when its last update still moved an entry by more than
@@ -99,6 +108,17 @@ class TrainResult:
         says whether the final policy was deterministic on its used observations).
     options : TrainOptions
         The options the run used.
+    capped : bool
+        Whether the run was stopped by ``iters`` (the iteration cap) rather than by ``tol``, a stop
+        at a certified vertex or a saddle, or the callback. A capped run is not stationary and, with
+        ``escape=True``, **not certified**: its ``certificate`` is that of the greedy tables of a
+        policy ascent was still moving, and may list improving changes (see :attr:`certified`).
+    stop_reason : str
+        Why the run ended: ``"tol"`` (the update moved no entry more than ``tol``), ``"vertex"``
+        (``escape=True``: a certified vertex), ``"saddle"`` (an exact run found stationary relative to
+        the gradient's scale at a saddle, :func:`~marl_kstep.optim.escape.near_stationary`; without
+        escapes the run ends there), ``"iteration cap"``, ``"callback"`` or ``"return"``
+        (``escape=True``: ended on a better policy it had jumped to).
     """
 
     policy: Policy
@@ -118,6 +138,16 @@ class TrainResult:
     escapes: list = field(default_factory=list)
     certificate: Certificate | None = None
     options: TrainOptions | None = None
+    capped: bool = False
+    stop_reason: str | None = None
+
+    @property
+    def certified(self) -> bool:
+        """An ``escape=True`` run that ended on a vertex its certificate proves ``escape_order``-opt
+        (no change of up to that many slots improves :math:`J`), not stopped by the iteration cap (a
+        sampled learner's vertex is floored; its certificate is that of the vertex's greedy tables)."""
+        cert = self.certificate
+        return cert is not None and not self.capped and self.stationary == "vertex" and not cert.improving
 
     @property
     def final_J(self) -> float:
@@ -212,7 +242,10 @@ def train(
         A stop hook consulted at every iterate, in place of the one ``escape=True`` builds
         (:class:`~marl_kstep.optim.escape.Escaper` is the library's): ``hook.consider(it, policy,
         estimate, settled, periodic) -> (jump, stop, stationary)`` and ``hook.finish(policy) ->
-        (policy or None, stationary or None)``; see :mod:`marl_kstep.optim.escape`.
+        (policy or None, stationary or None)``; see :mod:`marl_kstep.optim.escape`. ``settled`` is
+        True when the run converged with a last update of at most ``STATIONARY_TOL``, or when an
+        exact run's saddle probe (at its first iterate stationary relative to the gradient's scale,
+        :func:`~marl_kstep.optim.escape.near_stationary`) found a saddle there.
 
     Notes
     -----
@@ -269,9 +302,11 @@ def train(
 
     t0 = time.perf_counter()
     hist_k, hist_1, hist_se, hist_exact = [], [], [], []
-    converged = False
+    converged = capped = False
+    stop_reason = None
     stationary = None
     last_move = float("inf")
+    probe_armed, probes = exact_est, 0
     stop = False
     it = 0
 
@@ -295,23 +330,41 @@ def train(
             if exact_k is not None:
                 hist_exact.append(J_k_exact)
             if callback is not None and callback(it, policy, e.J_k, J_1) is False:
+                stop_reason = "callback"
                 break
-            if stop or it >= opts.iters:
+            if stop or it >= opts.iters:  # (a last update within tol is a convergence, not the cap)
+                capped = not stop and not converged
+                stop_reason = "vertex" if stop else ("iteration cap" if capped else "tol")
                 break
+            proposal = Policy([update(t, g, eta, floor) for t, g in zip(policy.theta, e.grad, strict=True)])
+            move = proposal.max_abs_diff(policy)
+            # an exact run is probed for a saddle once per approach, when it is stationary relative to the
+            # gradient's scale: before rounding errors that break a symmetry can have grown (SPEC §9)
+            at_saddle = False
+            if probe_armed and near_stationary(move, eta, e.grad):
+                probe_armed, probes = False, probes + 1
+                at_saddle = classify_stop(est, policy, e.J_k, floor, seed, EXACT_ALONGSIDE_MAX_STATES) == "saddle"
+            elif exact_est and probes < MAX_SADDLE_PROBES and not near_stationary(move, 100.0 * eta, e.grad):
+                probe_armed = True  # moving again (100 times the threshold): the next stationary point is probed too
             jump = None
             if hook is not None:
-                settled = converged and last_move <= STATIONARY_TOL  # stationary, not merely stopped by a loose tol
+                # stationary, not merely stopped by a loose tol; or at a saddle found by the probe
+                settled = (converged and last_move <= STATIONARY_TOL) or at_saddle
                 jump, stop, where = hook.consider(it, policy, e, settled, periodic=it % 10 == 0)
                 stationary = where or stationary
                 if stop and jump.max_abs_diff(policy) == 0.0:
+                    stop_reason = "vertex"
                     break
+            elif at_saddle:
+                stationary, converged, stop_reason = "saddle", True, "saddle"
+                break
             if converged and jump is None:
+                stop_reason = "tol"
                 break
             if jump is not None:
                 new, converged = jump, False
             else:
-                new = Policy([update(t, g, eta, floor) for t, g in zip(policy.theta, e.grad, strict=True)])
-                last_move = new.max_abs_diff(policy)
+                new, last_move = proposal, move
                 converged = last_move < opts.tol
             policy = new
             it += 1
@@ -319,18 +372,19 @@ def train(
         back, certificate = (None, None) if hook is None else hook.finish(policy, it)
         if back is not None:  # the run ended below a policy it had jumped to: end there (the last entry)
             policy, stationary = back, "vertex"
+            stop_reason = "return"
             e, J_1, J_k_exact = evaluate(policy)
             hist_k[-1], hist_1[-1], hist_se[-1] = e.J_k, J_1, e.J_k_se
             if exact_k is not None:
                 hist_exact[-1] = J_k_exact
     if converged and last_move <= STATIONARY_TOL and stationary is None:
         stationary = classify_stop(est, policy, hist_k[-1], floor, seed, EXACT_ALONGSIDE_MAX_STATES)
-        if stationary == "saddle":
-            warnings.warn(
-                f"ascent stopped at a saddle of J_k (J_k = {hist_k[-1]:.6g}, after {it} iterations): a stochastic "
-                f"stationary point with a direction of positive curvature (moves of size {SADDLE_KICK:g}), such as "
-                "the symmetric uniform start; start off it (train's default start, Policy.near_uniform) or pass "
-                "escape=True", SaddleWarning, stacklevel=2)
+    if stationary == "saddle":
+        warnings.warn(
+            f"ascent stopped at a saddle of J_k (J_k = {hist_k[-1]:.6g}, after {it} iterations): a stochastic "
+            f"stationary point with a direction of positive curvature (moves of size {SADDLE_KICK:g}), such as "
+            "the symmetric uniform start; start off it (train's default start, Policy.near_uniform) or pass "
+            "escape=True", SaddleWarning, stacklevel=2)
     return TrainResult(
         policy=policy,
         history_J_k=np.asarray(hist_k),
@@ -348,4 +402,6 @@ def train(
         escapes=[] if hook is None else list(hook.records),
         certificate=certificate,
         options=opts,
+        capped=capped,
+        stop_reason=stop_reason,
     )
