@@ -17,6 +17,7 @@ Imported as a library (``import marl_kstep`` in a script, a notebook or pytest) 
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -30,8 +31,10 @@ _depth = 0
 
 
 def _interrupted_while_loading(signum, frame):
+    # Nothing has started yet, so nothing is lost by leaving at once; an exception raised here
+    # could land inside an extension module's import, which turns it into an ImportError.
     print("marl-kstep: interrupted while loading", file=sys.stderr, flush=True)
-    raise SystemExit(130)
+    os._exit(130)
 
 
 def _command_start() -> bool:
