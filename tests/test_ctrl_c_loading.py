@@ -12,6 +12,12 @@ from helpers import error_lines
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _sigint_default():
+    """In the child before exec: SIGINT as at a terminal (a suite started in the background, ``cmd &``,
+    has it ignored, and children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _wait_for_library(pid: int, name: str, timeout: float = 60.0) -> bool:
     """Wait until process ``pid`` has mapped a shared library whose path contains ``name``."""
     end = time.monotonic() + timeout
@@ -32,7 +38,8 @@ def test_ctrl_c_while_a_command_loads(tmp_path, library):
     has run by then, whatever the machine's load; before it, Python itself is still starting."""
     proc = subprocess.Popen([sys.executable, "-m", "marl_kstep.cli", "run", "two_state", "--k", "1", "--iters",
                              "100000000", "--tol", "0", "--out", str(tmp_path / "run"), "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            preexec_fn=_sigint_default)
     assert _wait_for_library(proc.pid, library)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
@@ -44,7 +51,8 @@ def test_ctrl_c_while_a_command_loads(tmp_path, library):
 def test_a_library_import_keeps_pythons_handler():
     code = ("import signal, marl_kstep, marl_kstep.interrupt as i; "
             "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler, i._startup_guard)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True,
+                         preexec_fn=_sigint_default)
     assert out.stdout.split() == ["True", "False"]
 
 
@@ -52,5 +60,6 @@ def test_a_command_hands_sigint_back_once_loaded():
     code = ("import sys; sys.argv[0] = '-m'; import signal, marl_kstep.interrupt as i; "
             "a = signal.getsignal(signal.SIGINT) is i._interrupted_while_loading; i.release_startup(); "
             "print(a, signal.getsignal(signal.SIGINT) is signal.default_int_handler)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True,
+                         preexec_fn=_sigint_default)
     assert out.stdout.split() == ["True", "True"]
