@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..estimators import estimate_path_steps, value
-from ..model import load_dpomdp, parse_dpomdp
+from ..model import dpomdp_names, dpomdp_path, load_dpomdp, parse_dpomdp
 from ..policy import Policy
 from ..search import alternating_best_response, best_deterministic, count_deterministic, mdp_optimum
 from .io import versions, write_json_atomic, write_text_atomic
@@ -77,11 +77,20 @@ def problem_facts(path: Path, *, ks=(1, 2, 3, 4), max_path_steps: int = 3_000_00
     return row
 
 
+def spec_target(path, gamma: float) -> dict:
+    """The run target of one problem: a shipped problem by its name (``{"dpomdp": "dectiger"}``), so
+    that the run records, whose hashes cover the target, are found again from any checkout (the spec
+    also carries the file's SHA-256); any other file by its path."""
+    file = Path(path).resolve()
+    name = next((n for n in dpomdp_names() if dpomdp_path(n).resolve() == file), None)
+    return {"dpomdp": name if name is not None else str(path), "gamma": gamma}
+
+
 def table_specs(facts: dict, *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), seeds=(0, 1, 2, 3, 4),
                 step: float = 0.05, iters: int = 1000, max_path_steps: int = 3_000_000) -> list[RunSpec]:
     """The run specs of one problem's cells: every (method, k) within the budget, from the uniform
     policy and from each seeded Dirichlet(1) start (tol 1e-8)."""
-    target = {"dpomdp": facts["path"], "gamma": facts["gamma"]}
+    target = spec_target(facts["path"], facts["gamma"])
     specs = []
     for method in methods:
         for k in ks:
@@ -99,7 +108,7 @@ def problem_rows_from(facts: dict, records: dict, *, ks=(1, 2, 3, 4), methods=("
     """One row of the table from the problem's facts and the run records (by spec hash)."""
     row = {k: v for k, v in facts.items() if k != "steps"}
     cells = {}
-    target = {"dpomdp": facts["path"], "gamma": facts["gamma"]}
+    target = spec_target(facts["path"], facts["gamma"])
     for method in methods:
         for k in ks:
             key = f"{method}_k{k}"
