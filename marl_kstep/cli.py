@@ -705,7 +705,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--data", default=str(benchtable.DEFAULT_DATA_DIR), help="folder of .dpomdp files")
     b.add_argument("--iters", type=_NONNEG_INT, default=1000, help="iteration cap per run")
     b.add_argument("--step", type=_POS_FLOAT, default=0.05, help="step size for pgd and mirror")
-    b.add_argument("--budget", type=_POS_INT, default=3_000_000, help="path steps per pass before 'over budget'")
+    b.add_argument("--budget", type=_POS_INT, default=benchtable.DEFAULT_BUDGET,
+                   help="path steps per pass before 'over budget'")
     b.add_argument("--seeds", type=_POS_INT, default=5, help="number of random starts")
     b.add_argument("--files", nargs="*", default=None, help="only these file names")
     b.add_argument("--out", default="results/benchmarks/benchmarks.md", help="Markdown report")

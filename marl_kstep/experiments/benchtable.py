@@ -3,10 +3,13 @@
 For each problem (at gamma = 0.9, or the file's discount when it is below 1) the table
 reports the augmented reachable states, observations and actions per agent, the number
 of deterministic memoryless joint policies, J* by exhaustive search (when that count is
-at most ``max_policies``), the uniform policy's value, alternating best response from the
-uniform policy, and for k = 1..4 the final ordinary J of projected and mirror ascent from
-the uniform policy and from seeded random starts (min / median / max), with wall time.
-Runs whose k-step enumeration is over the path budget are marked as such.
+at most ``max_policies``), the uniform policy's value, the best observation-blind policy's
+value (a lower bound; runs ending below it are counted and named), alternating best response
+from the uniform policy, and for k = 1..4 the final ordinary J of projected and mirror ascent
+from the uniform policy and from seeded random starts (min / median / max), with wall time.
+Runs whose k-step enumeration is over the path budget are marked as such, with their measured
+cost (seconds per exact call, and per run). Every count in the findings carries its n and a 95%
+Wilson interval.
 """
 
 from __future__ import annotations
@@ -29,8 +32,11 @@ from .runner import RunSpec, RunStore, commit, run_one, run_specs
 from .study import wilson_interval
 
 __all__ = ["DEFAULT_DATA_DIR", "problem_facts", "problem_rows", "run_table", "table_specs", "markdown", "findings",
-           "commit_id", "spec_target", "exact_call_seconds", "below_blind", "COST_LIMIT"]
+           "commit_id", "spec_target", "DEFAULT_BUDGET", "exact_call_seconds", "below_blind", "COST_LIMIT"]
 
+#: The table's path budget (steps per pass; issue 23): every cell whose runs cost under ``COST_LIMIT``
+#: seconds each is within it (measured: docs/performance.md, "The Dec-POMDP table's budget").
+DEFAULT_BUDGET = 6_000_000
 #: Seconds per run under which a cell must be computed, not marked over budget (issue 23).
 COST_LIMIT = 60.0
 #: Version of the cached problem facts (``problems.json``): 2 added the blind baseline and the cost of
@@ -61,7 +67,7 @@ def _gamma_for(path: Path) -> float:
     return d if 0 <= d < 1 else 0.9
 
 
-def problem_facts(path: Path, *, ks=(1, 2, 3, 4), max_path_steps: int = 3_000_000,
+def problem_facts(path: Path, *, ks=(1, 2, 3, 4), max_path_steps: int = DEFAULT_BUDGET,
                   max_policies: int = 10**6) -> dict:
     """The numbers of one problem that do not depend on a training run: sizes, J* (exhaustive, when the
     count of deterministic policies is at most ``max_policies``), the uniform policy's value, alternating
@@ -129,7 +135,7 @@ def spec_target(path, gamma: float) -> dict:
 
 
 def table_specs(facts: dict, *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), seeds=(0, 1, 2, 3, 4),
-                step: float = 0.05, iters: int = 1000, max_path_steps: int = 3_000_000) -> list[RunSpec]:
+                step: float = 0.05, iters: int = 1000, max_path_steps: int = DEFAULT_BUDGET) -> list[RunSpec]:
     """The run specs of one problem's cells: every (method, k) within the budget, from the uniform
     policy and from each seeded Dirichlet(1) start (tol 1e-8)."""
     target = spec_target(facts["path"], facts["gamma"])
@@ -152,7 +158,7 @@ def below_blind(values, blind: float, tol: float = 1e-2) -> list[int]:
 
 def problem_rows_from(facts: dict, records: dict, *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"),
                       seeds=(0, 1, 2, 3, 4), step: float = 0.05, iters: int = 1000,
-                      max_path_steps: int = 3_000_000, tol: float = 1e-2) -> dict:
+                      max_path_steps: int = DEFAULT_BUDGET, tol: float = 1e-2) -> dict:
     """One row of the table from the problem's facts and the run records (by spec hash).
 
     A computed cell holds its runs' final J (``uniform``, ``random``), ``below_blind``: the starts
@@ -204,7 +210,7 @@ def problem_rows_from(facts: dict, records: dict, *, ks=(1, 2, 3, 4), methods=("
 
 
 def problem_rows(path: Path, *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), seeds=(0, 1, 2, 3, 4),
-                 step: float = 0.05, iters: int = 1000, max_path_steps: int = 3_000_000,
+                 step: float = 0.05, iters: int = 1000, max_path_steps: int = DEFAULT_BUDGET,
                  max_policies: int = 10**6, progress=None) -> dict:
     """All numbers of one problem, its runs made in this process (see :func:`run_table` for folders)."""
     facts = problem_facts(path, ks=ks, max_path_steps=max_path_steps, max_policies=max_policies)
@@ -225,7 +231,7 @@ def problem_rows(path: Path, *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), seed
 
 def run_table(data_dir=DEFAULT_DATA_DIR, *, files=None, progress=None, folder=None, resume: bool = False,
               executor: str = "serial", workers: int | None = None, ks=(1, 2, 3, 4), methods=("pgd", "mirror"),
-              seeds=(0, 1, 2, 3, 4), step: float = 0.05, iters: int = 1000, max_path_steps: int = 3_000_000,
+              seeds=(0, 1, 2, 3, 4), step: float = 0.05, iters: int = 1000, max_path_steps: int = DEFAULT_BUDGET,
               max_policies: int = 10**6, run: bool = True) -> list[dict]:
     """Every ``.dpomdp`` file of ``data_dir`` (the syntax example ``example.dpomdp`` is skipped).
 
@@ -495,7 +501,7 @@ def _provenance_text(p: dict, seconds: float, budget: int) -> str:
 
 def write_report(data_dir=DEFAULT_DATA_DIR, out="results/benchmarks/benchmarks.md", *,
                  json_path="results/benchmarks/dpomdp_table.json", iters: int = 1000, step: float = 0.05,
-                 budget: int = 3_000_000, seeds: int = 5, files=None, repo: Path | None = None, progress=None,
+                 budget: int = DEFAULT_BUDGET, seeds: int = 5, files=None, repo: Path | None = None, progress=None,
                  folder=None, resume: bool = False, executor: str = "serial", workers: int | None = None,
                  run: bool = True) -> Path:
     """Run the whole table (through run records in ``folder``, when given; ``run=False``: only from the
