@@ -40,8 +40,8 @@ DEFAULT_BUDGET = 6_000_000
 #: Seconds per run under which a cell must be computed, not marked over budget (issue 23).
 COST_LIMIT = 60.0
 #: Version of the cached problem facts (``problems.json``): 2 added the blind baseline and the cost of
-#: over-budget cells.
-FACTS_VERSION = 2
+#: over-budget cells, 3 their walked (lumped) path steps.
+FACTS_VERSION = 3
 #: The load log of a table's folder: one ``{"date", "load1"}`` line per finished run.
 LOAD_LOG = "load.jsonl"
 #: Path steps per pass from which (bound or count) a cell's exact call is timed, and up to which (count).
@@ -74,8 +74,9 @@ def problem_facts(path: Path, *, ks=(1, 2, 3, 4), max_path_steps: int = DEFAULT_
     best response, the fully observable MDP optimum (an upper bound on every decentralized value), the
     best observation-blind policy (:func:`~marl_kstep.bounds.best_blind`: a lower bound on the best
     memoryless value), the path steps of every k (over the budget: no runs) and, for every k over
-    ``TIME_MIN`` path steps, ``cost[k]``: the exact count (up to ``TIME_CAP``) and the measured seconds
-    of one exact call (:func:`exact_call_seconds`), with the load average when measured."""
+    ``TIME_MIN`` path steps, ``cost[k]``: the exact count (up to ``TIME_CAP``), the path steps on the
+    walked (lumped) model and the measured seconds of one exact call (:func:`exact_call_seconds`; both
+    None when the walked model is over ``TIME_CAP``), with the load average when measured."""
     gamma = _gamma_for(path)
     mdp = load_dpomdp(path, gamma=gamma)
     count = count_deterministic(mdp)
@@ -100,21 +101,22 @@ def problem_facts(path: Path, *, ks=(1, 2, 3, 4), max_path_steps: int = DEFAULT_
     row["cost"] = {}
     for k in ks:
         if row["steps"][str(k)] > min(TIME_MIN, max_path_steps):  # costly or over budget: exact count, cost
-            steps = count_path_steps(mdp, k, TIME_CAP)
-            row["cost"][str(k)] = dict(steps=steps, seconds_per_call=exact_call_seconds(mdp, k, TIME_CAP)
-                                       if steps <= TIME_CAP else None)
+            seconds, walked = exact_call_seconds(mdp, k, TIME_CAP)
+            row["cost"][str(k)] = dict(steps=count_path_steps(mdp, k, TIME_CAP), walked_steps=walked,
+                                       seconds_per_call=seconds)
     row["load"] = os.getloadavg()[0]
     return row
 
 
-def exact_call_seconds(mdp, k: int, max_path_steps: int, calls: int = 3) -> float | None:
+def exact_call_seconds(mdp, k: int, max_path_steps: int, calls: int = 3) -> tuple[float | None, int | None]:
     """Median seconds of one exact ``value_and_grad`` at the uniform policy (``calls`` timed calls
-    after a first that plans, compiles or loads), or None when the walked model is over ``max_path_steps``.
-    A run of the table is at most ``iters`` such calls."""
+    after a first that plans, compiles or loads) and the path steps of one pass on the walked (lumped)
+    model; ``(None, None)`` when the walked model is over ``max_path_steps``. A run of the table is at
+    most ``iters`` such calls."""
     try:
         est = ExactKStep(mdp, k, max_path_steps=max_path_steps)
     except ValueError:
-        return None
+        return None, None
     pol = Policy.uniform(mdp)
     est.value_and_grad(pol)
     times = []
@@ -122,7 +124,7 @@ def exact_call_seconds(mdp, k: int, max_path_steps: int, calls: int = 3) -> floa
         t0 = time.perf_counter()
         est.value_and_grad(pol)
         times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    return float(np.median(times)), int(count_path_steps(est.plan.model, k, max_path_steps))
 
 
 def spec_target(path, gamma: float) -> dict:
@@ -178,7 +180,7 @@ def problem_rows_from(facts: dict, records: dict, *, ks=(1, 2, 3, 4), methods=("
             steps = facts["steps"][str(k)]
             if steps > max_path_steps:
                 cost = facts.get("cost", {}).get(str(k), {})
-                cell = dict(over_budget=True, steps=cost.get("steps", steps),
+                cell = dict(over_budget=True, steps=cost.get("steps", steps), walked_steps=cost.get("walked_steps"),
                             seconds_per_call=cost.get("seconds_per_call"))
                 if cell["seconds_per_call"] is not None:
                     cell["iterations_from"] = last_iters
@@ -309,10 +311,11 @@ def rate(successes: int, n: int) -> str:
 def _cost_text(c: dict) -> str:
     """An over-budget cell: its path steps and, when timed, its measured cost."""
     steps = c["steps"]
-    head = (f"over budget ({steps:,} path steps/pass)" if steps <= TIME_CAP
-            else f"over budget (> {TIME_CAP:,} path steps/pass)")
+    head = (f"over budget ({steps:,} path steps/pass" if steps <= TIME_CAP
+            else f"over budget (> {TIME_CAP:,} path steps/pass")
     if c.get("seconds_per_call") is None:
-        return head + "<br>not timed" if steps <= TIME_CAP else head
+        return head + (")<br>not timed" if steps <= TIME_CAP else f"; walked: > {TIME_CAP:,})<br>not timed")
+    head += f"; walked: {c['walked_steps']:,})" if c.get("walked_steps") is not None else ")"
     basis = (f"at the k = {c['iterations_from'][0]} runs' median {c['iterations_from'][1]:.0f} it."
              if c.get("iterations_from") else "at the iteration cap")
     return f"{head}<br>{c['seconds_per_call']:.3f} s/call: ≈ {c['seconds_per_run']:.0f} s/run {basis}"
@@ -428,7 +431,8 @@ def findings(rows: list[dict], *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), to
         items = []
         for name, k, c in over:
             if c.get("seconds_per_run") is None:
-                why = f"> {TIME_CAP:,} path steps" if c["steps"] > TIME_CAP else f"{c['steps']:,} path steps"
+                why = (f"> {TIME_CAP:,} path steps on the walked model" if c["steps"] > TIME_CAP
+                       else f"{c['steps']:,} path steps")
                 items.append(f"{_short(name)} k = {k} ({why}, not timed)")
             else:
                 items.append(f"{_short(name)} k = {k} ({c['seconds_per_call']:.2f} s/call, "
@@ -533,9 +537,11 @@ best memoryless value, so a run ending below it is a poor stationary point); ABR
 response from the uniform policy; the MDP optimum is the value of the fully observable joint MDP (a centralised
 controller that sees the state: an upper bound on every value here). Every run is a record in `runs.jsonl` beside
 the raw numbers (its full spec and hash), so each cell can be rerun on its own. A k whose path enumeration needs
-more than {budget:,} steps per pass is marked "over budget", with its measured cost: the seconds of one exact
-`value_and_grad` at the uniform policy (median of 3 after a first call), and that times the median iterations of
-the same method's runs at the largest computed k (a run is at most {iters} calls). The budget is chosen so that
+more than {budget:,} steps per pass (on the unlumped model) is marked "over budget", with the steps on the walked
+(lumped) model the estimator enumerates and its measured cost: the seconds of one exact `value_and_grad` at the
+uniform policy (median of 3 after a first call), and that times the median iterations of the same method's runs
+at the largest computed k (a run is at most {iters} calls); cells over {TIME_CAP:,} walked steps are not
+timed. The budget is chosen so that
 every cell costing under {COST_LIMIT:g} s per run is computed (docs/performance.md, "The Dec-POMDP table's budget").
 
 ## What it shows
