@@ -524,8 +524,8 @@ def write_report(data_dir=DEFAULT_DATA_DIR, out="results/benchmarks/benchmarks.m
                                           provenance=prov, seconds=seconds))
     text = f"""# Dec-POMDP benchmarks
 
-Produced by `marl-kstep benchmarks --budget {budget}` (or `python benchmarks/dpomdp_table.py`) at commit
-`{commit}` ({versions()}). {_provenance_text(prov, seconds, budget)}
+Produced by `marl-kstep benchmarks --budget {budget}` (or `python benchmarks/dpomdp_table.py`)
+at commit `{commit}` ({versions()}). {_provenance_text(prov, seconds, budget)}
 
 Memoryless decentralized policies on the observation-augmented
 joint MDP (SPEC §6), gamma 0.9 or the file's discount when it is below 1. Projected (pgd) and mirror ascent with
