@@ -73,7 +73,8 @@ def test_below_blind_flag_fires_on_a_constructed_table():
     assert over["iterations_from"] == (1, 7.0) and over["seconds_per_run"] == pytest.approx(0.14)
     text = benchtable.findings([row], ks=(1, 2), methods=("pgd",))
     assert "Of the runs, 2 of 6 (33%" in text and "dectiger pgd k = 1 (2 of 6: worst -429.000 vs blind -20.000)" in text
-    assert "cost under 60 s per run" in text and text.rstrip().count("dectiger k = 2") == 2  # listed, and cheap
+    assert "dectiger k = 2 (0.02 s/call; s/run: pgd ≈ 0.1)" in text  # listed with its measured cost
+    assert "cost under 60 s per run" in text and "largest computed k): dectiger pgd k = 2 (≈ 0.1 s/run)" in text
     table = benchtable.markdown([row], ks=(1, 2), methods=("pgd",))
     assert "**2 of 6 below blind**" in table and "| -20.000 |" in table  # the blind column
     assert "9,000,000 path steps/pass)<br>0.020 s/call: ≈ 0 s/run at the k = 1 runs' median 7 it." in table

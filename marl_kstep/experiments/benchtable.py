@@ -14,6 +14,7 @@ Wilson interval.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -386,8 +387,7 @@ def findings(rows: list[dict], *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), to
                 if c is None:
                     continue
                 if c["over_budget"]:
-                    if method == methods[0]:
-                        over.append((r["problem"], k, c))
+                    over.append((r["problem"], k, method, c))
                     continue
                 finals = [c["uniform"], *c["random"]]
                 n_runs[method] += len(finals)
@@ -429,19 +429,22 @@ def findings(rows: list[dict], *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), to
                  "SPEC §5) on: " + listing(above) + ".")
     if over:
         items = []
-        for name, k, c in over:
-            if c.get("seconds_per_run") is None:
+        for (name, k), group in itertools.groupby(sorted(over, key=lambda x: (x[0], x[1])), key=lambda x: (x[0], x[1])):
+            group = list(group)
+            c = group[0][3]
+            if c.get("seconds_per_call") is None:
                 why = (f"> {TIME_CAP:,} path steps on the walked model" if c["steps"] > TIME_CAP
                        else f"{c['steps']:,} path steps")
                 items.append(f"{_short(name)} k = {k} ({why}, not timed)")
-            else:
-                items.append(f"{_short(name)} k = {k} ({c['seconds_per_call']:.2f} s/call, "
-                             f"≈ {c['seconds_per_run']:.0f} s/run)")
-                if c["seconds_per_run"] < cost_limit:
-                    cheap.append(f"{_short(name)} k = {k}")
-        paras.append(f"**Over budget** ({len(over)} cells per method): {listing(items)}. Cells over budget that would "
+                continue
+            runs = ", ".join(f"{m} ≈ {cm['seconds_per_run']:.1f}" for _, _, m, cm in group)
+            items.append(f"{_short(name)} k = {k} ({c['seconds_per_call']:.2f} s/call; s/run: {runs})")
+            cheap += [f"{_short(name)} {m} k = {k} (≈ {cm['seconds_per_run']:.1f} s/run)" for _, _, m, cm in group
+                      if cm["seconds_per_run"] < cost_limit]
+        n_cells = len({(name, k) for name, k, _, _ in over})
+        paras.append(f"**Over budget** ({n_cells} cells per method): {listing(items)}. Cells over budget that would "
                      f"cost under {cost_limit:g} s per run (measured seconds per call times the median iterations of "
-                     f"the largest computed k): {listing(cheap)}.")
+                     f"the same method's runs at the largest computed k): {listing(cheap)}.")
     missing = [f"{_short(r['problem'])} {key.replace('_k', ' k = ')}" for r in rows for key in r.get("not_run", {})]
     if missing:
         paras.append(f"**Not run** (within the budget, but the table was stopped before their runs): "
