@@ -16,14 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import time
 from pathlib import Path
 
 import numba
 
 import marl_kstep as mk
-from marl_kstep.experiments.benchtable import DEFAULT_DATA_DIR, _gamma_for
+from marl_kstep.experiments.benchtable import DEFAULT_DATA_DIR, _gamma_for, exact_call_seconds
 
 
 def main() -> None:
@@ -45,21 +43,11 @@ def main() -> None:
             print(f"| {path.name} | | refused: {err} | | |")
             continue
         for k in args.ks:
-            try:
-                est = mk.ExactKStep(mdp, k, max_path_steps=args.cap)
-            except ValueError:
+            sec, steps = exact_call_seconds(mdp, k, args.cap)  # steps: exact, on the walked model
+            if sec is None:
                 rows.append(dict(problem=path.name, k=k, steps=None))
                 print(f"| {path.name} | {k} | > {args.cap:,} | | |", flush=True)
                 continue
-            pol = mk.Policy.uniform(mdp)
-            est.value_and_grad(pol)
-            ts = []
-            for _ in range(3):
-                t = time.perf_counter()
-                est.value_and_grad(pol)
-                ts.append(time.perf_counter() - t)
-            sec = statistics.median(ts)
-            steps = mk.count_path_steps(est.plan.model, k, args.cap)  # exact, on the walked model
             rows.append(dict(problem=path.name, k=k, steps=steps, seconds=sec, load=os.getloadavg()[0]))
             print(f"| {path.name} | {k} | {steps:,} | {sec:.4f} | {sec * args.iters:.0f} s |", flush=True)
     fit = [r for r in rows if r.get("steps") and r["seconds"] * args.iters <= 60]

@@ -1,9 +1,10 @@
 """Regenerate docs/benchmarks.md: every Dec-POMDP problem against every method.
 
-    python benchmarks/dpomdp_table.py [--iters 1000] [--budget 3000000] [--files GridSmall.dpomdp ...]
+    python benchmarks/dpomdp_table.py [--iters 1000] [--budget 6000000] [--files GridSmall.dpomdp ...]
 
-Reads the problems from ../shared/benchmarks/dpomdp (or $MARL_KSTEP_DPOMDP_DIR); writes
-docs/benchmarks.md and results/dpomdp_table.json (atomically). Same as ``marl-kstep benchmarks``.
+Reads the problems shipped in marl_kstep/data/dpomdp (or $MARL_KSTEP_DPOMDP_DIR); writes
+results/benchmarks/benchmarks.md and dpomdp_table.json beside it (atomically; --write-docs also
+docs/benchmarks.md). Same as ``marl-kstep benchmarks``.
 """
 
 import sys

@@ -537,7 +537,7 @@ def cmd_benchmarks(parser, args) -> int:
                          f"available: {', '.join(sorted(known))}")
 
     folder = Path(args.out).parent
-    if (folder / "runs.jsonl").exists() and not args.resume:
+    if (folder / "runs.jsonl").exists() and not (args.resume or args.no_run):
         parser.error(f"{folder / 'runs.jsonl'} already holds runs; add --resume to continue the table, "
                      "or choose another --out")
 
@@ -561,8 +561,8 @@ def cmd_benchmarks(parser, args) -> int:
     try:
         out = benchtable.write_report(data, args.out, json_path=args.json, iters=args.iters, step=args.step,
                                       budget=args.budget, seeds=args.seeds, files=args.files, progress=progress,
-                                      folder=folder, resume=args.resume, executor=args.executor,
-                                      workers=args.workers)
+                                      folder=folder, resume=args.resume or args.no_run, executor=args.executor,
+                                      workers=args.workers, run=not args.no_run)
     except KeyboardInterrupt:
         n = len(RunStore(folder).records())
         print(f"\ninterrupted: {n} finished runs are saved in {folder / 'runs.jsonl'}; --resume continues",
@@ -706,7 +706,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--data", default=str(benchtable.DEFAULT_DATA_DIR), help="folder of .dpomdp files")
     b.add_argument("--iters", type=_NONNEG_INT, default=1000, help="iteration cap per run")
     b.add_argument("--step", type=_POS_FLOAT, default=0.05, help="step size for pgd and mirror")
-    b.add_argument("--budget", type=_POS_INT, default=3_000_000, help="path steps per pass before 'over budget'")
+    b.add_argument("--budget", type=_POS_INT, default=benchtable.DEFAULT_BUDGET,
+                   help="path steps per pass before 'over budget'")
     b.add_argument("--seeds", type=_POS_INT, default=5, help="number of random starts")
     b.add_argument("--files", nargs="*", default=None, help="only these file names")
     b.add_argument("--out", default="results/benchmarks/benchmarks.md", help="Markdown report")
@@ -717,6 +718,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--write-docs", action="store_true",
                    help="also regenerate the checkout's docs/benchmarks.md (next to the package)")
     b.add_argument("--quiet", action="store_true", help="no per-cell progress lines")
+    b.add_argument("--no-run", action="store_true",
+                   help="make no run: rebuild the report from the records in OUT's folder (a cell without them "
+                        "is 'not run')")
     b.add_argument("--memory", type=_POS_INT, nargs="+", default=None, metavar="Q",
                    help="the finite-state controller table instead (docs/memory-table.md): these node counts per "
                         "agent on the six problems of issue 24; raw numbers in OUT.json unless --json is given; "

@@ -3,14 +3,18 @@
 For each problem (at gamma = 0.9, or the file's discount when it is below 1) the table
 reports the augmented reachable states, observations and actions per agent, the number
 of deterministic memoryless joint policies, J* by exhaustive search (when that count is
-at most ``max_policies``), the uniform policy's value, alternating best response from the
-uniform policy, and for k = 1..4 the final ordinary J of projected and mirror ascent from
-the uniform policy and from seeded random starts (min / median / max), with wall time.
-Runs whose k-step enumeration is over the path budget are marked as such.
+at most ``max_policies``), the uniform policy's value, the best observation-blind policy's
+value (a lower bound; runs ending below it are counted and named), alternating best response
+from the uniform policy, and for k = 1..4 the final ordinary J of projected and mirror ascent
+from the uniform policy and from seeded random starts (min / median / max), with wall time.
+Runs whose k-step enumeration is over the path budget are marked as such, with their measured
+cost (seconds per exact call, and per run). Every count in the findings carries its n and a 95%
+Wilson interval.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -19,15 +23,30 @@ from pathlib import Path
 
 import numpy as np
 
-from ..estimators import estimate_path_steps, value
-from ..model import load_dpomdp, parse_dpomdp
+from ..bounds import best_blind
+from ..estimators import ExactKStep, count_path_steps, estimate_path_steps, value
+from ..model import dpomdp_names, dpomdp_path, load_dpomdp, parse_dpomdp
 from ..policy import Policy
 from ..search import alternating_best_response, best_deterministic, count_deterministic, mdp_optimum
 from .io import versions, write_json_atomic, write_text_atomic
 from .runner import RunSpec, RunStore, commit, run_one, run_specs
+from .study import wilson_interval
 
 __all__ = ["DEFAULT_DATA_DIR", "problem_facts", "problem_rows", "run_table", "table_specs", "markdown", "findings",
-           "commit_id"]
+           "commit_id", "spec_target", "DEFAULT_BUDGET", "exact_call_seconds", "below_blind", "COST_LIMIT"]
+
+#: The table's path budget (steps per pass; issue 23): every cell whose runs cost under ``COST_LIMIT``
+#: seconds each is within it (measured: docs/performance.md, "The Dec-POMDP table's budget").
+DEFAULT_BUDGET = 6_000_000
+#: Seconds per run under which a cell must be computed, not marked over budget (issue 23).
+COST_LIMIT = 60.0
+#: Version of the cached problem facts (``problems.json``): 2 added the blind baseline and the cost of
+#: over-budget cells, 3 their walked (lumped) path steps.
+FACTS_VERSION = 3
+#: The load log of a table's folder: one ``{"date", "load1"}`` line per finished run.
+LOAD_LOG = "load.jsonl"
+#: Path steps per pass from which (bound or count) a cell's exact call is timed, and up to which (count).
+TIME_MIN, TIME_CAP = 1_000_000, 50_000_000
 
 def _find_data_dir() -> Path:
     """``$MARL_KSTEP_DPOMDP_DIR``, else the problems shipped in the package (``marl_kstep/data/dpomdp``)."""
@@ -49,12 +68,16 @@ def _gamma_for(path: Path) -> float:
     return d if 0 <= d < 1 else 0.9
 
 
-def problem_facts(path: Path, *, ks=(1, 2, 3, 4), max_path_steps: int = 3_000_000,
+def problem_facts(path: Path, *, ks=(1, 2, 3, 4), max_path_steps: int = DEFAULT_BUDGET,
                   max_policies: int = 10**6) -> dict:
     """The numbers of one problem that do not depend on a training run: sizes, J* (exhaustive, when the
     count of deterministic policies is at most ``max_policies``), the uniform policy's value, alternating
-    best response, the fully observable MDP optimum (an upper bound on every decentralized value), and
-    the path steps of every k (over the budget: no runs)."""
+    best response, the fully observable MDP optimum (an upper bound on every decentralized value), the
+    best observation-blind policy (:func:`~marl_kstep.bounds.best_blind`: a lower bound on the best
+    memoryless value), the path steps of every k (over the budget: no runs) and, for every k over
+    ``TIME_MIN`` path steps, ``cost[k]``: the exact count (up to ``TIME_CAP``), the path steps on the
+    walked (lumped) model and the measured seconds of one exact call (:func:`exact_call_seconds`; both
+    None when the walked model is over ``TIME_CAP``), with the load average when measured."""
     gamma = _gamma_for(path)
     mdp = load_dpomdp(path, gamma=gamma)
     count = count_deterministic(mdp)
@@ -73,15 +96,52 @@ def problem_facts(path: Path, *, ks=(1, 2, 3, 4), max_path_steps: int = 3_000_00
         row["abr"], row["abr_rounds"] = None, None
     row["abr_seconds"] = time.perf_counter() - t0
     row["mdp_optimum"] = mdp_optimum(mdp)
+    row["blind"], blind_actions = best_blind(mdp)
+    row["blind_actions"] = list(blind_actions)
     row["steps"] = {str(k): estimate_path_steps(mdp, k, max_path_steps=max_path_steps) for k in ks}
+    row["cost"] = {}
+    for k in ks:
+        if row["steps"][str(k)] > min(TIME_MIN, max_path_steps):  # costly or over budget: exact count, cost
+            seconds, walked = exact_call_seconds(mdp, k, TIME_CAP)
+            row["cost"][str(k)] = dict(steps=count_path_steps(mdp, k, TIME_CAP), walked_steps=walked,
+                                       seconds_per_call=seconds)
+    row["load"] = os.getloadavg()[0]
     return row
 
 
+def exact_call_seconds(mdp, k: int, max_path_steps: int, calls: int = 3) -> tuple[float | None, int | None]:
+    """Median seconds of one exact ``value_and_grad`` at the uniform policy (``calls`` timed calls
+    after a first that plans, compiles or loads) and the path steps of one pass on the walked (lumped)
+    model; ``(None, None)`` when the walked model is over ``max_path_steps``. A run of the table is at
+    most ``iters`` such calls."""
+    try:
+        est = ExactKStep(mdp, k, max_path_steps=max_path_steps)
+    except ValueError:
+        return None, None
+    pol = Policy.uniform(mdp)
+    est.value_and_grad(pol)
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        est.value_and_grad(pol)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)), int(count_path_steps(est.plan.model, k, max_path_steps))
+
+
+def spec_target(path, gamma: float) -> dict:
+    """The run target of one problem: a shipped problem by its name (``{"dpomdp": "dectiger"}``), so
+    that the run records, whose hashes cover the target, are found again from any checkout (the spec
+    also carries the file's SHA-256); any other file by its path."""
+    file = Path(path).resolve()
+    name = next((n for n in dpomdp_names() if dpomdp_path(n).resolve() == file), None)
+    return {"dpomdp": name if name is not None else str(path), "gamma": gamma}
+
+
 def table_specs(facts: dict, *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), seeds=(0, 1, 2, 3, 4),
-                step: float = 0.05, iters: int = 1000, max_path_steps: int = 3_000_000) -> list[RunSpec]:
+                step: float = 0.05, iters: int = 1000, max_path_steps: int = DEFAULT_BUDGET) -> list[RunSpec]:
     """The run specs of one problem's cells: every (method, k) within the budget, from the uniform
     policy and from each seeded Dirichlet(1) start (tol 1e-8)."""
-    target = {"dpomdp": facts["path"], "gamma": facts["gamma"]}
+    target = spec_target(facts["path"], facts["gamma"])
     specs = []
     for method in methods:
         for k in ks:
@@ -93,38 +153,67 @@ def table_specs(facts: dict, *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), seed
     return specs
 
 
+def below_blind(values, blind: float, tol: float = 1e-2) -> list[int]:
+    """Indices of ``values`` below the best observation-blind policy's value by more than ``tol``: runs
+    that ended worse than playing one fixed action per agent whatever it sees."""
+    return [i for i, v in enumerate(values) if v < blind - tol]
+
+
 def problem_rows_from(facts: dict, records: dict, *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"),
                       seeds=(0, 1, 2, 3, 4), step: float = 0.05, iters: int = 1000,
-                      max_path_steps: int = 3_000_000) -> dict:
-    """One row of the table from the problem's facts and the run records (by spec hash)."""
-    row = {k: v for k, v in facts.items() if k != "steps"}
+                      max_path_steps: int = DEFAULT_BUDGET, tol: float = 1e-2) -> dict:
+    """One row of the table from the problem's facts and the run records (by spec hash).
+
+    A computed cell holds its runs' final J (``uniform``, ``random``), ``below_blind``: the starts
+    (``"uniform"`` or the seed) whose final J is below the blind baseline ``facts["blind"]`` by more
+    than ``tol``, and ``iterations`` of its runs. An over-budget cell holds its path steps and, when
+    timed, ``seconds_per_call`` and ``seconds_per_run``: that times the median iterations of the same
+    method's runs at the largest computed k (``iterations_from``), or times ``iters`` when none was run."""
+    row = {k: v for k, v in facts.items() if k not in ("steps", "cost")}
     cells = {}
-    target = {"dpomdp": facts["path"], "gamma": facts["gamma"]}
+    target = spec_target(facts["path"], facts["gamma"])
+    blind = facts.get("blind")
+    not_run = {}
     for method in methods:
+        last_iters = None  # (k, median iterations) of the largest computed k so far
         for k in ks:
             key = f"{method}_k{k}"
             steps = facts["steps"][str(k)]
             if steps > max_path_steps:
-                cells[key] = dict(over_budget=True, steps=steps)
+                cost = facts.get("cost", {}).get(str(k), {})
+                cell = dict(over_budget=True, steps=cost.get("steps", steps), walked_steps=cost.get("walked_steps"),
+                            seconds_per_call=cost.get("seconds_per_call"))
+                if cell["seconds_per_call"] is not None:
+                    cell["iterations_from"] = last_iters
+                    n_it = iters if last_iters is None else last_iters[1]
+                    cell["seconds_per_run"] = cell["seconds_per_call"] * n_it
+                cells[key] = cell
                 continue
             opts = dict(method=method, step=step, iters=iters, tol=1e-8)
             u = records.get(RunSpec(target, k, start="uniform", **opts).hash)
             rs = [records.get(RunSpec(target, k, seed=s, start="random", **opts).hash) for s in seeds]
-            if u is None or any(r is None for r in rs):
-                continue  # not run yet (an interrupted or partial table)
+            if u is None or any(r is None for r in rs):  # not run yet (an interrupted or partial table)
+                not_run[key] = facts.get("cost", {}).get(str(k), {}).get("seconds_per_call")
+                continue
             finals = [r["result"]["final_J"] for r in rs]
+            its = [u["result"]["iterations"], *(r["result"]["iterations"] for r in rs)]
+            last_iters = (k, float(np.median(its)))
+            starts = ["uniform", *seeds]
+            all_j = [u["result"]["final_J"], *finals]
+            low = [] if blind is None else [starts[i] for i in below_blind(all_j, blind, tol)]
             cells[key] = dict(over_budget=False, steps=steps, uniform=u["result"]["final_J"],
                               uniform_iterations=u["result"]["iterations"], uniform_capped=u["result"]["capped"],
                               random=finals, random_capped=sum(r["result"]["capped"] for r in rs),
                               min=float(np.min(finals)), median=float(np.median(finals)), max=float(np.max(finals)),
+                              iterations=its, below_blind=low,
                               seconds=u["result"]["seconds"] + sum(r["result"]["seconds"] for r in rs),
                               spec_hashes=[u["spec_hash"], *(r["spec_hash"] for r in rs)])
-    row["cells"] = cells
+    row["cells"], row["not_run"] = cells, not_run
     return row
 
 
 def problem_rows(path: Path, *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), seeds=(0, 1, 2, 3, 4),
-                 step: float = 0.05, iters: int = 1000, max_path_steps: int = 3_000_000,
+                 step: float = 0.05, iters: int = 1000, max_path_steps: int = DEFAULT_BUDGET,
                  max_policies: int = 10**6, progress=None) -> dict:
     """All numbers of one problem, its runs made in this process (see :func:`run_table` for folders)."""
     facts = problem_facts(path, ks=ks, max_path_steps=max_path_steps, max_policies=max_policies)
@@ -145,13 +234,16 @@ def problem_rows(path: Path, *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), seed
 
 def run_table(data_dir=DEFAULT_DATA_DIR, *, files=None, progress=None, folder=None, resume: bool = False,
               executor: str = "serial", workers: int | None = None, ks=(1, 2, 3, 4), methods=("pgd", "mirror"),
-              seeds=(0, 1, 2, 3, 4), step: float = 0.05, iters: int = 1000, max_path_steps: int = 3_000_000,
-              max_policies: int = 10**6) -> list[dict]:
+              seeds=(0, 1, 2, 3, 4), step: float = 0.05, iters: int = 1000, max_path_steps: int = DEFAULT_BUDGET,
+              max_policies: int = 10**6, run: bool = True) -> list[dict]:
     """Every ``.dpomdp`` file of ``data_dir`` (the syntax example ``example.dpomdp`` is skipped).
 
     With ``folder``, the runs go through :func:`~marl_kstep.experiments.runner.run_specs`: one record per
     run in ``folder/runs.jsonl`` (``resume`` continues an interrupted table), on any executor; the
-    problems' facts are cached in ``folder/problems.json``. ``progress(done, total, eta_seconds, record)``.
+    problems' facts are cached in ``folder/problems.json``, and the load average after each run is
+    appended to ``folder/load.jsonl``. ``progress(done, total, eta_seconds, record)``. ``run=False``
+    (with ``folder``) makes no run: the rows are built from the records there, a cell without its records
+    is "not run".
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
@@ -161,6 +253,8 @@ def run_table(data_dir=DEFAULT_DATA_DIR, *, files=None, progress=None, folder=No
         paths = [p for p in paths if p.name in set(files)]
     kw = dict(ks=ks, methods=methods, seeds=seeds, step=step, iters=iters, max_path_steps=max_path_steps)
     if folder is None:
+        if not run:
+            raise ValueError("run=False builds the table from the records of a folder; give folder")
         return [problem_rows(p, progress=progress, max_policies=max_policies, **kw) for p in paths]
     folder = Path(folder)
     store = RunStore(folder)
@@ -170,7 +264,7 @@ def run_table(data_dir=DEFAULT_DATA_DIR, *, files=None, progress=None, folder=No
     cache = json.loads(cache_path.read_text()) if resume and cache_path.exists() else {}
     facts = []
     for p in paths:
-        key = f"{p.name}:{max_path_steps}:{max_policies}:{list(ks)}"
+        key = f"{p.name}:{max_path_steps}:{max_policies}:{list(ks)}:{FACTS_VERSION}"
         if key not in cache:
             cache[key] = problem_facts(p, ks=ks, max_path_steps=max_path_steps, max_policies=max_policies)
             write_json_atomic(cache_path, cache)
@@ -178,10 +272,13 @@ def run_table(data_dir=DEFAULT_DATA_DIR, *, files=None, progress=None, folder=No
     specs = [s for f in facts for s in table_specs(f, **kw)]
 
     def tick(rec, done, total, eta):
+        with open(folder / LOAD_LOG, "a") as f:  # the machine's load during the runs, for the report
+            f.write(json.dumps(dict(date=rec.get("date"), load1=os.getloadavg()[0])) + "\n")
         if progress is not None:
             progress(done, total, eta, rec)
 
-    run_specs(specs, folder, resume=True, executor=executor, workers=workers, progress=tick)
+    if run:
+        run_specs(specs, folder, resume=True, executor=executor, workers=workers, progress=tick)
     records = {r["spec_hash"]: r for r in store.records()}
     return [problem_rows_from(f, records, **kw) for f in facts]
 
@@ -202,19 +299,45 @@ def commit_id(repo: Path | None = None) -> str:
         return "unknown"
 
 
+def rate(successes: int, n: int) -> str:
+    """``"x of n (p%, 95% Wilson interval lo-hi%)"``; the interval is called wide when it spans more
+    than 30 points."""
+    if n == 0:
+        return "0 of 0"
+    lo, hi = wilson_interval(successes, n)
+    wide = ", wide" if hi - lo > 0.3 else ""
+    return f"{successes} of {n} ({100 * successes / n:.0f}%, 95% Wilson interval {100 * lo:.0f}-{100 * hi:.0f}%{wide})"
+
+
+def _cost_text(c: dict) -> str:
+    """An over-budget cell: its path steps and, when timed, its measured cost."""
+    steps = c["steps"]
+    head = (f"over budget ({steps:,} path steps/pass" if steps <= TIME_CAP
+            else f"over budget (> {TIME_CAP:,} path steps/pass")
+    if c.get("seconds_per_call") is None:
+        return head + (")<br>not timed" if steps <= TIME_CAP else f"; walked: > {TIME_CAP:,})<br>not timed")
+    head += f"; walked: {c['walked_steps']:,})" if c.get("walked_steps") is not None else ")"
+    basis = (f"at the k = {c['iterations_from'][0]} runs' median {c['iterations_from'][1]:.0f} it."
+             if c.get("iterations_from") else "at the iteration cap")
+    return f"{head}<br>{c['seconds_per_call']:.3f} s/call: ≈ {c['seconds_per_run']:.0f} s/run {basis}"
+
+
 def markdown(rows: list[dict], *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), settings: dict | None = None) -> str:
     """The tables as Markdown: one summary table, then one table per method."""
-    out = ["| problem | gamma | states | obs / agent | actions / agent | det. policies | J* | uniform J | ABR J | "
-           "MDP optimum |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+    n_seeds = max((len(c["random"]) for r in rows for c in r["cells"].values() if not c["over_budget"]), default=0)
+    out = ["| problem | gamma | states | obs / agent | actions / agent | det. policies | J* | uniform J | blind J | "
+           "ABR J | MDP optimum |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         out.append(f"| {r['problem']} | {r['gamma']:g} | {r['states']} | {r['obs']} | {r['actions']} | "
-                   f"{r['policies']:.3g} | {_fmt(r['J_star'])} | {_fmt(r['uniform'])} | {_fmt(r['abr'])} | "
-                   f"{_fmt(r.get('mdp_optimum'))} |")
+                   f"{r['policies']:.3g} | {_fmt(r['J_star'])} | {_fmt(r['uniform'])} | {_fmt(r.get('blind'))} | "
+                   f"{_fmt(r['abr'])} | {_fmt(r.get('mdp_optimum'))} |")
     for method in methods:
         out += ["", f"**{method}** — final J from the uniform policy (its iterations; `*`: stopped by the "
-                f"iteration cap, not converged); below it min / median / max over the random starts (and how "
-                f"many of them the cap stopped); wall time for all starts", "",
+                f"iteration cap, not converged); below it min / median / max over the {n_seeds} random starts (and "
+                f"how many of them the cap stopped); **below blind**: how many of the cell's {n_seeds + 1} runs end "
+                f"below the blind J; wall time for all starts. Over budget: the cell's path steps per pass and, "
+                f"measured, the seconds of one exact call and of one run", "",
                 "| problem | " + " | ".join(f"k = {k}" for k in ks) + " |",
                 "|---|" + "---|" * len(ks)]
         for r in rows:
@@ -222,24 +345,36 @@ def markdown(rows: list[dict], *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), se
             for k in ks:
                 c = r["cells"].get(f"{method}_k{k}")
                 if c is None:
-                    cells.append("not run")
+                    sec = r.get("not_run", {}).get(f"{method}_k{k}")
+                    cells.append("not run" if sec is None else f"not run<br>({sec:.3f} s/call)")
                 elif c["over_budget"]:
-                    cells.append(f"over budget (> {c['steps']:.2g} path steps/pass)")
+                    cells.append(_cost_text(c))
                 else:
                     it = c.get("uniform_iterations")
                     its = "" if it is None else f" ({it}{'*' if c.get('uniform_capped') else ''} it.)"
                     capped = c.get("random_capped", 0)
-                    note = f" ({capped} capped)" if capped else ""
+                    note = f" ({capped} of {len(c['random'])} capped)" if capped else ""
+                    low = c.get("below_blind") or []
+                    low_txt = f"<br>**{len(low)} of {len(c['random']) + 1} below blind**" if low else ""
                     cells.append(f"{c['uniform']:.3f}{its}<br>{c['min']:.3f} / {c['median']:.3f} / {c['max']:.3f}"
-                                 f"{note}<br>{c['seconds']:.1f} s")
+                                 f"{note}{low_txt}<br>{c['seconds']:.1f} s")
             out.append(f"| {r['problem']} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
-def findings(rows: list[dict], *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), tol: float = 1e-2) -> str:
-    """A paragraph of facts read off the table: where larger k helps, where every method
-    stops short of J*, and where stochastic policies beat J*."""
+def _short(name: str) -> str:
+    return name.split(".dpomdp")[0]
+
+
+def findings(rows: list[dict], *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), tol: float = 1e-2,
+             cost_limit: float = COST_LIMIT) -> str:
+    """Paragraphs of facts read off the table: runs below the blind baseline, runs at J*, where larger k
+    helps, where every method stops short of J*, where stochastic policies beat J*, and the cost of the
+    cells over budget. Every count carries its n and a 95% Wilson interval."""
     helps, short, above = [], [], []
+    low_cells, n_runs, n_low = [], {m: 0 for m in methods}, {m: 0 for m in methods}
+    at_star, n_star = {m: 0 for m in methods}, {m: 0 for m in methods}
+    over, cheap = [], []
     for r in rows:
         for method in methods:
             meds = [(k, r["cells"][f"{method}_k{k}"]["median"]) for k in ks
@@ -247,20 +382,76 @@ def findings(rows: list[dict], *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), to
             if len(meds) >= 2 and max(m for _, m in meds[1:]) > meds[0][1] + tol:
                 best_k, best = max(meds[1:], key=lambda x: x[1])
                 helps.append(f"{r['problem']} ({method}: median {meds[0][1]:.3f} at k = 1, {best:.3f} at k = {best_k})")
+            for k in ks:
+                c = r["cells"].get(f"{method}_k{k}")
+                if c is None:
+                    continue
+                if c["over_budget"]:
+                    over.append((r["problem"], k, method, c))
+                    continue
+                finals = [c["uniform"], *c["random"]]
+                n_runs[method] += len(finals)
+                low = c.get("below_blind") or []
+                n_low[method] += len(low)
+                if low:
+                    worst = min(finals)
+                    low_cells.append(f"{_short(r['problem'])} {method} k = {k} ({len(low)} of {len(finals)}: "
+                                     f"worst {worst:.3f} vs blind {r['blind']:.3f})")
+                if r["J_star"] is not None:
+                    n_star[method] += len(finals)
+                    at_star[method] += sum(v >= r["J_star"] - tol for v in finals)
         if r["J_star"] is not None:
             finals = [c[x] for c in r["cells"].values() if not c["over_budget"] for x in ("uniform", "max")]
             if finals and max(finals) < r["J_star"] - tol:
                 short.append(f"{r['problem']} (best {max(finals):.3f} vs J* {r['J_star']:.3f})")
             if finals and max(finals) > r["J_star"] + tol:
                 above.append(f"{r['problem']} ({max(finals):.3f} > J* {r['J_star']:.3f})")
+
     def listing(items):
         return "; ".join(items) if items else "no problem"
 
-    parts = [f"Larger k raises the median final J over k = 1 (by more than {tol:g}) on: {listing(helps)}.",
-             f"Every method and start stops short of J* (by more than {tol:g}) on: {listing(short)}."]
-    parts.append("A stochastic memoryless policy beats the best deterministic one (J* is not an upper bound, "
+    total, lows = sum(n_runs.values()), sum(n_low.values())
+    paras = []
+    if any(r.get("blind") is not None for r in rows):
+        per = ", ".join(f"{m} {rate(n_low[m], n_runs[m])}" for m in methods)
+        paras.append(
+            f"**Below the blind baseline.** Of the runs, {rate(lows, total)} end below the best observation-blind "
+            f"policy (one fixed action per agent, whatever it sees; column \"blind J\") by more than {tol:g}: {per}. "
+            f"They are in: {listing(low_cells)}. Such a run ended at a stationary point (or the iteration cap) "
+            f"worse than ignoring the observations altogether.")
+    per = ", ".join(f"{m} {rate(at_star[m], n_star[m])}" for m in methods)
+    n_prob = sum(r["J_star"] is not None for r in rows)
+    paras.append(f"**At J\\*.** Runs ending within {tol:g} of J* (or above it), on the {n_prob} problems where J* is "
+                 f"known: {per}.")
+    paras.append(f"Larger k raises the median final J over k = 1 (by more than {tol:g}) on: {listing(helps)}. "
+                 f"Every method and start stops short of J* (by more than {tol:g}) on: {listing(short)}. "
+                 "A stochastic memoryless policy beats the best deterministic one (J* is not an upper bound, "
                  "SPEC §5) on: " + listing(above) + ".")
-    return " ".join(parts)
+    if over:
+        items = []
+        for (name, k), group in itertools.groupby(sorted(over, key=lambda x: (x[0], x[1])), key=lambda x: (x[0], x[1])):
+            group = list(group)
+            c = group[0][3]
+            if c.get("seconds_per_call") is None:
+                why = (f"> {TIME_CAP:,} path steps on the walked model" if c["steps"] > TIME_CAP
+                       else f"{c['steps']:,} path steps")
+                items.append(f"{_short(name)} k = {k} ({why}, not timed)")
+                continue
+            runs = ", ".join(f"{m} ≈ {cm['seconds_per_run']:.1f}" for _, _, m, cm in group)
+            items.append(f"{_short(name)} k = {k} ({c['seconds_per_call']:.2f} s/call; s/run: {runs})")
+            cheap += [f"{_short(name)} {m} k = {k} (≈ {cm['seconds_per_run']:.1f} s/run)" for _, _, m, cm in group
+                      if cm["seconds_per_run"] < cost_limit]
+        n_cells = len({(name, k) for name, k, _, _ in over})
+        paras.append(f"**Over budget** ({n_cells} cells per method): {listing(items)}. Cells over budget that would "
+                     f"cost under {cost_limit:g} s per run (measured seconds per call times the median iterations of "
+                     f"the same method's runs at the largest computed k): {listing(cheap)}.")
+    missing = [f"{_short(r['problem'])} {key.replace('_k', ' k = ')}" for r in rows for key in r.get("not_run", {})]
+    if missing:
+        paras.append(f"**Not run** (within the budget, but the table was stopped before their runs): "
+                     f"{listing(missing)}.")
+    paras.append("The intervals treat runs as independent; runs of one problem are not, so they are optimistic; "
+                 "counts within one cell (out of its few starts) have wide intervals and are given without them.")
+    return "\n\n".join(paras)
 
 
 #: The closing pointer of docs/benchmarks.md to the controller table (kept when the table is regenerated).
@@ -274,32 +465,87 @@ produced by `marl-kstep benchmarks --memory 1 2 3 4` (command and settings in th
 """
 
 
+def provenance(rows: list[dict], folder=None) -> dict:
+    """What the report says about how it was made: the table's runs (count, summed seconds, first and last
+    record date, their commits and hosts), the load average over the runs (``folder/load.jsonl``) and at
+    the cost timings (the facts), and the CPU count."""
+    import datetime
+
+    hashes = {h for r in rows for c in r["cells"].values() for h in c.get("spec_hashes", [])}
+    recs = [] if folder is None else [r for r in RunStore(folder).records() if r["spec_hash"] in hashes]
+    dates = sorted(datetime.datetime.fromisoformat(r["date"]) for r in recs if r.get("date"))
+    loads = []
+    if folder is not None and (Path(folder) / LOAD_LOG).exists():
+        for line in (Path(folder) / LOAD_LOG).read_text().splitlines():
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by an interruption
+            if item.get("date") and item["date"] >= (dates[0].isoformat() if dates else ""):
+                loads.append(float(item["load1"]))
+    return dict(runs=len(recs), run_seconds=sum(r["result"]["seconds"] for r in recs),
+                first=dates[0].isoformat() if dates else None, last=dates[-1].isoformat() if dates else None,
+                span_seconds=(dates[-1] - dates[0]).total_seconds() if dates else None,
+                commits=sorted({(r.get("commit") or "unknown")[:7] for r in recs}),
+                hosts=sorted({r.get("host") or "unknown" for r in recs}), cpus=os.cpu_count(),
+                load_runs=[float(np.min(loads)), float(np.median(loads)), float(np.max(loads)), len(loads)]
+                if loads else None,
+                load_facts=[r["load"] for r in rows if r.get("load") is not None])
+
+
+def _provenance_text(p: dict, seconds: float, budget: int) -> str:
+    runs = (f"{p['runs']} runs, {p['run_seconds']:.0f} s of run time in all (serial), recorded from {p['first']} to "
+            f"{p['last']} ({p['span_seconds'] / 3600:.2f} h wall, resumed runs included) by commit(s) "
+            f"{', '.join(p['commits'])} on {', '.join(p['hosts'])}" if p["runs"] else "no run records")
+    load = (f"load average (1 min) after each run: median {p['load_runs'][1]:.1f}, range {p['load_runs'][0]:.1f}-"
+            f"{p['load_runs'][2]:.1f} ({p['load_runs'][3]} samples)" if p.get("load_runs") else "load during the "
+            "runs not recorded")
+    lf = p.get("load_facts") or []
+    facts = f"; {np.min(lf):.1f}-{np.max(lf):.1f} while the costs per call were timed" if lf else ""
+    return (f"{runs}; this report, with the problems' facts and cost timings, took {seconds:.0f} s. Machine: "
+            f"{p['cpus']} CPUs, {load}{facts}. Path budget: {budget:,} steps per pass.")
+
+
 def write_report(data_dir=DEFAULT_DATA_DIR, out="results/benchmarks/benchmarks.md", *,
                  json_path="results/benchmarks/dpomdp_table.json", iters: int = 1000, step: float = 0.05,
-                 budget: int = 3_000_000, seeds: int = 5, files=None, repo: Path | None = None, progress=None,
-                 folder=None, resume: bool = False, executor: str = "serial", workers: int | None = None) -> Path:
-    """Run the whole table (through run records in ``folder``, when given) and write the Markdown report
-    (and the raw numbers as JSON)."""
+                 budget: int = DEFAULT_BUDGET, seeds: int = 5, files=None, repo: Path | None = None, progress=None,
+                 folder=None, resume: bool = False, executor: str = "serial", workers: int | None = None,
+                 run: bool = True) -> Path:
+    """Run the whole table (through run records in ``folder``, when given; ``run=False``: only from the
+    records already there) and write the Markdown report (and the raw numbers as JSON)."""
     t0 = time.perf_counter()
     commit = commit_id(repo)  # the code the table is produced from
     rows = run_table(data_dir, files=files, progress=progress, iters=iters, step=step, max_path_steps=budget,
-                     seeds=tuple(range(seeds)), folder=folder, resume=resume, executor=executor, workers=workers)
+                     seeds=tuple(range(seeds)), folder=folder, resume=resume, executor=executor, workers=workers,
+                     run=run)
+    seconds = time.perf_counter() - t0
+    prov = provenance(rows, folder)
     settings = dict(iters=iters, step=step, max_path_steps=budget, seeds=list(range(seeds)),
                     folder=None if folder is None else str(folder))
     if json_path is not None:
-        write_json_atomic(json_path, dict(rows=rows, settings=settings, commit=commit, versions=versions()))
+        write_json_atomic(json_path, dict(rows=rows, settings=settings, commit=commit, versions=versions(),
+                                          provenance=prov, seconds=seconds))
     text = f"""# Dec-POMDP benchmarks
 
-Produced by `python benchmarks/dpomdp_table.py` (or `marl-kstep benchmarks`) at commit `{commit}` in
-{time.perf_counter() - t0:.0f} s ({versions()}). Memoryless decentralized policies on the observation-augmented
+Produced by `marl-kstep benchmarks --budget {budget}` (or `python benchmarks/dpomdp_table.py`)
+at commit `{commit}` ({versions()}). {_provenance_text(prov, seconds, budget)}
+
+Memoryless decentralized policies on the observation-augmented
 joint MDP (SPEC §6), gamma 0.9 or the file's discount when it is below 1. Projected (pgd) and mirror ascent with
 step {step}, at most {iters} iterations (stop when no entry moves by 1e-8), from the uniform policy and from
 {seeds} Dirichlet(1) random starts (seeds 0..{seeds - 1}); J is the ordinary value of the final policy. J* is
-the best deterministic policy by exhaustive search (— when there are more than 10^6); ABR is alternating best
+the best deterministic policy by exhaustive search (— when there are more than 10^6); blind J is the best
+observation-blind policy (one fixed action per agent whatever it sees, `mk.best_blind`: a lower bound on the
+best memoryless value, so a run ending below it is a poor stationary point); ABR is alternating best
 response from the uniform policy; the MDP optimum is the value of the fully observable joint MDP (a centralised
 controller that sees the state: an upper bound on every value here). Every run is a record in `runs.jsonl` beside
 the raw numbers (its full spec and hash), so each cell can be rerun on its own. A k whose path enumeration needs
-more than {budget:,} steps per pass is marked "over budget".
+more than {budget:,} steps per pass (on the unlumped model) is marked "over budget", with the steps on the walked
+(lumped) model the estimator enumerates and its measured cost: the seconds of one exact `value_and_grad` at the
+uniform policy (median of 3 after a first call), and that times the median iterations of the same method's runs
+at the largest computed k (a run is at most {iters} calls); cells over {TIME_CAP:,} walked steps are not
+timed. The budget is chosen so that
+every cell costing under {COST_LIMIT:g} s per run is computed (docs/performance.md, "The Dec-POMDP table's budget").
 
 ## What it shows
 
