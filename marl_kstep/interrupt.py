@@ -67,9 +67,10 @@ def _handler(signum, frame):
 def deferred_interrupts():
     """Defer SIGINT to the next :func:`checkpoint` (or the end of the block)."""
     global _depth
-    if _depth or threading.current_thread() is not threading.main_thread():
-        yield  # an outer block defers already, or signals cannot be handled on this thread
-        return
+    if _depth or threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        yield  # an outer block defers already, signals cannot be handled on this thread, or SIGINT is
+        return  # ignored (``nohup cmd &``): a stray Ctrl-C to the process group must not stop the run
     previous = signal.signal(signal.SIGINT, _handler)
     _depth = 1
     _pending.clear()

@@ -63,3 +63,17 @@ def test_a_command_hands_sigint_back_once_loaded():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True,
                          preexec_fn=_sigint_default)
     assert out.stdout.split() == ["True", "True"]
+
+
+def test_an_ignored_sigint_stays_ignored_in_a_run(tmp_path):
+    """Started with SIGINT ignored (``nohup cmd &``), a run is not stopped by a stray SIGINT."""
+    proc = subprocess.Popen([sys.executable, "-m", "marl_kstep.cli", "run", "two_state", "--k", "1", "--iters",
+                             "3000", "--tol", "0", "--out", str(tmp_path / "run"), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert _wait_for_library(proc.pid, "_helperlib")
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and "interrupted" not in stderr, stderr
+    assert (tmp_path / "run" / "runs.jsonl").read_text().count("\n") == 2  # both methods ran to the end
