@@ -9,8 +9,13 @@ Per problem (gamma = 0.9) and node count :math:`Q` per agent (``with_memory(mode
   is enumerable, else nothing (the cell says which);
 * ascent (pgd) with k = 1 and k = 2 (k-step), each without and with ``escape=True``, from the uniform
   controller and from seeded Dirichlet(1) random starts, every run a record of
-  :func:`~marl_kstep.experiments.runner.run_specs` (``runs.jsonl``, resumable); a k whose exact path walk
-  needs more than ``max_path_steps`` steps per pass is marked "over budget" and not run.
+  :func:`~marl_kstep.experiments.runner.run_specs` (``runs.jsonl``, resumable). A k whose exact path walk
+  needs more than ``max_path_steps`` steps per pass is run with the sampled estimator
+  (:class:`~marl_kstep.SampledKStep`, ``episodes`` per estimate) and marked "sampled": such a run is judged
+  by the exact :math:`J` of its greedy rounding (``J_judged`` of its record), and the cell states the
+  standard error of the final :math:`\hat J_k`. Augmented models above ``big_states`` states are trained
+  with fewer starts, iterations and escapes (``big``), above ``huge_states`` with fewer still (``huge``),
+  above ``max_states`` not at all.
 
 Per problem, apart from the controllers: the best deterministic observation-blind policy (a lower bound),
 the fully observable MDP optimum and the fast informed bound (upper bounds on every decentralized
@@ -43,15 +48,21 @@ __all__ = ["LITERATURE", "PROBLEMS", "SOURCE", "goal", "markdown", "memory_facts
 
 SOURCE = "Dibangoye, Buffet & Charpillet, ECML-PKDD 2014, Table 1"
 
-#: The six problems of the issue, with the escape order used on their controllers up to 2 nodes (2: every
-#: pair of slots is tried, affordable on the small models; 1: single slots). Above 2 nodes the order is 1.
+#: The six problems of the issue, with the escape order used on their controllers (2: every pair of slots is
+#: tried, affordable on the small models; 1: single slots) up to :data:`ORDER2_MAX_STATES` augmented states.
 PROBLEMS = {"dectiger.dpomdp": 2, "recycling.dpomdp": 2, "broadcastChannel.dpomdp": 2,
             "Mars.dpomdp.gz": 1, "boxPushingUAI07.dpomdp.gz": 1, "Grid3x3corners.dpomdp.gz": 1}
 
 
-def escape_order(problem: str, nodes: int) -> int:
-    """The escape order of a (problem, Q) cell (see :data:`PROBLEMS`)."""
-    return PROBLEMS[problem] if nodes <= 2 else 1
+#: Above this many augmented states the escape order is 1 on every problem (order 2 certifies every pair of
+#: slots: 0.7 s on dectiger with 3 nodes, 11 s with 4 nodes (130 states), 17 s on broadcastChannel with 4 (257)).
+ORDER2_MAX_STATES = 200
+
+
+def escape_order(problem: str, states: int) -> int:
+    """The escape order of a (problem, Q) cell with ``states`` augmented states (see :data:`PROBLEMS`
+    and :data:`ORDER2_MAX_STATES`)."""
+    return PROBLEMS[problem] if states <= ORDER2_MAX_STATES else 1
 
 #: Published values (as reported, different hardware): (name, value, nodes as printed, total nodes per agent).
 #: A periodic controller with ``n x p`` has ``n p`` nodes. ``best`` is the best published value of any
@@ -146,48 +157,91 @@ def memory_facts(path, nodes: int, *, gamma: float = 0.9, ks=(1, 2), max_path_st
     return out
 
 
+#: The reduced settings of large cells: (number of random starts, iteration cap, escape cap) for augmented
+#: models above ``big_states`` ("big") and above ``huge_states`` ("huge") states (see :func:`cell_settings`).
+BIG = (3, 500, 3)
+HUGE = (1, 300, 2)
+
+
+def cell_settings(states: int, *, seeds=(0, 1), iters: int = 200, max_escapes: int = 10, big_states: int = 500,
+                  huge_states: int = 2000, max_states: int = 4000) -> dict | None:
+    """The starts and caps of a cell with ``states`` augmented states: ``dict(tier, seeds, iters,
+    max_escapes)``, or None above ``max_states`` (not trained). ``tier`` is "full" (the table's
+    settings), "big" (:data:`BIG`: the first seeds only, capped iterations and escapes) or "huge"
+    (:data:`HUGE`)."""
+    if states > max_states:
+        return None
+    seeds = tuple(seeds)
+    if states > huge_states:
+        n, cap, esc = HUGE
+        return dict(tier="huge", seeds=seeds[:n], iters=min(iters, cap), max_escapes=min(max_escapes, esc))
+    if states > big_states:
+        n, cap, esc = BIG
+        return dict(tier="big", seeds=seeds[:n], iters=min(iters, cap), max_escapes=min(max_escapes, esc))
+    return dict(tier="full", seeds=seeds, iters=iters, max_escapes=max_escapes)
+
+
 def memory_specs(bounds: dict, facts: dict, *, seeds=(0, 1), iters: int = 200, step: float = 0.05,
-                 max_path_steps: int = 30_000_000, max_states: int = 500, max_escapes: int = 10) -> list[RunSpec]:
-    """The run specs of one (problem, Q) cell: every (k, escape) within the path budget, from the
-    uniform controller and from each seeded random start (none when the augmented model has more
-    than ``max_states`` states)."""
-    if facts["states"] > max_states:
+                 max_path_steps: int = 30_000_000, max_states: int = 4000, max_escapes: int = 10,
+                 big_states: int = 500, huge_states: int = 2000, episodes: int = 1000) -> list[RunSpec]:
+    """The run specs of one (problem, Q) cell: every (k, escape), from the uniform controller and from
+    each seeded random start of the cell's tier (:func:`cell_settings`; none above ``max_states``). A
+    k within the path budget runs with the exact estimator; above it with the sampled one
+    (``episodes`` per estimate, floor 0.01, seeded by the run's seed; no exact values alongside, whose
+    k-step walk is what is over budget: the record's ``final_J`` and ``J_greedy`` are computed once,
+    exactly, at the end)."""
+    cfg = cell_settings(facts["states"], seeds=seeds, iters=iters, max_escapes=max_escapes, big_states=big_states,
+                        huge_states=huge_states, max_states=max_states)
+    if cfg is None:
         return []
     target = _target(bounds["path"], bounds["gamma"], facts["nodes"])
     specs = []
     for k, escape in VARIANTS:
+        opts = dict(method="pgd", step=step, iters=cfg["iters"], tol=1e-8, escape=escape)
+        estimator = None
         if facts["steps"][str(k)] > max_path_steps:
-            continue
-        opts = dict(method="pgd", step=step, iters=iters, tol=1e-8, escape=escape)
+            estimator = dict(kind="sampled", episodes=episodes)
+            opts["exact_alongside"] = False
         if escape:
-            opts.update(escape_order=escape_order(bounds["problem"], facts["nodes"]), max_escapes=max_escapes)
-        specs.append(RunSpec(target, k, start="uniform", **opts))
-        specs += [RunSpec(target, k, seed=s, start="random", **opts) for s in seeds]
+            opts.update(escape_order=escape_order(bounds["problem"], facts["states"]), max_escapes=cfg["max_escapes"])
+        specs.append(RunSpec(target, k, start="uniform", estimator=estimator, **opts))
+        specs += [RunSpec(target, k, seed=s, start="random", estimator=estimator, **opts) for s in cfg["seeds"]]
     return specs
 
 
 def _cell(bounds, facts, records, k, escape, **kw) -> dict:
-    if facts["states"] > kw["max_states"]:
+    r"""One ascent cell from its records. ``values`` are the runs' judged values (``J_judged``: the exact
+    J of the returned policy for exact runs, of its greedy rounding for sampled ones); a sampled cell
+    also has ``se``, the standard error of the best run's final :math:`\hat J_k`, and ``se_max``, the
+    largest over its runs."""
+    cfg = cell_settings(facts["states"], **{key: kw[key] for key in ("seeds", "iters", "max_escapes", "big_states",
+                                                                       "huge_states", "max_states")})
+    if cfg is None:
         return dict(over_budget=False, too_large=True, states=facts["states"])
-    if facts["steps"][str(k)] > kw["max_path_steps"]:
-        return dict(over_budget=True, steps=facts["steps"][str(k)])
     specs = [s for s in memory_specs(bounds, facts, **kw) if s.k == k and s.escape == escape]
+    sampled = specs[0].estimator.kind == "sampled"
     recs = [records.get(s.hash) for s in specs]
     if any(r is None for r in recs):
-        return dict(over_budget=False, missing=True)
-    finals = [r["result"]["final_J"] for r in recs]
+        return dict(over_budget=False, missing=True, sampled=sampled, tier=cfg["tier"])
+    finals = [r["result"]["J_judged"] for r in recs]
     certs = [r["result"].get("certificate") for r in recs]
     best = int(np.argmax(finals))
-    return dict(over_budget=False, missing=False, steps=facts["steps"][str(k)], values=finals,
-                max=float(np.max(finals)), median=float(np.median(finals)),
-                seconds=float(sum(r["result"]["seconds"] for r in recs)),
-                capped=int(sum(bool(r["result"]["capped"]) for r in recs)),
-                best_certificate=certs[best], best_hash=recs[best]["spec_hash"])
+    out = dict(over_budget=False, missing=False, sampled=sampled, tier=cfg["tier"], starts=len(recs),
+               iters=cfg["iters"], steps=facts["steps"][str(k)], values=finals,
+               max=float(np.max(finals)), median=float(np.median(finals)),
+               seconds=float(sum(r["result"]["seconds"] for r in recs)),
+               capped=int(sum(bool(r["result"]["capped"]) for r in recs)),
+               best_certificate=certs[best], best_hash=recs[best]["spec_hash"])
+    if sampled:
+        ses = [r["result"]["history_J_k_se"][-1] for r in recs]
+        out.update(se=float(ses[best]), se_max=float(max(ses)), episodes=specs[0].estimator.episodes)
+    return out
 
 
 def run_memory_table(data_dir, folder, *, files=None, nodes=(1, 2), seeds=(0, 1), iters: int = 200,
                      step: float = 0.05, max_path_steps: int = 30_000_000, abr_restarts: int = 5,
-                     max_states: int = 500, max_escapes: int = 10, run: bool = True,
+                     max_states: int = 4000, max_escapes: int = 10, big_states: int = 500, huge_states: int = 2000,
+                     episodes: int = 1000, run: bool = True,
                      resume: bool = False, executor: str = "serial", workers: int | None = None,
                      progress=None, gamma: float = 0.9) -> dict:
     """Facts, bounds and runs of every (problem, Q); the runs through
@@ -211,7 +265,7 @@ def run_memory_table(data_dir, folder, *, files=None, nodes=(1, 2), seeds=(0, 1)
     cache_path = folder / "memory_facts.json"
     cache = json.loads(cache_path.read_text()) if resume and cache_path.exists() else {}
     kw = dict(seeds=tuple(seeds), iters=iters, step=step, max_path_steps=max_path_steps, max_states=max_states,
-              max_escapes=max_escapes)
+              max_escapes=max_escapes, big_states=big_states, huge_states=huge_states, episodes=episodes)
     problems, specs = [], []
     for name in names:
         path = data_dir / name
@@ -340,12 +394,15 @@ def markdown(table: dict) -> str:
                 elif c.get("over_budget"):
                     row.append(f"over budget ({c['steps']:.2g} path steps/pass)")
                 elif c.get("missing"):
-                    row.append("not run")
+                    row.append("not run" + (" (sampled)" if c.get("sampled") else ""))
                 else:
                     cert = _cert(c.get("best_certificate"))
                     capped = f" *{c['capped']}" if c["capped"] else ""
+                    how = "" if c["tier"] == "full" else f" [{c['tier']}: {c['starts']} starts, {c['iters']} it.]"
+                    sampled = (f"<br>sampled ({c['episodes']} ep.), SE of final Ĵ_k {c['se']:.2g} "
+                               f"(max {c['se_max']:.2g})" if c["sampled"] else "")
                     row.append(f"{_fmt(c['max'])} / {_fmt(c['median'])}{' ' + cert if cert else ''}{capped}"
-                               f"<br>{c['seconds']:.0f} s")
+                               f"{sampled}<br>{c['seconds']:.0f} s{how}")
             out.append("| " + " | ".join(row) + " |")
     out += ["", f"### Published rows (as reported, different hardware; {SOURCE})", "",
             "| problem | method | value | nodes per agent |", "|---|---|---|---|"]
@@ -411,7 +468,7 @@ Produced by
 
 ```
 marl-kstep benchmarks --memory {' '.join(map(str, st['nodes']))} --iters {st['iters']} --seeds {len(st['seeds'])} \\
-    --budget {st['max_path_steps']} --out results/memory/memory-table.md
+    --budget {st['max_path_steps']} --resume --out results/memory/memory-table.md
 ```
 
 at commit `{full[:7] if full else 'unknown'}` ({versions()}); this run of the command took
@@ -421,10 +478,19 @@ Every `.dpomdp` at gamma = {st['gamma']} (the files say `discount: 1`); `Q` = me
 projected gradient ascent (pgd, step {st['step']}, at most {st['iters']} iterations, stop when no entry moves
 by 1e-8) from the uniform controller and from {len(st['seeds'])} Dirichlet(1) random starts (seeds
 {', '.join(map(str, st['seeds']))}), with k = 1 (ordinary) and k = 2 (k-step), each without and with
-`escape=True` (certified escapes of order 2 on dectiger, recycling and broadcastChannel up to 2 nodes, order 1
-elsewhere; at most {st['max_escapes']} escapes per run). J is the exact ordinary value of the returned policy.
-A k whose exact path walk needs more than {st['max_path_steps']:,} steps per pass is "over budget" (not run, not
-sampled); a model with more than {st['max_states']} augmented states is not trained at all. "best det." is the
+`escape=True` (certified escapes of order 2 on dectiger, recycling and broadcastChannel up to
+{ORDER2_MAX_STATES} augmented states, order 1 elsewhere; at most {st['max_escapes']} escapes per run). J is the
+exact ordinary value of the returned policy.
+**Large cells** (the cost of one exact k = 1 evaluation, unloaded, in docs/memory.md: about 15 ms at
+700–1000 augmented states, 45 ms at 1,600, 0.11 s at 2,161 and 0.47 s at 3,841): above {st['big_states']}
+augmented states ("big") only the uniform start and the first {BIG[0]} seeds, at most {BIG[1]} iterations and
+{BIG[2]} escapes per run; above {st['huge_states']} ("huge") the uniform start and the first {HUGE[0]} seed, at
+most {HUGE[1]} iterations and {HUGE[2]} escapes; above {st['max_states']} not trained. The cell says its tier.
+**Sampled cells**: a k whose exact path walk needs more than {st['max_path_steps']:,} steps per pass is run
+with `SampledKStep` ({st['episodes']} episodes per estimate, floor 0.01, seeded by the run's seed) and marked
+"sampled"; its value is the exact J of the greedy rounding of the returned policy (what a sampled run is judged
+by, `J_judged` of its record), and the cell gives the standard error of the final sampled estimate Ĵ_k of the
+best run (and the largest over the cell's runs). "best det." is the
 best deterministic controller by exhaustive search where there are at most `Settings.max_policies` = 10^6 of
 them, else the best of alternating best response (ABR) from the lifted best memoryless controller and
 {st['abr_restarts']} random deterministic ones, where one agent's best response is enumerable and costs at most
