@@ -104,3 +104,13 @@ def test_big_cell_specs():
     small = memtable.memory_specs(bounds, dict(facts, states=100), seeds=(0,), max_path_steps=10**9)
     assert {s.options.escape_order for s in small if s.escape} == {2} and all(s.estimator.kind == "exact"
                                                                               for s in small)
+
+
+def test_goal_strict_and_any_k():
+    lit = dict(best=10.0, rows=[("A", 9.0, "2", 2)])
+    q1 = {"k1": {}, "k1_esc": {"max": 9.8}, "k2": {}, "k2_esc": {"max": 8.0, "sampled": True}}
+    p = dict(literature=lit, facts=[{"nodes": 1, "search": None}], cells=[q1])
+    strict, loose = memtable.goal(p), memtable.goal(p, any_k=True)
+    assert strict["value"] == 8.0 and strict["which"] == "k = 2, sampled" and not strict["beats"]
+    assert not strict["within5"]
+    assert loose["value"] == 9.8 and loose["which"] == "k = 1" and loose["beats"] and loose["within5"]

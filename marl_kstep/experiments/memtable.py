@@ -320,32 +320,39 @@ def _best_lower(p: dict, q_max: int | None = None) -> tuple[float, str]:
     return best, how
 
 
-def _escape_best(p: dict, q_max: int | None = None) -> tuple[float, int | None, dict | None, str]:
-    """Best k-step ascent with escapes with at most ``q_max`` nodes: k = 2 with escapes, or k = 1 with
-    escapes where k = 2 is over budget (said in the last item); value, node count, certificate, which."""
+def _escape_best(p: dict, q_max: int | None = None, any_k: bool = False) -> tuple[float, int | None, dict | None, str]:
+    """Best ascent with escapes with at most ``q_max`` nodes: k = 2 with escapes (sampled where its exact
+    walk is over budget; k = 1 with escapes where no k = 2 cell was run), or with ``any_k`` the better of
+    k = 1 and k = 2 with escapes (said in the last item); value, node count, certificate, which."""
     best = (-np.inf, None, None, "")
     for f, cells in zip(p["facts"], p["cells"], strict=True):
         if q_max is not None and f["nodes"] > q_max:
             continue
-        key = "k2_esc" if cells["k2_esc"].get("max") is not None else "k1_esc"
-        c = cells[key]
-        if c.get("max") is not None and c["max"] > best[0]:
-            best = (c["max"], f["nodes"], c.get("best_certificate"),
-                    "k = 2" if key == "k2_esc" else "k = 1 (k = 2 over budget)")
+        if any_k:
+            keys = ["k1_esc", "k2_esc"]
+        else:
+            keys = ["k2_esc"] if cells["k2_esc"].get("max") is not None else ["k1_esc"]
+        for key in keys:
+            c = cells[key]
+            if c.get("max") is not None and c["max"] > best[0]:
+                which = "k = 2" if key == "k2_esc" else ("k = 1" if any_k else "k = 1 (k = 2 not run)")
+                best = (c["max"], f["nodes"], c.get("best_certificate"),
+                        which + (", sampled" if c.get("sampled") else ""))
     return best
 
 
-def goal(p: dict) -> dict:
+def goal(p: dict, any_k: bool = False) -> dict:
     """The issue's goal on one problem, row by row: (a) every published FSC row with ``n`` nodes is beaten
     by k-step ascent with escapes using at most ``n`` nodes; (b) that ascent, with at most the largest
-    published node count, is within 5% of the best published value."""
+    published node count, is within 5% of the best published value. The ascent is k = 2 with escapes,
+    or with ``any_k`` the better of k = 1 and k = 2 with escapes (:func:`_escape_best`)."""
     lit = p["literature"]
     rows = []
     for name, v, printed, n in lit["rows"]:
-        val, q, cert, which = _escape_best(p, n)
+        val, q, cert, which = _escape_best(p, n, any_k)
         rows.append(dict(name=name, value=v, printed=printed, nodes=n, ours=val, ours_nodes=q, certificate=cert,
                          which=which, beaten=q is not None and val > v))
-    val, q, cert, which = _escape_best(p, max(n for *_, n in lit["rows"]))
+    val, q, cert, which = _escape_best(p, max(n for *_, n in lit["rows"]), any_k)
     within = q is not None and val >= lit["best"] - 0.05 * abs(lit["best"])
     return dict(value=val, nodes=q, certificate=cert, which=which, rows=rows,
                 beats=all(r["beaten"] for r in rows), within5=within)
@@ -447,9 +454,11 @@ def goal_paragraph(table: dict) -> str:
                      f"{g['which']}) vs best published {lit['best']:g} (5% below: "
                      f"{lit['best'] - 0.05 * abs(lit['best']):.3f}).")
     n = len(table["problems"])
-    head = (f"(a) every published FSC row beaten by k-step ascent with escapes with at most its node count: "
+    loose = [goal(p, any_k=True) for p in table["problems"]]
+    head = (f"(a) every published FSC row beaten by k-step ascent (k = 2) with escapes with at most its node count: "
             f"{beats} of {n} problems (the goal: 4 of 6). (b) within 5% of the best published value: {within} of "
-            f"{n} (the goal: 3 of 6).")
+            f"{n} (the goal: 3 of 6). Counting the better of k = 1 and k = 2 with escapes instead: (a) "
+            f"{sum(g['beats'] for g in loose)} of {n}, (b) {sum(g['within5'] for g in loose)} of {n}.")
     return head + "\n\n" + "\n".join(lines)
 
 
