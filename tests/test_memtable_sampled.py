@@ -87,6 +87,10 @@ def test_cell_tiers():
     assert huge["tier"] == "huge" and huge["seeds"] == seeds[:memtable.HUGE[0]] and huge["iters"] == memtable.HUGE[1]
     assert memtable.cell_settings(2001, seeds=seeds, iters=100, max_escapes=1)["iters"] == 100  # caps only lower
     assert memtable.cell_settings(4001, seeds=seeds) is None
+    # an exact walk above slow_steps: fewer starts, the same caps; a sampled one keeps every start
+    slow = memtable.cell_settings(100, seeds=seeds, iters=1000, steps=2_000_000, slow_steps=1_000_000)
+    assert slow == dict(tier="slow", seeds=seeds[:memtable.BIG[0]], iters=1000, max_escapes=10)
+    assert memtable.cell_settings(100, seeds=seeds, steps=2_000_000, exact=False)["tier"] == "full"
 
 
 def test_big_cell_specs():
@@ -114,3 +118,12 @@ def test_goal_strict_and_any_k():
     assert strict["value"] == 8.0 and strict["which"] == "k = 2, sampled" and not strict["beats"]
     assert not strict["within5"]
     assert loose["value"] == 9.8 and loose["which"] == "k = 1" and loose["beats"] and loose["within5"]
+
+
+def test_slow_cell_specs():
+    bounds = dict(path=RC, gamma=0.9, problem="recycling.dpomdp")
+    facts = dict(states=100, nodes=2, steps={"1": 10, "2": 2_000_000})
+    specs = memtable.memory_specs(bounds, facts, seeds=tuple(range(10)), iters=1000, max_path_steps=10**7,
+                                  slow_steps=10**6)
+    assert sum(s.k == 1 for s in specs) == 2 * 11 and sum(s.k == 2 for s in specs) == 2 * (1 + memtable.BIG[0])
+    assert all(s.estimator.kind == "exact" and s.iters == 1000 for s in specs)

@@ -159,16 +159,20 @@ def memory_facts(path, nodes: int, *, gamma: float = 0.9, ks=(1, 2), max_path_st
 
 #: The reduced settings of large cells: (number of random starts, iteration cap, escape cap) for augmented
 #: models above ``big_states`` ("big") and above ``huge_states`` ("huge") states (see :func:`cell_settings`).
+#: A "slow" cell (an exact walk of more than ``slow_steps`` path steps per pass) keeps the iteration and
+#: escape caps but has only the first ``BIG[0]`` random starts.
 BIG = (3, 500, 3)
 HUGE = (1, 300, 2)
 
 
 def cell_settings(states: int, *, seeds=(0, 1), iters: int = 200, max_escapes: int = 10, big_states: int = 500,
-                  huge_states: int = 2000, max_states: int = 4000) -> dict | None:
+                  huge_states: int = 2000, max_states: int = 4000, steps: int = 0, exact: bool = True,
+                  slow_steps: int = 1_000_000) -> dict | None:
     """The starts and caps of a cell with ``states`` augmented states: ``dict(tier, seeds, iters,
     max_escapes)``, or None above ``max_states`` (not trained). ``tier`` is "full" (the table's
-    settings), "big" (:data:`BIG`: the first seeds only, capped iterations and escapes) or "huge"
-    (:data:`HUGE`)."""
+    settings), "slow" (an ``exact`` cell whose walk has more than ``slow_steps`` path ``steps`` per
+    pass: the first ``BIG[0]`` seeds only), "big" (:data:`BIG`: the first seeds only, capped iterations
+    and escapes) or "huge" (:data:`HUGE`)."""
     if states > max_states:
         return None
     seeds = tuple(seeds)
@@ -178,25 +182,39 @@ def cell_settings(states: int, *, seeds=(0, 1), iters: int = 200, max_escapes: i
     if states > big_states:
         n, cap, esc = BIG
         return dict(tier="big", seeds=seeds[:n], iters=min(iters, cap), max_escapes=min(max_escapes, esc))
+    if exact and steps > slow_steps:
+        return dict(tier="slow", seeds=seeds[:BIG[0]], iters=iters, max_escapes=max_escapes)
     return dict(tier="full", seeds=seeds, iters=iters, max_escapes=max_escapes)
+
+
+def _variant_settings(facts: dict, k: int, kw: dict) -> dict | None:
+    """:func:`cell_settings` of the k-cells of one (problem, Q) (``kw``: the table's settings)."""
+    steps = facts["steps"][str(k)]
+    return cell_settings(facts["states"], seeds=kw.get("seeds", (0, 1)), iters=kw.get("iters", 200),
+                         max_escapes=kw.get("max_escapes", 10), big_states=kw.get("big_states", 500),
+                         huge_states=kw.get("huge_states", 2000), max_states=kw.get("max_states", 4000),
+                         steps=steps, exact=steps <= kw.get("max_path_steps", 30_000_000),
+                         slow_steps=kw.get("slow_steps", 1_000_000))
 
 
 def memory_specs(bounds: dict, facts: dict, *, seeds=(0, 1), iters: int = 200, step: float = 0.05,
                  max_path_steps: int = 30_000_000, max_states: int = 4000, max_escapes: int = 10,
-                 big_states: int = 500, huge_states: int = 2000, episodes: int = 1000) -> list[RunSpec]:
+                 big_states: int = 500, huge_states: int = 2000, episodes: int = 1000,
+                 slow_steps: int = 1_000_000) -> list[RunSpec]:
     """The run specs of one (problem, Q) cell: every (k, escape), from the uniform controller and from
     each seeded random start of the cell's tier (:func:`cell_settings`; none above ``max_states``). A
     k within the path budget runs with the exact estimator; above it with the sampled one
     (``episodes`` per estimate, floor 0.01, seeded by the run's seed; no exact values alongside, whose
     k-step walk is what is over budget: the record's ``final_J`` and ``J_greedy`` are computed once,
     exactly, at the end)."""
-    cfg = cell_settings(facts["states"], seeds=seeds, iters=iters, max_escapes=max_escapes, big_states=big_states,
-                        huge_states=huge_states, max_states=max_states)
-    if cfg is None:
-        return []
+    kw = dict(seeds=seeds, iters=iters, max_path_steps=max_path_steps, max_states=max_states,
+              max_escapes=max_escapes, big_states=big_states, huge_states=huge_states, slow_steps=slow_steps)
     target = _target(bounds["path"], bounds["gamma"], facts["nodes"])
     specs = []
     for k, escape in VARIANTS:
+        cfg = _variant_settings(facts, k, kw)
+        if cfg is None:
+            return []
         opts = dict(method="pgd", step=step, iters=cfg["iters"], tol=1e-8, escape=escape)
         estimator = None
         if facts["steps"][str(k)] > max_path_steps:
@@ -214,8 +232,7 @@ def _cell(bounds, facts, records, k, escape, **kw) -> dict:
     J of the returned policy for exact runs, of its greedy rounding for sampled ones); a sampled cell
     also has ``se``, the standard error of the best run's final :math:`\hat J_k`, and ``se_max``, the
     largest over its runs."""
-    cfg = cell_settings(facts["states"], **{key: kw[key] for key in ("seeds", "iters", "max_escapes", "big_states",
-                                                                       "huge_states", "max_states")})
+    cfg = _variant_settings(facts, k, kw)
     if cfg is None:
         return dict(over_budget=False, too_large=True, states=facts["states"])
     specs = [s for s in memory_specs(bounds, facts, **kw) if s.k == k and s.escape == escape]
@@ -241,7 +258,7 @@ def _cell(bounds, facts, records, k, escape, **kw) -> dict:
 def run_memory_table(data_dir, folder, *, files=None, nodes=(1, 2), seeds=(0, 1), iters: int = 200,
                      step: float = 0.05, max_path_steps: int = 30_000_000, abr_restarts: int = 5,
                      max_states: int = 4000, max_escapes: int = 10, big_states: int = 500, huge_states: int = 2000,
-                     episodes: int = 1000, run: bool = True,
+                     episodes: int = 1000, slow_steps: int = 1_000_000, run: bool = True,
                      resume: bool = False, executor: str = "serial", workers: int | None = None,
                      progress=None, gamma: float = 0.9) -> dict:
     """Facts, bounds and runs of every (problem, Q); the runs through
@@ -265,7 +282,8 @@ def run_memory_table(data_dir, folder, *, files=None, nodes=(1, 2), seeds=(0, 1)
     cache_path = folder / "memory_facts.json"
     cache = json.loads(cache_path.read_text()) if resume and cache_path.exists() else {}
     kw = dict(seeds=tuple(seeds), iters=iters, step=step, max_path_steps=max_path_steps, max_states=max_states,
-              max_escapes=max_escapes, big_states=big_states, huge_states=huge_states, episodes=episodes)
+              max_escapes=max_escapes, big_states=big_states, huge_states=huge_states, episodes=episodes,
+              slow_steps=slow_steps)
     problems, specs = [], []
     for name in names:
         path = data_dir / name
@@ -462,6 +480,37 @@ def goal_paragraph(table: dict) -> str:
     return head + "\n\n" + "\n".join(lines)
 
 
+#: The reading guide printed after the tables (the run's own numbers are in the tables and the goal).
+HOW_TO_READ = """## How to read it
+
+* **Lower and upper bounds are never mixed.** Every value in the controller table, the blind column and the
+  "best memoryless found" column is the exact value of a policy we hold (a lower bound on the optimum of its
+  class); a sampled cell's value too (the exact J of the greedy rounding of its best run; its SE is that of the
+  sampled estimate the run ascended on, not of the value shown). The MDP optimum (a centralised controller
+  that sees the state) and the fast informed bound (FIB: a centralised controller that sees the *joint
+  observation* and remembers everything, bounded from above by Hauskrecht's recursion,
+  `marl_kstep.bounds.fast_informed_bound`) bound every decentralized policy with any memory from above. The
+  published values are values of returned policies (lower bounds), copied as reported from Dibangoye,
+  Buffet & Charpillet (ECML-PKDD 2014, Table 1), computed on other hardware with other code.
+* **Node counts are not the same unit everywhere.** Ours are Mealy controllers with a joint
+  (action, next node) table per (node, observation) (docs/memory.md). "Mealy NLP" is the same form;
+  "NLP", "EM", "periodic", "periodic-EM" and "goal-directed" are Moore controllers (action from the node),
+  and a Moore controller with `Q` nodes is a Mealy controller with `Q * A_i` nodes (docs/memory.md), so the
+  issue's comparison at equal node counts is, if anything, generous to the Moore rows. A periodic
+  controller with `n x p` nodes is counted as `n p` nodes.
+* **Certificates.** "2-opt" / "1-opt": no change of up to two / one slots of the best run's greedy
+  rounding improves J (`certify`); "not m-opt": some change of up to m slots improves it, i.e. the run
+  was stopped (iteration cap `*n`, or escape cap) or ended at a stochastic point whose rounding is not a
+  local optimum.
+* **Gaps.** *Class gap*: between the best memoryless value and the best controller value we found (what
+  memory buys here), and between the best value found and FIB (what no decentralized policy can exceed).
+  *Optimiser gap*: the best deterministic controller found by search (exhaustive or ABR) minus the best
+  ascent with escapes at the same node count; "—" where no search is affordable.
+* **The goal** (issue 24) is computed at the end, row by row; what each miss is stuck at, and what the
+  runs show, is read in docs/memory.md ("The memory table against the goal").
+"""
+
+
 def write_memory_report(data_dir, out, *, folder, json_path=None, resume: bool = False, progress=None,
                         **kw) -> Path:
     """Run the memory table and write it as Markdown (and the raw numbers as JSON)."""
@@ -494,7 +543,9 @@ exact ordinary value of the returned policy.
 700–1000 augmented states, 45 ms at 1,600, 0.11 s at 2,161 and 0.47 s at 3,841): above {st['big_states']}
 augmented states ("big") only the uniform start and the first {BIG[0]} seeds, at most {BIG[1]} iterations and
 {BIG[2]} escapes per run; above {st['huge_states']} ("huge") the uniform start and the first {HUGE[0]} seed, at
-most {HUGE[1]} iterations and {HUGE[2]} escapes; above {st['max_states']} not trained. The cell says its tier.
+most {HUGE[1]} iterations and {HUGE[2]} escapes; above {st['max_states']} not trained. An exact cell whose path
+walk needs more than {st['slow_steps']:,} steps per pass ("slow") has the uniform start and the first {BIG[0]} seeds
+only. The cell says its tier.
 **Sampled cells**: a k whose exact path walk needs more than {st['max_path_steps']:,} steps per pass is run
 with `SampledKStep` ({st['episodes']} episodes per estimate, floor 0.01, seeded by the run's seed) and marked
 "sampled"; its value is the exact J of the greedy rounding of the returned policy (what a sampled run is judged
@@ -508,5 +559,6 @@ Upper bounds (MDP optimum, fast informed bound FIB, `marl_kstep.bounds`) are for
 with any memory. Every run is a record in `runs.jsonl` (full spec and hash).
 
 """
-    text += markdown(table) + "\n\n### The goal, as computed from the table\n\n" + goal_paragraph(table) + "\n"
+    text += (markdown(table) + "\n\n" + HOW_TO_READ + "\n### The goal, as computed from the table\n\n"
+             + goal_paragraph(table) + "\n")
     return write_text_atomic(out, text)
