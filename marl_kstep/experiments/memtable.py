@@ -41,7 +41,7 @@ from ..policy import Policy
 from ..search import alternating_best_response, best_deterministic, count_deterministic, mdp_optimum
 from ..settings import current
 from .io import versions, write_json_atomic, write_text_atomic
-from .runner import RunSpec, RunStore, commit, run_specs
+from .runner import RunSpec, RunStore, build_target, commit, run_specs
 
 __all__ = ["LITERATURE", "PROBLEMS", "SOURCE", "goal", "markdown", "memory_facts", "problem_bounds", "run_memory_table",
            "memory_specs", "write_memory_report"]
@@ -227,7 +227,72 @@ def memory_specs(bounds: dict, facts: dict, *, seeds=(0, 1), iters: int = 200, s
     return specs
 
 
-def _cell(bounds, facts, records, k, escape, **kw) -> dict:
+#: Lifted starts (Q >= 2): the best deterministic memoryless policy held (played in every node, node kept)
+#: mixed with weight ``1 - LIFT_MIX`` with a Dirichlet(1) random controller of seed ``s``, for the first
+#: ``LIFT_STARTS`` seeds of the cell's tier.
+LIFT_MIX = 0.2
+LIFT_STARTS = 3
+
+
+def best_memoryless(facts1: dict, records: dict, specs1) -> dict | None:
+    """The best deterministic memoryless policy held for one problem: the search's (exhaustive or ABR,
+    ``facts1`` of Q = 1) or the greedy rounding of a Q = 1 ascent run (``J_greedy`` of the records of
+    ``specs1``), whichever is worth more; ``dict(J, tables, how)`` or None."""
+    best = None
+    if facts1.get("search_policy") is not None:
+        best = dict(J=float(facts1["search"]), tables=facts1["search_policy"], how=facts1["search_how"])
+    for spec in specs1:
+        rec = records.get(spec.hash)
+        if rec is None or rec["result"].get("J_greedy") is None:
+            continue
+        if best is None or rec["result"]["J_greedy"] > best["J"] + 1e-12:
+            tables = [np.argmax(np.asarray(t), axis=1).tolist() for t in rec["result"]["policy"]]
+            best = dict(J=float(rec["result"]["J_greedy"]), tables=tables,
+                        how=f"greedy rounding of run {rec['spec_hash']}")
+    return best
+
+
+def lifted_specs(bounds: dict, facts: dict, base: dict | None, *, seeds=(0, 1), iters: int = 200,
+                 step: float = 0.05, max_path_steps: int = 30_000_000, max_states: int = 4000, max_escapes: int = 10,
+                 big_states: int = 500, huge_states: int = 2000, episodes: int = 1000,
+                 slow_steps: int = 1_000_000) -> list[RunSpec]:
+    """The lifted starts of a (problem, Q >= 2) cell: the variants of :func:`memory_specs` from
+    ``(1 - LIFT_MIX) lift(base) + LIFT_MIX random(s)`` (``start="given"``) for the first
+    :data:`LIFT_STARTS` seeds of the tier (none for Q = 1 or without a ``base``)."""
+    if base is None or facts["nodes"] == 1:
+        return []
+    kw = dict(seeds=seeds, iters=iters, max_path_steps=max_path_steps, max_states=max_states,
+              max_escapes=max_escapes, big_states=big_states, huge_states=huge_states, slow_steps=slow_steps)
+    target = _target(bounds["path"], bounds["gamma"], facts["nodes"])
+    aug, _, _ = build_target(target)
+    plain, _, _ = build_target(_target(bounds["path"], bounds["gamma"], 1))
+    lifted = aug.lift(Policy.deterministic(plain, base["tables"]))
+    specs = []
+    for k, escape in VARIANTS:
+        cfg = _variant_settings(facts, k, kw)
+        if cfg is None:
+            return []
+        opts = dict(method="pgd", step=step, iters=cfg["iters"], tol=1e-8, escape=escape)
+        estimator = None
+        if facts["steps"][str(k)] > max_path_steps:
+            estimator = dict(kind="sampled", episodes=episodes)
+            opts["exact_alongside"] = False
+        if escape:
+            opts.update(escape_order=escape_order(bounds["problem"], facts["states"]), max_escapes=cfg["max_escapes"])
+        for s in cfg["seeds"][:LIFT_STARTS]:
+            noise = Policy.random(aug, s).theta
+            init = [((1.0 - LIFT_MIX) * np.asarray(a) + LIFT_MIX * b).tolist() for a, b in zip(lifted, noise,
+                                                                                              strict=True)]
+            specs.append(RunSpec(target, k, seed=s, start="given", init=init, estimator=estimator, **opts))
+    return specs
+
+
+def _start_label(spec: dict) -> str:
+    return {"uniform": "uniform", "random": f"seed {spec['seed']}", "given": f"lifted {spec['seed']}"}.get(
+        spec["start"], spec["start"])
+
+
+def _cell(bounds, facts, records, k, escape, base=None, **kw) -> dict:
     r"""One ascent cell from its records. ``values`` are the runs' judged values (``J_judged``: the exact
     J of the returned policy for exact runs, of its greedy rounding for sampled ones); a sampled cell
     also has ``se``, the standard error of the best run's final :math:`\hat J_k`, and ``se_max``, the
@@ -235,7 +300,8 @@ def _cell(bounds, facts, records, k, escape, **kw) -> dict:
     cfg = _variant_settings(facts, k, kw)
     if cfg is None:
         return dict(over_budget=False, too_large=True, states=facts["states"])
-    specs = [s for s in memory_specs(bounds, facts, **kw) if s.k == k and s.escape == escape]
+    specs = [s for s in memory_specs(bounds, facts, **kw) + lifted_specs(bounds, facts, base, **kw)
+             if s.k == k and s.escape == escape]
     sampled = specs[0].estimator.kind == "sampled"
     recs = [records.get(s.hash) for s in specs]
     if any(r is None for r in recs):
@@ -248,7 +314,8 @@ def _cell(bounds, facts, records, k, escape, **kw) -> dict:
                max=float(np.max(finals)), median=float(np.median(finals)),
                seconds=float(sum(r["result"]["seconds"] for r in recs)),
                capped=int(sum(bool(r["result"]["capped"]) for r in recs)),
-               best_certificate=certs[best], best_hash=recs[best]["spec_hash"])
+               best_certificate=certs[best], best_hash=recs[best]["spec_hash"],
+               best_start=_start_label(recs[best]["spec"]), lifted=sum(r["spec"]["start"] == "given" for r in recs))
     if sampled:
         ses = [r["result"]["history_J_k_se"][-1] for r in recs]
         out.update(se=float(ses[best]), se_max=float(max(ses)), episodes=specs[0].estimator.episodes)
@@ -315,8 +382,17 @@ def run_memory_table(data_dir, folder, *, files=None, nodes=(1, 2), seeds=(0, 1)
     if run:  # else: the table of the records already in the folder (cells not yet run say so)
         run_specs(specs, folder, resume=True, executor=executor, workers=workers, progress=tick)
     records = {r["spec_hash"]: r for r in store.records()}
+    lifted = []  # second stage: starts lifted from the best memoryless policy the first stage holds
     for p in problems:
-        p["cells"] = [{f"k{k}{'_esc' if e else ''}": _cell(p["bounds"], f, records, k, e, **kw)
+        f1 = next((f for f in p["facts"] if f["nodes"] == 1), None)
+        p["base"] = None if f1 is None else best_memoryless(f1, records, memory_specs(p["bounds"], f1, **kw))
+        for f in p["facts"]:
+            lifted += lifted_specs(p["bounds"], f, p["base"], **kw)
+    if run and lifted:
+        run_specs(lifted, folder, resume=True, executor=executor, workers=workers, progress=tick)
+        records = {r["spec_hash"]: r for r in store.records()}
+    for p in problems:
+        p["cells"] = [{f"k{k}{'_esc' if e else ''}": _cell(p["bounds"], f, records, k, e, base=p["base"], **kw)
                        for k, e in VARIANTS} for f in p["facts"]]
         p["literature"] = LITERATURE[p["bounds"]["problem"]]
     return dict(problems=problems, settings=dict(nodes=nodes, **{**kw, "seeds": list(seeds)},
@@ -402,8 +478,9 @@ def markdown(table: dict) -> str:
         out.append(f"| {b['problem']} | {b['states']} | {_fmt(b['blind'])} | {mem_txt} | {_fmt(b['mdp_optimum'])} | "
                    f"{_fmt(b['fib'])} | {_fmt(p['literature']['best'])} |")
     out += ["", "### Controllers (lower bounds: values of returned policies)", "",
-            "Each ascent cell: best / median final J over the starts (uniform + random seeds), the certificate of "
-            "the best run with escapes, total seconds; `*n`: n runs stopped by the iteration cap.", "",
+            "Each ascent cell: best / median final J over the starts (uniform, random seeds and, with Q >= 2, the "
+            "lifted starts), the certificate of the best run with escapes, the start of the best run, total seconds; "
+            "`*n`: n runs stopped by the iteration cap.", "",
             "| problem | Q | states | joint actions | det. controllers | best det. (how) | k = 1 | k = 1 + escapes | "
             "k = 2 | k = 2 + escapes |", "|---|---|---|---|---|---|---|---|---|---|"]
     for p in P:
@@ -427,7 +504,7 @@ def markdown(table: dict) -> str:
                     sampled = (f"<br>sampled ({c['episodes']} ep.), SE of final Ĵ_k {c['se']:.2g} "
                                f"(max {c['se_max']:.2g})" if c["sampled"] else "")
                     row.append(f"{_fmt(c['max'])} / {_fmt(c['median'])}{' ' + cert if cert else ''}{capped}"
-                               f"{sampled}<br>{c['seconds']:.0f} s{how}")
+                               f" (best: {c['best_start']}){sampled}<br>{c['seconds']:.0f} s{how}")
             out.append("| " + " | ".join(row) + " |")
     out += ["", f"### Published rows (as reported, different hardware; {SOURCE})", "",
             "| problem | method | value | nodes per agent |", "|---|---|---|---|"]
@@ -535,7 +612,10 @@ Every `.dpomdp` at gamma = {st['gamma']} (the files say `discount: 1`); `Q` = me
 (`mk.with_memory(model, Q)`, Mealy form with a joint (action, next node) table, docs/memory.md). Ascent is
 projected gradient ascent (pgd, step {st['step']}, at most {st['iters']} iterations, stop when no entry moves
 by 1e-8) from the uniform controller and from {len(st['seeds'])} Dirichlet(1) random starts (seeds
-{', '.join(map(str, st['seeds']))}), with k = 1 (ordinary) and k = 2 (k-step), each without and with
+{', '.join(map(str, st['seeds']))}) and, with Q >= 2 nodes, from {LIFT_STARTS} **lifted starts** ("lifted s": the best
+deterministic memoryless policy held after the Q = 1 runs (exhaustive search, ABR, or the greedy rounding of the
+best Q = 1 run), played in every node with the node kept, mixed {1 - LIFT_MIX:g} / {LIFT_MIX:g} with the Dirichlet(1)
+random controller of seed s = 0, 1, ...), with k = 1 (ordinary) and k = 2 (k-step), each without and with
 `escape=True` (certified escapes of order 2 on dectiger, recycling and broadcastChannel up to
 {ORDER2_MAX_STATES} augmented states, order 1 elsewhere; at most {st['max_escapes']} escapes per run). J is the
 exact ordinary value of the returned policy.

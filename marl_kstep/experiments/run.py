@@ -118,6 +118,8 @@ def check_sampled(spec: RunSpec, mdp, env) -> None:
 
 def _start(spec: RunSpec, mdp, est, default_start) -> Policy:
     space = mdp if mdp is not None else est
+    if spec.start == "given":
+        return Policy.from_arrays(space, spec.init)  # shapes and simplex checked against the problem
     if spec.start == "random":
         return Policy.random(space, spec.seed)
     if spec.start == "near_uniform":
