@@ -127,3 +127,46 @@ def test_slow_cell_specs():
                                   slow_steps=10**6)
     assert sum(s.k == 1 for s in specs) == 2 * 11 and sum(s.k == 2 for s in specs) == 2 * (1 + memtable.BIG[0])
     assert all(s.estimator.kind == "exact" and s.iters == 1000 for s in specs)
+
+
+def test_given_start_spec():
+    from marl_kstep.experiments.runner import RunSpec, run_one
+
+    target = {"dpomdp": RC, "gamma": 0.9}
+    plain = RunSpec(target, 1, seed=0, start="random", iters=5)
+    assert "init" not in plain.to_dict()  # other specs keep their form and hash
+    mdp = mk.load_dpomdp(RC, gamma=0.9)
+    init = mk.Policy.random(mdp, 7).theta
+    spec = RunSpec(target, 1, start="given", init=[t.tolist() for t in init], iters=0)
+    again = RunSpec.from_dict(spec.to_dict())
+    assert again.hash == spec.hash and again.init == spec.init
+    rec = run_one(spec)  # zero iterations: the returned policy is the start
+    assert np.allclose(np.concatenate([np.ravel(t) for t in rec.result["policy"]]),
+                       np.concatenate([np.ravel(t) for t in init]))
+    assert rec.result["final_J"] == pytest.approx(dense_value(mdp, init), abs=1e-9)
+    with pytest.raises(ValueError, match="init is given exactly when start='given'"):
+        RunSpec(target, 1, start="given")
+    with pytest.raises(ValueError, match="init is given exactly when start='given'"):
+        RunSpec(target, 1, start="uniform", init=[t.tolist() for t in init])
+    with pytest.raises(ValueError, match="init must be"):
+        RunSpec(target, 1, start="given", init=[[[0.5, "x"]]])
+    bad = RunSpec(target, 1, start="given", init=[[[1.0, 0.0]], [[1.0, 0.0]]], iters=0)
+    with pytest.raises(ValueError):  # the wrong shape for the problem, refused when the run starts
+        run_one(bad)
+
+
+def test_lifted_starts_of_a_cell():
+    bounds = dict(path=RC, gamma=0.9, problem="recycling.dpomdp")
+    facts = dict(states=17, nodes=2, steps={"1": 10, "2": 10})
+    base = dict(J=31.929, tables=[[1, 0, 2], [1, 0, 2]], how="exhaustive")
+    specs = memtable.lifted_specs(bounds, facts, base, seeds=(0, 1, 2, 3, 4), iters=10)
+    assert len(specs) == 4 * memtable.LIFT_STARTS and {s.start for s in specs} == {"given"}
+    mdp = mk.load_dpomdp(RC, gamma=0.9)
+    aug = mk.with_memory(mdp, 2)
+    lifted = aug.lift(mk.Policy.deterministic(mdp, base["tables"]))
+    s = specs[1]
+    want = [(1 - memtable.LIFT_MIX) * a + memtable.LIFT_MIX * b
+            for a, b in zip(lifted, mk.Policy.random(aug, s.seed).theta, strict=True)]
+    assert all(np.allclose(np.asarray(x), y) for x, y in zip(s.init, want, strict=True))
+    assert memtable.lifted_specs(bounds, dict(facts, nodes=1), base) == []
+    assert memtable.lifted_specs(bounds, facts, None) == []
