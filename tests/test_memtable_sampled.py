@@ -169,4 +169,7 @@ def test_lifted_starts_of_a_cell():
             for a, b in zip(lifted, mk.Policy.random(aug, s.seed).theta, strict=True)]
     assert all(np.allclose(np.asarray(x), y) for x, y in zip(s.init, want, strict=True))
     assert memtable.lifted_specs(bounds, dict(facts, nodes=1), base) == []
+    slow = memtable.lifted_specs(bounds, dict(facts, steps={"1": 10, "2": 10**7}), base, seeds=(0, 1, 2, 3),
+                                 slow_steps=10**6)
+    assert sum(s.k == 2 for s in slow) == 2 * memtable.LIFT_STARTS_SLOW and sum(s.k == 1 for s in slow) == 2 * 3
     assert memtable.lifted_specs(bounds, facts, None) == []

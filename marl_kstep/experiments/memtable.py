@@ -166,7 +166,7 @@ HUGE = (1, 300, 2)
 
 
 def cell_settings(states: int, *, seeds=(0, 1), iters: int = 200, max_escapes: int = 10, big_states: int = 500,
-                  huge_states: int = 2000, max_states: int = 4000, steps: int = 0, exact: bool = True,
+                  huge_states: int = 2000, max_states: int = 3000, steps: int = 0, exact: bool = True,
                   slow_steps: int = 1_000_000) -> dict | None:
     """The starts and caps of a cell with ``states`` augmented states: ``dict(tier, seeds, iters,
     max_escapes)``, or None above ``max_states`` (not trained). ``tier`` is "full" (the table's
@@ -192,13 +192,13 @@ def _variant_settings(facts: dict, k: int, kw: dict) -> dict | None:
     steps = facts["steps"][str(k)]
     return cell_settings(facts["states"], seeds=kw.get("seeds", (0, 1)), iters=kw.get("iters", 200),
                          max_escapes=kw.get("max_escapes", 10), big_states=kw.get("big_states", 500),
-                         huge_states=kw.get("huge_states", 2000), max_states=kw.get("max_states", 4000),
+                         huge_states=kw.get("huge_states", 2000), max_states=kw.get("max_states", 3000),
                          steps=steps, exact=steps <= kw.get("max_path_steps", 30_000_000),
                          slow_steps=kw.get("slow_steps", 1_000_000))
 
 
 def memory_specs(bounds: dict, facts: dict, *, seeds=(0, 1), iters: int = 200, step: float = 0.05,
-                 max_path_steps: int = 30_000_000, max_states: int = 4000, max_escapes: int = 10,
+                 max_path_steps: int = 30_000_000, max_states: int = 3000, max_escapes: int = 10,
                  big_states: int = 500, huge_states: int = 2000, episodes: int = 1000,
                  slow_steps: int = 1_000_000) -> list[RunSpec]:
     """The run specs of one (problem, Q) cell: every (k, escape), from the uniform controller and from
@@ -229,9 +229,10 @@ def memory_specs(bounds: dict, facts: dict, *, seeds=(0, 1), iters: int = 200, s
 
 #: Lifted starts (Q >= 2): the best deterministic memoryless policy held (played in every node, node kept)
 #: mixed with weight ``1 - LIFT_MIX`` with a Dirichlet(1) random controller of seed ``s``, for the first
-#: ``LIFT_STARTS`` seeds of the cell's tier.
+#: ``LIFT_STARTS`` seeds of the cell's tier (``LIFT_STARTS_SLOW`` in a "slow" cell).
 LIFT_MIX = 0.2
 LIFT_STARTS = 3
+LIFT_STARTS_SLOW = 2
 
 
 def best_memoryless(facts1: dict, records: dict, specs1) -> dict | None:
@@ -253,12 +254,13 @@ def best_memoryless(facts1: dict, records: dict, specs1) -> dict | None:
 
 
 def lifted_specs(bounds: dict, facts: dict, base: dict | None, *, seeds=(0, 1), iters: int = 200,
-                 step: float = 0.05, max_path_steps: int = 30_000_000, max_states: int = 4000, max_escapes: int = 10,
+                 step: float = 0.05, max_path_steps: int = 30_000_000, max_states: int = 3000, max_escapes: int = 10,
                  big_states: int = 500, huge_states: int = 2000, episodes: int = 1000,
                  slow_steps: int = 1_000_000) -> list[RunSpec]:
     """The lifted starts of a (problem, Q >= 2) cell: the variants of :func:`memory_specs` from
     ``(1 - LIFT_MIX) lift(base) + LIFT_MIX random(s)`` (``start="given"``) for the first
-    :data:`LIFT_STARTS` seeds of the tier (none for Q = 1 or without a ``base``)."""
+    :data:`LIFT_STARTS` seeds of the tier (:data:`LIFT_STARTS_SLOW` in a "slow" cell; none for Q = 1 or
+    without a ``base``)."""
     if base is None or facts["nodes"] == 1:
         return []
     kw = dict(seeds=seeds, iters=iters, max_path_steps=max_path_steps, max_states=max_states,
@@ -279,7 +281,7 @@ def lifted_specs(bounds: dict, facts: dict, base: dict | None, *, seeds=(0, 1), 
             opts["exact_alongside"] = False
         if escape:
             opts.update(escape_order=escape_order(bounds["problem"], facts["states"]), max_escapes=cfg["max_escapes"])
-        for s in cfg["seeds"][:LIFT_STARTS]:
+        for s in cfg["seeds"][:LIFT_STARTS_SLOW if cfg["tier"] == "slow" else LIFT_STARTS]:
             noise = Policy.random(aug, s).theta
             init = [((1.0 - LIFT_MIX) * np.asarray(a) + LIFT_MIX * b).tolist() for a, b in zip(lifted, noise,
                                                                                               strict=True)]
@@ -304,8 +306,10 @@ def _cell(bounds, facts, records, k, escape, base=None, **kw) -> dict:
              if s.k == k and s.escape == escape]
     sampled = specs[0].estimator.kind == "sampled"
     recs = [records.get(s.hash) for s in specs]
-    if any(r is None for r in recs):
+    if any(r is None for r, s in zip(recs, specs, strict=True) if s.start != "given"):
         return dict(over_budget=False, missing=True, sampled=sampled, tier=cfg["tier"])
+    lifted_missing = sum(r is None for r in recs)  # lifted starts not run (yet): the cell without them
+    recs = [r for r in recs if r is not None]
     finals = [r["result"]["J_judged"] for r in recs]
     certs = [r["result"].get("certificate") for r in recs]
     best = int(np.argmax(finals))
@@ -315,7 +319,8 @@ def _cell(bounds, facts, records, k, escape, base=None, **kw) -> dict:
                seconds=float(sum(r["result"]["seconds"] for r in recs)),
                capped=int(sum(bool(r["result"]["capped"]) for r in recs)),
                best_certificate=certs[best], best_hash=recs[best]["spec_hash"],
-               best_start=_start_label(recs[best]["spec"]), lifted=sum(r["spec"]["start"] == "given" for r in recs))
+               best_start=_start_label(recs[best]["spec"]), lifted=sum(r["spec"]["start"] == "given" for r in recs),
+               lifted_missing=lifted_missing)
     if sampled:
         ses = [r["result"]["history_J_k_se"][-1] for r in recs]
         out.update(se=float(ses[best]), se_max=float(max(ses)), episodes=specs[0].estimator.episodes)
@@ -324,7 +329,7 @@ def _cell(bounds, facts, records, k, escape, base=None, **kw) -> dict:
 
 def run_memory_table(data_dir, folder, *, files=None, nodes=(1, 2), seeds=(0, 1), iters: int = 200,
                      step: float = 0.05, max_path_steps: int = 30_000_000, abr_restarts: int = 5,
-                     max_states: int = 4000, max_escapes: int = 10, big_states: int = 500, huge_states: int = 2000,
+                     max_states: int = 3000, max_escapes: int = 10, big_states: int = 500, huge_states: int = 2000,
                      episodes: int = 1000, slow_steps: int = 1_000_000, run: bool = True,
                      resume: bool = False, executor: str = "serial", workers: int | None = None,
                      progress=None, gamma: float = 0.9) -> dict:
@@ -501,6 +506,8 @@ def markdown(table: dict) -> str:
                     cert = _cert(c.get("best_certificate"))
                     capped = f" *{c['capped']}" if c["capped"] else ""
                     how = "" if c["tier"] == "full" else f" [{c['tier']}: {c['starts']} starts, {c['iters']} it.]"
+                    if c.get("lifted_missing"):
+                        how += f" ({c['lifted_missing']} lifted starts not run)"
                     sampled = (f"<br>sampled ({c['episodes']} ep.), SE of final Ĵ_k {c['se']:.2g} "
                                f"(max {c['se_max']:.2g})" if c["sampled"] else "")
                     row.append(f"{_fmt(c['max'])} / {_fmt(c['median'])}{' ' + cert if cert else ''}{capped}"
@@ -612,7 +619,8 @@ Every `.dpomdp` at gamma = {st['gamma']} (the files say `discount: 1`); `Q` = me
 (`mk.with_memory(model, Q)`, Mealy form with a joint (action, next node) table, docs/memory.md). Ascent is
 projected gradient ascent (pgd, step {st['step']}, at most {st['iters']} iterations, stop when no entry moves
 by 1e-8) from the uniform controller and from {len(st['seeds'])} Dirichlet(1) random starts (seeds
-{', '.join(map(str, st['seeds']))}) and, with Q >= 2 nodes, from {LIFT_STARTS} **lifted starts** ("lifted s": the best
+{', '.join(map(str, st['seeds']))}) and, with Q >= 2 nodes, from {LIFT_STARTS} ({LIFT_STARTS_SLOW} in a "slow" cell,
+1 in a "huge" one) **lifted starts** ("lifted s": the best
 deterministic memoryless policy held after the Q = 1 runs (exhaustive search, ABR, or the greedy rounding of the
 best Q = 1 run), played in every node with the node kept, mixed {1 - LIFT_MIX:g} / {LIFT_MIX:g} with the Dirichlet(1)
 random controller of seed s = 0, 1, ...), with k = 1 (ordinary) and k = 2 (k-step), each without and with
