@@ -564,6 +564,11 @@ def goal_paragraph(table: dict) -> str:
     return head + "\n\n" + "\n".join(lines)
 
 
+def _run_seconds(table: dict) -> float:
+    """Total training seconds of the runs shown in the table."""
+    return float(sum(c.get("seconds", 0.0) for p in table["problems"] for cells in p["cells"] for c in cells.values()))
+
+
 #: The reading guide printed after the tables (the run's own numbers are in the tables and the goal).
 HOW_TO_READ = """## How to read it
 
@@ -610,11 +615,13 @@ Produced by
 
 ```
 marl-kstep benchmarks --memory {' '.join(map(str, st['nodes']))} --iters {st['iters']} --seeds {len(st['seeds'])} \\
-    --budget {st['max_path_steps']} --resume --out results/memory/memory-table.md
+    --budget {st['max_path_steps']} --data {data_dir} --resume --out results/memory/memory-table.md
 ```
 
 at commit `{full[:7] if full else 'unknown'}` ({versions()}); this run of the command took
-{time.perf_counter() - t0:.0f} s (runs already in `results/memory/runs.jsonl` are not run again: `--resume`).
+{time.perf_counter() - t0:.0f} s (runs already in `results/memory/runs.jsonl` are not run again: `--resume`; the
+records name the problem files by path, so `--data` must be the folder they were run from). The runs' own
+seconds are in the cells (their sum: {_run_seconds(table):.0f} s).
 Every `.dpomdp` at gamma = {st['gamma']} (the files say `discount: 1`); `Q` = memory nodes per agent
 (`mk.with_memory(model, Q)`, Mealy form with a joint (action, next node) table, docs/memory.md). Ascent is
 projected gradient ascent (pgd, step {st['step']}, at most {st['iters']} iterations, stop when no entry moves
