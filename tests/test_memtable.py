@@ -91,7 +91,8 @@ def test_memory_table_on_recycling(tmp_path):
     lowers = [c["max"] for cells in p["cells"] for c in cells.values()] + [q1["search"], q2["search"], b["blind"]]
     assert max(lowers) <= b["fib"] + 1e-9 <= b["mdp_optimum"] + 2e-9
     recs = RunStore(tmp_path).records()
-    assert len(recs) == 2 * 4 * 2  # Q x (k, escape) x starts
+    assert len(recs) == 2 * 4 * 2 + 4  # Q x (k, escape) x starts, and one lifted start per (k, escape) at Q = 2
+    assert sum(r["spec"]["start"] == "given" for r in recs) == 4
     assert any(r["spec"]["target"].get("memory") == [2, 2] for r in recs)
     # resumable: nothing is run again
     again = memtable.run_memory_table(DATA, tmp_path, resume=True, **kw)

@@ -118,6 +118,8 @@ def check_sampled(spec: RunSpec, mdp, env) -> None:
 
 def _start(spec: RunSpec, mdp, est, default_start) -> Policy:
     space = mdp if mdp is not None else est
+    if spec.start == "given":
+        return Policy.from_arrays(space, spec.init)  # shapes and simplex checked against the problem
     if spec.start == "random":
         return Policy.random(space, spec.seed)
     if spec.start == "near_uniform":
@@ -262,11 +264,13 @@ def run_one(spec: RunSpec, progress=None) -> RunRecord:
         with warnings.catch_warnings():  # the record says where the run stopped
             warnings.simplefilter("ignore", SaddleWarning)
             res = train(est, options=spec.options, init=init, seed=spec.seed, callback=callback)  # seed: probes too
-        J_greedy = None
+        J_greedy = final_J = None
         if mdp is not None and mdp.n_states <= GREEDY_MAX_STATES:
             J_greedy = value(mdp, Policy.deterministic(mdp, res.policy.greedy_tables()))
+            if math.isnan(res.final_J):  # no exact values alongside (exact_alongside=False): J once, at the end
+                final_J = value(mdp, res.policy)
     sampled = spec.estimator.kind == "sampled"
-    final_J = _finite(res.final_J)
+    final_J = _finite(res.final_J) if final_J is None else final_J
     result = dict(final_J=final_J, J_greedy=J_greedy, final_J_k=res.final_J_k,
                   judged="greedy" if sampled else "returned", J_judged=J_greedy if sampled else final_J,
                   iterations=res.iterations, converged=res.converged,

@@ -45,7 +45,7 @@ __all__ = ["EstimatorSpec", "RunSpec", "Target", "canonical_json", "SPEC_SCHEMA"
 
 #: Version of the spec's dictionary form (records say which form their spec has).
 SPEC_SCHEMA = 2
-START_KINDS = ("default", "uniform", "near_uniform", "random")
+START_KINDS = ("default", "uniform", "near_uniform", "random", "given")
 _TARGET_KINDS = ("scenario", "dpomdp", "env", "random")
 
 
@@ -320,17 +320,22 @@ class RunSpec:
     """Every setting of one training run (see the module docstring).
 
     ``RunSpec(target, k, options=None, *, seed=None, start="default", estimator=None, settings=None,
-    **option_overrides)``: ``target`` a :class:`Target` or its dict; ``options`` a
+    init=None, **option_overrides)``: ``target`` a :class:`Target` or its dict; ``options`` a
     :class:`~marl_kstep.optim.TrainOptions` or its dict, with any of its fields as keywords
     (``method="mirror"``, ``iters=200``, ``escape=True``); ``estimator`` an :class:`EstimatorSpec` or
     its dict; ``settings``: the non-default Settings to run under (default: those in force now).
 
     Attributes
     ----------
-    start : {"default", "uniform", "near_uniform", "random"}
+    start : {"default", "uniform", "near_uniform", "random", "given"}
         ``default``: the scenario's trap start (the exact uniform policy for files and envs);
         ``uniform``: the exact uniform policy; ``near_uniform``: ``Policy.near_uniform`` (seed
-        ``seed`` or 0), ``train``'s own default; ``random``: a Dirichlet(1) start from ``seed``.
+        ``seed`` or 0), ``train``'s own default; ``random``: a Dirichlet(1) start from ``seed``;
+        ``given``: the policy ``init``.
+    init : list or None
+        With ``start="given"`` (and only then): the start policy, one table of rows per agent, as
+        data (checked against the problem when the run starts). Absent from :meth:`to_dict` otherwise,
+        so the other specs keep their hashes.
     seed : int or None
         Seed of a ``random`` start, of a sampled estimator and of the escapes' probes.
     """
@@ -342,9 +347,10 @@ class RunSpec:
     start: str
     estimator: EstimatorSpec
     settings: dict = field(default_factory=dict)
+    init: list | None = None
 
     def __init__(self, target, k, options=None, *, seed=None, start="default", estimator=None, settings=None,
-                 **overrides):
+                 init=None, **overrides):
         set_ = object.__setattr__
         set_(self, "target", Target(target))
         set_(self, "k", int(check_k(k)))
@@ -363,6 +369,17 @@ class RunSpec:
         set_(self, "settings", changed_settings() if settings is None else _check_settings(settings))
         if self.start == "random" and self.seed is None:
             raise ValueError("start='random' needs a seed")
+        if (init is None) != (self.start != "given"):
+            raise ValueError(f"init is given exactly when start='given'; got start={self.start!r} and "
+                             f"init={'None' if init is None else 'a policy'}")
+        if init is not None:
+            init = json_data(init, "init")
+            if not isinstance(init, list) or not init or not all(
+                    isinstance(t, list) and t and all(isinstance(r, list) and r and all(
+                        isinstance(x, int | float) and not isinstance(x, bool) for x in r) for r in t) for t in init):
+                raise ValueError("init must be one non-empty table of rows of numbers per agent")
+            init = [[[float(x) for x in r] for r in t] for t in init]
+        set_(self, "init", init)
         if self.target.kind == "env" and self.estimator.kind != "sampled":
             raise ValueError("a user environment has no model: its runs need the sampled estimator")
         if self.target.kind == "env" and self.options.escape:
@@ -391,23 +408,26 @@ class RunSpec:
 
     def to_dict(self) -> dict:
         """The spec as plain JSON data (canonical: the same settings give the same dict)."""
-        return json.loads(canonical_json(dict(
-            schema=SPEC_SCHEMA, target=self.target.to_dict(), k=self.k, options=self.options.to_dict(),
-            seed=self.seed, start=self.start, estimator=self.estimator.to_dict(), settings=self.settings)))
+        d = dict(schema=SPEC_SCHEMA, target=self.target.to_dict(), k=self.k, options=self.options.to_dict(),
+                 seed=self.seed, start=self.start, estimator=self.estimator.to_dict(), settings=self.settings)
+        if self.init is not None:
+            d["init"] = self.init
+        return json.loads(canonical_json(d))
 
     @classmethod
     def from_dict(cls, d: dict) -> RunSpec:
         """A spec from :meth:`to_dict`'s form (unknown keys refused)."""
         if isinstance(d, RunSpec):
             return d
-        d = check_keys("spec", d, ("schema", "target", "k", "options", "seed", "start", "estimator", "settings"))
+        d = check_keys("spec", d, ("schema", "target", "k", "options", "seed", "start", "estimator", "settings",
+                                   "init"))
         if d.get("schema", SPEC_SCHEMA) != SPEC_SCHEMA:
             raise ValueError(f"spec schema {d.get('schema')!r} is not {SPEC_SCHEMA} (written by another version of "
                              "marl_kstep): rerun it")
         if "target" not in d or "k" not in d:
             raise ValueError(f"a spec needs 'target' and 'k'; got keys {sorted(d)}")
         return cls(d["target"], d["k"], d.get("options"), seed=d.get("seed"), start=d.get("start", "default"),
-                   estimator=d.get("estimator"), settings=d.get("settings", {}))
+                   estimator=d.get("estimator"), settings=d.get("settings", {}), init=d.get("init"))
 
     @property
     def hash(self) -> str:
@@ -417,7 +437,7 @@ class RunSpec:
     def replace(self, **changes) -> RunSpec:
         """A copy with ``changes`` (spec fields or option names)."""
         fields = dict(target=self.target, k=self.k, options=self.options, seed=self.seed, start=self.start,
-                      estimator=self.estimator, settings=self.settings)
+                      estimator=self.estimator, settings=self.settings, init=self.init)
         opts = {key: changes.pop(key) for key in list(changes) if key in TrainOptions.names()}
         check_keys("changes", changes, fields)
         fields.update(changes)
