@@ -21,6 +21,9 @@ INTERVAL = re.compile(r"Wilson|\bCI\b|interval", re.IGNORECASE)
 #: (file, the count's text, why it is not a rate of random starts)
 NOT_RATES = {
     ("memory.md", "3 of 6"): "problems of the benchmark set on which a goal is met: all six, not a sample",
+    ("memory.md", "4 of 6"): "problems of the benchmark set on which a goal is met: all six, not a sample",
+    ("memory.md", "3 of 10"): "which seed of the ten found a value ('seed 3 of 10'): an index, not a rate",
+    ("memory.md", "7 of 10"): "which seeds of the ten found a value ('seeds 4 and 7 of 10'): an index, not a rate",
     ("performance.md", "2/1"): "a column header: the ratio of two timings",
 }
 
