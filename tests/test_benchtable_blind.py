@@ -120,3 +120,20 @@ def test_no_run_rebuilds_the_report_from_records_only(tmp_path):
     data = json.loads(raw.read_text())
     assert data["provenance"]["runs"] == len(RunStore(tmp_path).records()) == 8
     assert data["rows"][0]["blind"] == pytest.approx(-20.0)
+
+
+def test_a_shipped_problem_copied_elsewhere_is_still_named(tmp_path):
+    """A facts cache made in another checkout holds that checkout's path of a shipped file: the target is
+    still the shipped name, so the records (hashed over the target) are found again."""
+    import shutil
+
+    from marl_kstep.experiments import benchtable
+    from marl_kstep.model import dpomdp_path
+
+    other = tmp_path / "other-checkout" / "dectiger.dpomdp"
+    other.parent.mkdir()
+    shutil.copyfile(dpomdp_path("dectiger"), other)
+    assert benchtable.spec_target(other, 0.9) == {"dpomdp": "dectiger", "gamma": 0.9}
+    other.write_text(other.read_text() + "\n# edited\n")
+    benchtable._shipped_name.cache_clear()
+    assert benchtable.spec_target(other, 0.9)["dpomdp"] == str(other)  # another file, by its path

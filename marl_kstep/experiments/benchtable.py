@@ -14,6 +14,7 @@ Wilson interval.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -128,12 +129,25 @@ def exact_call_seconds(mdp, k: int, max_path_steps: int, calls: int = 3) -> tupl
     return float(np.median(times)), int(count_path_steps(est.plan.model, k, max_path_steps))
 
 
+@functools.cache
+def _shipped_name(path: str) -> str | None:
+    """The shipped problem that ``path`` is (the same file, or a file of the same name and bytes: the
+    shipped copy of another checkout, as in a facts cache made there), else None."""
+    file = Path(path)
+    for name in dpomdp_names():
+        shipped = dpomdp_path(name)
+        if shipped.name != file.name:
+            continue
+        if shipped.resolve() == file.resolve() or (file.is_file() and file.read_bytes() == shipped.read_bytes()):
+            return name
+    return None
+
+
 def spec_target(path, gamma: float) -> dict:
     """The run target of one problem: a shipped problem by its name (``{"dpomdp": "dectiger"}``), so
     that the run records, whose hashes cover the target, are found again from any checkout (the spec
     also carries the file's SHA-256); any other file by its path."""
-    file = Path(path).resolve()
-    name = next((n for n in dpomdp_names() if dpomdp_path(n).resolve() == file), None)
+    name = _shipped_name(str(path))
     return {"dpomdp": name if name is not None else str(path), "gamma": gamma}
 
 
