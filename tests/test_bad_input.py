@@ -224,10 +224,14 @@ def test_11_ctrl_c_stops_cleanly_and_keeps_finished_runs(tmp_path, delay):
             "--quiet"]
     subprocess.run(base + ["--k", "1", "--iters", "5"], check=True, capture_output=True)
     proc = subprocess.Popen(base + ["--k", "1", "2", "--iters", "10000000", "--tol", "0", "--resume"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(delay)
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # never leave a 10^7-iteration run behind (a suite started with SIGINT ignored)
     assert proc.returncode == 130, (stdout, stderr)
     assert "Traceback" not in stderr and "SystemError" not in stderr, stderr
     assert "interrupted" in stderr and len(error_lines(stderr)) == 1, stderr

@@ -40,9 +40,12 @@ def test_ctrl_c_while_a_command_loads(tmp_path, library):
                              "100000000", "--tol", "0", "--out", str(tmp_path / "run"), "--quiet"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                             preexec_fn=_sigint_default)
-    assert _wait_for_library(proc.pid, library)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
+    try:
+        assert _wait_for_library(proc.pid, library)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()  # never leave a 10^8-iteration run behind
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and len(error_lines(stderr)) == 1, stderr
     assert "interrupted" in stderr
@@ -71,9 +74,12 @@ def test_an_ignored_sigint_stays_ignored_in_a_run(tmp_path):
                              "3000", "--tol", "0", "--out", str(tmp_path / "run"), "--quiet"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-    assert _wait_for_library(proc.pid, "_helperlib")
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=300)
+    try:
+        assert _wait_for_library(proc.pid, "_helperlib")
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
     assert proc.returncode == 0 and "interrupted" not in stderr, stderr
     assert (tmp_path / "run" / "runs.jsonl").read_text().count("\n") == 2  # both methods ran to the end
