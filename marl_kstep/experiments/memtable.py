@@ -187,6 +187,23 @@ def cell_settings(states: int, *, seeds=(0, 1), iters: int = 200, max_escapes: i
     return dict(tier="full", seeds=seeds, iters=iters, max_escapes=max_escapes)
 
 
+def _variant_run(facts, bounds, k, escape, kw, step, episodes):
+    """The tier settings, training options and estimator of one (k, escape) variant of a cell, or None
+    when the cell is not trained: exact within the path budget, sampled above it (no exact values
+    alongside); escapes of the problem's order."""
+    cfg = _variant_settings(facts, k, kw)
+    if cfg is None:
+        return None
+    opts = dict(method="pgd", step=step, iters=cfg["iters"], tol=1e-8, escape=escape)
+    estimator = None
+    if facts["steps"][str(k)] > kw["max_path_steps"]:
+        estimator = dict(kind="sampled", episodes=episodes)
+        opts["exact_alongside"] = False
+    if escape:
+        opts.update(escape_order=escape_order(bounds["problem"], facts["states"]), max_escapes=cfg["max_escapes"])
+    return cfg, opts, estimator
+
+
 def _variant_settings(facts: dict, k: int, kw: dict) -> dict | None:
     """:func:`cell_settings` of the k-cells of one (problem, Q) (``kw``: the table's settings)."""
     steps = facts["steps"][str(k)]
@@ -212,16 +229,10 @@ def memory_specs(bounds: dict, facts: dict, *, seeds=(0, 1), iters: int = 200, s
     target = _target(bounds["path"], bounds["gamma"], facts["nodes"])
     specs = []
     for k, escape in VARIANTS:
-        cfg = _variant_settings(facts, k, kw)
-        if cfg is None:
+        variant = _variant_run(facts, bounds, k, escape, kw, step, episodes)
+        if variant is None:
             return []
-        opts = dict(method="pgd", step=step, iters=cfg["iters"], tol=1e-8, escape=escape)
-        estimator = None
-        if facts["steps"][str(k)] > max_path_steps:
-            estimator = dict(kind="sampled", episodes=episodes)
-            opts["exact_alongside"] = False
-        if escape:
-            opts.update(escape_order=escape_order(bounds["problem"], facts["states"]), max_escapes=cfg["max_escapes"])
+        cfg, opts, estimator = variant
         specs.append(RunSpec(target, k, start="uniform", estimator=estimator, **opts))
         specs += [RunSpec(target, k, seed=s, start="random", estimator=estimator, **opts) for s in cfg["seeds"]]
     return specs
@@ -271,16 +282,10 @@ def lifted_specs(bounds: dict, facts: dict, base: dict | None, *, seeds=(0, 1), 
     lifted = aug.lift(Policy.deterministic(plain, base["tables"]))
     specs = []
     for k, escape in VARIANTS:
-        cfg = _variant_settings(facts, k, kw)
-        if cfg is None:
+        variant = _variant_run(facts, bounds, k, escape, kw, step, episodes)
+        if variant is None:
             return []
-        opts = dict(method="pgd", step=step, iters=cfg["iters"], tol=1e-8, escape=escape)
-        estimator = None
-        if facts["steps"][str(k)] > max_path_steps:
-            estimator = dict(kind="sampled", episodes=episodes)
-            opts["exact_alongside"] = False
-        if escape:
-            opts.update(escape_order=escape_order(bounds["problem"], facts["states"]), max_escapes=cfg["max_escapes"])
+        cfg, opts, estimator = variant
         for s in cfg["seeds"][:LIFT_STARTS_SLOW if cfg["tier"] == "slow" else LIFT_STARTS]:
             noise = Policy.random(aug, s).theta
             init = [((1.0 - LIFT_MIX) * np.asarray(a) + LIFT_MIX * b).tolist() for a, b in zip(lifted, noise,
