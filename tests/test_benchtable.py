@@ -112,8 +112,14 @@ def test_benchmarks_ctrl_c_exits_130_keeps_finished_runs_and_resumes(tmp_path):
     while time.monotonic() < deadline and not (out.parent / "runs.jsonl").exists():
         time.sleep(0.5)  # dectiger's runs finish within seconds; GridSmall's take minutes
     time.sleep(1.0)
-    os.killpg(proc.pid, signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        try:  # never leave a long table behind
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     assert proc.returncode == 130, (stdout, stderr)
     lines = error_lines(stderr)
     assert len(lines) == 1 and lines[0].startswith("interrupted:") and "Traceback" not in stderr, stderr
@@ -124,8 +130,14 @@ def test_benchmarks_ctrl_c_exits_130_keeps_finished_runs_and_resumes(tmp_path):
     proc = subprocess.Popen(cmd + ["--resume"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     time.sleep(5.0)
-    os.killpg(proc.pid, signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     assert proc.returncode == 130, (stdout, stderr)
     hashes = [json.loads(ln)["spec_hash"] for ln in (out.parent / "runs.jsonl").read_text().splitlines() if ln]
     assert len(hashes) == len(set(hashes)) >= len(kept)

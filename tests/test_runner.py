@@ -154,9 +154,15 @@ def test_ctrl_c_with_worker_processes_exits_130_and_keeps_finished_runs(tmp_path
     proc = subprocess.Popen(base + ["--k", "1", "2", "--iters", "10000000", "--tol", "0", "--resume",
                                     "--executor", "process", "--workers", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    time.sleep(10)  # the workers are up and training
-    os.killpg(proc.pid, signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
+    try:
+        time.sleep(10)  # the workers are up and training
+        os.killpg(proc.pid, signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        try:  # never leave the workers' 10^7-iteration runs behind
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     assert proc.returncode == 130, (stdout, stderr)
     assert "Traceback" not in stderr and "interrupted" in stderr, stderr
     assert len(error_lines(stderr)) == 1, stderr
