@@ -562,7 +562,7 @@ def cmd_benchmarks(parser, args) -> int:
         out = benchtable.write_report(data, args.out, json_path=args.json, iters=args.iters, step=args.step,
                                       budget=args.budget, seeds=args.seeds, files=args.files, progress=progress,
                                       folder=folder, resume=args.resume or args.no_run, executor=args.executor,
-                                      workers=args.workers, run=not args.no_run)
+                                      workers=args.workers, run=not args.no_run, cost_limit=args.cost_limit)
     except KeyboardInterrupt:
         n = len(RunStore(folder).records())
         print(f"\ninterrupted: {n} finished runs are saved in {folder / 'runs.jsonl'}; --resume continues",
@@ -707,7 +707,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--iters", type=_NONNEG_INT, default=1000, help="iteration cap per run")
     b.add_argument("--step", type=_POS_FLOAT, default=0.05, help="step size for pgd and mirror")
     b.add_argument("--budget", type=_POS_INT, default=benchtable.DEFAULT_BUDGET,
-                   help="path steps per pass before 'over budget'")
+                   help="path steps per pass up to which a cell is computed without measuring its cost")
+    b.add_argument("--cost-limit", type=_NONNEG_FLOAT, default=benchtable.COST_LIMIT, metavar="SECONDS",
+                   help="a cell over the path budget is computed when its measured cost is under this many seconds "
+                        "per run (seconds per exact call times the median iterations at the largest computed k)")
     b.add_argument("--seeds", type=_POS_INT, default=5, help="number of random starts")
     b.add_argument("--files", nargs="*", default=None, help="only these file names")
     b.add_argument("--out", default="results/benchmarks/benchmarks.md", help="Markdown report")

@@ -17,7 +17,7 @@ needs_data = pytest.mark.skipif(not benchtable.DEFAULT_DATA_DIR.is_dir(),
 def test_benchmarks_command_writes_the_report(tmp_path):
     out, raw = tmp_path / "benchmarks.md", tmp_path / "table.json"
     assert cli.main(["benchmarks", "--files", "dectiger.dpomdp", "--iters", "5", "--seeds", "2", "--budget",
-                     "100000", "--out", str(out), "--json", str(raw), "--quiet"]) == 0
+                     "100000", "--cost-limit", "0", "--out", str(out), "--json", str(raw), "--quiet"]) == 0
     rows = json.loads(raw.read_text())["rows"]
     (row,) = rows
     assert row["problem"] == "dectiger.dpomdp" and row["states"] == 10 and row["policies"] == 729
@@ -39,7 +39,7 @@ def test_benchmarks_leave_docs_alone_unless_asked(tmp_path, monkeypatch):
     docs = cli.Path(cli.__file__).resolve().parents[1] / "docs" / "benchmarks.md"
     before = docs.read_bytes() if docs.exists() else None
     assert cli.main(["benchmarks", "--files", "dectiger.dpomdp", "--iters", "2", "--seeds", "1", "--budget",
-                     "1000", "--quiet"]) == 0
+                     "1000", "--cost-limit", "0", "--quiet"]) == 0
     assert (tmp_path / "results" / "benchmarks" / "benchmarks.md").exists()
     assert (tmp_path / "results" / "benchmarks" / "dpomdp_table.json").exists()
     assert not (tmp_path / "docs").exists()
@@ -51,8 +51,8 @@ def test_benchmarks_resume_by_spec_and_every_cell_reruns_from_its_record(tmp_pat
     from marl_kstep.experiments import RunSpec, RunStore, run_one
 
     out, raw = tmp_path / "benchmarks.md", tmp_path / "table.json"
-    argv = ["benchmarks", "--files", "dectiger.dpomdp", "--iters", "5", "--budget", "100000", "--out", str(out),
-            "--json", str(raw), "--quiet"]
+    argv = ["benchmarks", "--files", "dectiger.dpomdp", "--iters", "5", "--budget", "100000", "--cost-limit", "0",
+            "--out", str(out), "--json", str(raw), "--quiet"]
     assert cli.main([*argv, "--seeds", "1"]) == 0
     first = RunStore(tmp_path).records()
     assert len(first) == 2 * 2 * 2  # pgd, mirror x k = 1, 2 (k = 3, 4 are over budget) x uniform + seed 0

@@ -64,23 +64,27 @@ def test_below_blind_flag_fires_on_a_constructed_table():
                                                              for s in range(5)]
     finals = [-20.0, -429.0, -20.0, -20.005, -33.0, -20.0]  # seeds 0 and 3 below; -20.005 within tol
     records = {s.hash: _fake_record(s, j, it) for s, j, it in zip(specs, finals, [2, 1000, 4, 6, 8, 10], strict=True)}
-    row = benchtable.problem_rows_from(facts, records, ks=(1, 2), methods=("pgd",), max_path_steps=3_000_000)
+    row = benchtable.problem_rows_from(facts, records, ks=(1, 2), methods=("pgd",), max_path_steps=3_000_000,
+                                       cost_limit=0.1)  # the k = 2 cell's 0.14 s per run is over this limit
     cell = row["cells"]["pgd_k1"]
     assert cell["below_blind"] == [0, 3]  # the seeds, not the uniform start
     over = row["cells"]["pgd_k2"]
     assert over["over_budget"] and over["steps"] == 9_000_000
     # cost per run: seconds per call times the median iterations of the k = 1 runs (2, 1000, 4, 6, 8, 10 -> 7)
     assert over["iterations_from"] == (1, 7.0) and over["seconds_per_run"] == pytest.approx(0.14)
-    text = benchtable.findings([row], ks=(1, 2), methods=("pgd",))
+    text = benchtable.findings([row], ks=(1, 2), methods=("pgd",), cost_limit=0.1)
     assert "Of the runs, 2 of 6 (33%" in text and "dectiger pgd k = 1 (2 of 6: worst -429.000 vs blind -20.000)" in text
     assert "dectiger k = 2 (0.02 s/call; s/run: pgd ≈ 0.1)" in text  # listed with its measured cost
-    assert "cost under 60 s per run" in text and "largest computed k): dectiger pgd k = 2 (≈ 0.1 s/run)" in text
+    assert "not run (the table was made" not in text  # nothing cheap was left out
+    # read with a higher limit than the table was made with, the cell is named as cheap but not run
+    assert "yet not run (the table was made with a lower cost limit): dectiger pgd k = 2 (≈ 0.1 s/run)" in (
+        benchtable.findings([row], ks=(1, 2), methods=("pgd",)))
     table = benchtable.markdown([row], ks=(1, 2), methods=("pgd",))
     assert "**2 of 6 below blind**" in table and "| -20.000 |" in table  # the blind column
     assert "9,000,000 path steps/pass)<br>0.020 s/call: ≈ 0 s/run at the k = 1 runs' median 7 it." in table
     # no run below blind: the paragraph says 0 of n, no cell is listed
     ok = {h: dict(r, result=dict(r["result"], final_J=-20.0)) for h, r in records.items()}
-    row = benchtable.problem_rows_from(facts, ok, ks=(1, 2), methods=("pgd",))
+    row = benchtable.problem_rows_from(facts, ok, ks=(1, 2), methods=("pgd",), cost_limit=0.1)
     assert row["cells"]["pgd_k1"]["below_blind"] == []
     assert "Of the runs, 0 of 6 (0%" in benchtable.findings([row], ks=(1, 2), methods=("pgd",))
 
@@ -103,8 +107,8 @@ def test_rates_carry_n_and_the_wilson_interval(x, n):
 @needs_data
 def test_no_run_rebuilds_the_report_from_records_only(tmp_path):
     out, raw = tmp_path / "benchmarks.md", tmp_path / "table.json"
-    argv = ["benchmarks", "--files", "dectiger.dpomdp", "--iters", "3", "--budget", "100000", "--out", str(out),
-            "--json", str(raw), "--quiet"]
+    argv = ["benchmarks", "--files", "dectiger.dpomdp", "--iters", "3", "--budget", "100000", "--cost-limit", "0",
+            "--out", str(out), "--json", str(raw), "--quiet"]
     assert cli.main([*argv, "--seeds", "1"]) == 0
     before = (tmp_path / "runs.jsonl").read_text()
     assert cli.main([*argv, "--seeds", "2", "--no-run"]) == 0

@@ -151,20 +151,24 @@ def spec_target(path, gamma: float) -> dict:
     return {"dpomdp": name if name is not None else str(path), "gamma": gamma}
 
 
+def cell_specs(facts: dict, method: str, k: int, *, seeds=(0, 1, 2, 3, 4), step: float = 0.05,
+               iters: int = 1000) -> list[RunSpec]:
+    """The run specs of one cell (``method``, ``k``) of one problem: from the uniform policy, then from each
+    seeded Dirichlet(1) start (tol 1e-8)."""
+    target = spec_target(facts["path"], facts["gamma"])
+    opts = dict(method=method, step=step, iters=iters, tol=1e-8)
+    return [RunSpec(target, k, start="uniform", **opts), *(RunSpec(target, k, seed=s, start="random", **opts)
+                                                           for s in seeds)]
+
+
 def table_specs(facts: dict, *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), seeds=(0, 1, 2, 3, 4),
                 step: float = 0.05, iters: int = 1000, max_path_steps: int = DEFAULT_BUDGET) -> list[RunSpec]:
-    """The run specs of one problem's cells: every (method, k) within the budget, from the uniform
-    policy and from each seeded Dirichlet(1) start (tol 1e-8)."""
-    target = spec_target(facts["path"], facts["gamma"])
-    specs = []
-    for method in methods:
-        for k in ks:
-            if facts["steps"][str(k)] > max_path_steps:
-                continue
-            opts = dict(method=method, step=step, iters=iters, tol=1e-8)
-            specs.append(RunSpec(target, k, start="uniform", **opts))
-            specs += [RunSpec(target, k, seed=s, start="random", **opts) for s in seeds]
-    return specs
+    """The run specs of one problem's cells within the path budget (:func:`cell_specs` of every
+    (method, k) whose path steps per pass are at most ``max_path_steps``). The cells over it that are
+    computed because they are cheap are added once the runs they are estimated from exist
+    (:func:`problem_rows_from`'s ``by_cost``; :func:`run_table`)."""
+    return [s for method in methods for k in ks if facts["steps"][str(k)] <= max_path_steps
+            for s in cell_specs(facts, method, k, seeds=seeds, step=step, iters=iters)]
 
 
 def below_blind(values, blind: float, tol: float = 1e-2) -> list[int]:
@@ -175,24 +179,29 @@ def below_blind(values, blind: float, tol: float = 1e-2) -> list[int]:
 
 def problem_rows_from(facts: dict, records: dict, *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"),
                       seeds=(0, 1, 2, 3, 4), step: float = 0.05, iters: int = 1000,
-                      max_path_steps: int = DEFAULT_BUDGET, tol: float = 1e-2) -> dict:
+                      max_path_steps: int = DEFAULT_BUDGET, tol: float = 1e-2,
+                      cost_limit: float = COST_LIMIT) -> dict:
     """One row of the table from the problem's facts and the run records (by spec hash).
+
+    A cell over the path budget is estimated: its measured ``seconds_per_call`` (when timed) times the
+    median iterations of the same method's runs at the largest computed k (``iterations_from``), or
+    times ``iters`` when none was run, is its ``seconds_per_run``. When that is under ``cost_limit`` the
+    cell is computed anyway (it is listed in ``row["by_cost"]`` and carries its estimate as ``by_cost``);
+    otherwise it is over budget and holds its path steps and estimate.
 
     A computed cell holds its runs' final J (``uniform``, ``random``), ``below_blind``: the starts
     (``"uniform"`` or the seed) whose final J is below the blind baseline ``facts["blind"]`` by more
-    than ``tol``, and ``iterations`` of its runs. An over-budget cell holds its path steps and, when
-    timed, ``seconds_per_call`` and ``seconds_per_run``: that times the median iterations of the same
-    method's runs at the largest computed k (``iterations_from``), or times ``iters`` when none was run."""
+    than ``tol``, ``iterations`` of its runs and, with ``seconds_per_run``, their mean wall time."""
     row = {k: v for k, v in facts.items() if k not in ("steps", "cost")}
     cells = {}
-    target = spec_target(facts["path"], facts["gamma"])
     blind = facts.get("blind")
-    not_run = {}
+    not_run, by_cost = {}, []
     for method in methods:
         last_iters = None  # (k, median iterations) of the largest computed k so far
         for k in ks:
             key = f"{method}_k{k}"
             steps = facts["steps"][str(k)]
+            estimate = None
             if steps > max_path_steps:
                 cost = facts.get("cost", {}).get(str(k), {})
                 cell = dict(over_budget=True, steps=cost.get("steps", steps), walked_steps=cost.get("walked_steps"),
@@ -201,11 +210,14 @@ def problem_rows_from(facts: dict, records: dict, *, ks=(1, 2, 3, 4), methods=("
                     cell["iterations_from"] = last_iters
                     n_it = iters if last_iters is None else last_iters[1]
                     cell["seconds_per_run"] = cell["seconds_per_call"] * n_it
-                cells[key] = cell
-                continue
-            opts = dict(method=method, step=step, iters=iters, tol=1e-8)
-            u = records.get(RunSpec(target, k, start="uniform", **opts).hash)
-            rs = [records.get(RunSpec(target, k, seed=s, start="random", **opts).hash) for s in seeds]
+                if cell.get("seconds_per_run") is None or cell["seconds_per_run"] >= cost_limit:
+                    cells[key] = cell
+                    continue
+                estimate = {x: cell[x] for x in ("steps", "walked_steps", "seconds_per_call", "iterations_from",
+                                                 "seconds_per_run")}
+                by_cost.append(key)
+            specs = cell_specs(facts, method, k, seeds=seeds, step=step, iters=iters)
+            u, *rs = (records.get(s.hash) for s in specs)
             if u is None or any(r is None for r in rs):  # not run yet (an interrupted or partial table)
                 not_run[key] = facts.get("cost", {}).get(str(k), {}).get("seconds_per_call")
                 continue
@@ -221,24 +233,35 @@ def problem_rows_from(facts: dict, records: dict, *, ks=(1, 2, 3, 4), methods=("
                               min=float(np.min(finals)), median=float(np.median(finals)), max=float(np.max(finals)),
                               iterations=its, below_blind=low,
                               seconds=u["result"]["seconds"] + sum(r["result"]["seconds"] for r in rs),
-                              spec_hashes=[u["spec_hash"], *(r["spec_hash"] for r in rs)])
-    row["cells"], row["not_run"] = cells, not_run
+                              spec_hashes=[u["spec_hash"], *(r["spec_hash"] for r in rs)], by_cost=estimate)
+    row["cells"], row["not_run"], row["by_cost"] = cells, not_run, by_cost
     return row
+
+
+def _cheap_specs(facts: list[dict], rows: list[dict], records: dict, *, seeds, step, iters) -> list[RunSpec]:
+    """The specs not yet in ``records`` of the cells computed because they are cheap (``row["by_cost"]``)."""
+    return [s for f, r in zip(facts, rows, strict=True) for key in r["by_cost"]
+            for s in cell_specs(f, key.split("_k")[0], int(key.split("_k")[1]), seeds=seeds, step=step, iters=iters)
+            if s.hash not in records]
 
 
 def problem_rows(path: Path, *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), seeds=(0, 1, 2, 3, 4),
                  step: float = 0.05, iters: int = 1000, max_path_steps: int = DEFAULT_BUDGET,
-                 max_policies: int = 10**6, progress=None) -> dict:
+                 max_policies: int = 10**6, cost_limit: float = COST_LIMIT, progress=None) -> dict:
     """All numbers of one problem, its runs made in this process (see :func:`run_table` for folders)."""
     facts = problem_facts(path, ks=ks, max_path_steps=max_path_steps, max_policies=max_policies)
+    kw = dict(ks=ks, methods=methods, seeds=seeds, step=step, iters=iters, max_path_steps=max_path_steps,
+              cost_limit=cost_limit)
     specs = table_specs(facts, ks=ks, methods=methods, seeds=seeds, step=step, iters=iters,
                         max_path_steps=max_path_steps)
     records = {}
-    for spec in specs:
-        rec = run_one(spec)
-        records[rec["spec_hash"]] = rec
-    row = problem_rows_from(facts, records, ks=ks, methods=methods, seeds=seeds, step=step, iters=iters,
-                            max_path_steps=max_path_steps)
+    while specs:  # the cells within the budget, then the cheap ones over it, estimated from those runs
+        for spec in specs:
+            rec = run_one(spec)
+            records[rec["spec_hash"]] = rec
+        row = problem_rows_from(facts, records, **kw)
+        specs = _cheap_specs([facts], [row], records, seeds=seeds, step=step, iters=iters)
+    row = problem_rows_from(facts, records, **kw)
     if progress is not None:
         for key, cell in row["cells"].items():
             if not cell["over_budget"]:
@@ -249,8 +272,12 @@ def problem_rows(path: Path, *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), seed
 def run_table(data_dir=DEFAULT_DATA_DIR, *, files=None, progress=None, folder=None, resume: bool = False,
               executor: str = "serial", workers: int | None = None, ks=(1, 2, 3, 4), methods=("pgd", "mirror"),
               seeds=(0, 1, 2, 3, 4), step: float = 0.05, iters: int = 1000, max_path_steps: int = DEFAULT_BUDGET,
-              max_policies: int = 10**6, run: bool = True) -> list[dict]:
+              max_policies: int = 10**6, cost_limit: float = COST_LIMIT, run: bool = True) -> list[dict]:
     """Every ``.dpomdp`` file of ``data_dir`` (the syntax example ``example.dpomdp`` is skipped).
+
+    The cells within the path budget ``max_path_steps`` are run first; then, in rounds, every cell over it
+    whose estimated cost (measured seconds per exact call times the median iterations of the same method's
+    runs at the largest computed k) is under ``cost_limit`` seconds per run (:func:`problem_rows_from`).
 
     With ``folder``, the runs go through :func:`~marl_kstep.experiments.runner.run_specs`: one record per
     run in ``folder/runs.jsonl`` (``resume`` continues an interrupted table), on any executor; the
@@ -265,11 +292,14 @@ def run_table(data_dir=DEFAULT_DATA_DIR, *, files=None, progress=None, folder=No
     paths = sorted(p for p in data_dir.glob("*.dpomdp*") if not p.name.startswith("example"))
     if files:
         paths = [p for p in paths if p.name in set(files)]
+    if not cost_limit >= 0:
+        raise ValueError(f"cost_limit must be a number of seconds >= 0, got {cost_limit!r}")
     kw = dict(ks=ks, methods=methods, seeds=seeds, step=step, iters=iters, max_path_steps=max_path_steps)
     if folder is None:
         if not run:
             raise ValueError("run=False builds the table from the records of a folder; give folder")
-        return [problem_rows(p, progress=progress, max_policies=max_policies, **kw) for p in paths]
+        return [problem_rows(p, progress=progress, max_policies=max_policies, cost_limit=cost_limit, **kw)
+                for p in paths]
     folder = Path(folder)
     store = RunStore(folder)
     if store.exists() and not resume:
@@ -291,10 +321,16 @@ def run_table(data_dir=DEFAULT_DATA_DIR, *, files=None, progress=None, folder=No
         if progress is not None:
             progress(done, total, eta, rec)
 
-    if run:
-        run_specs(specs, folder, resume=True, executor=executor, workers=workers, progress=tick)
-    records = {r["spec_hash"]: r for r in store.records()}
-    return [problem_rows_from(f, records, **kw) for f in facts]
+    tried = set()
+    while True:  # the cells within the budget, then (in rounds) the cheap ones over it
+        if run and specs:
+            run_specs(specs, folder, resume=True, executor=executor, workers=workers, progress=tick)
+            tried.update(s.hash for s in specs)
+        records = {r["spec_hash"]: r for r in store.records()}
+        rows = [problem_rows_from(f, records, cost_limit=cost_limit, **kw) for f in facts]
+        specs = _cheap_specs(facts, rows, records, seeds=seeds, step=step, iters=iters)
+        if not run or not specs or tried.issuperset(s.hash for s in specs):
+            return rows
 
 
 def _fmt(x, digits=3):
@@ -370,8 +406,11 @@ def markdown(rows: list[dict], *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), se
                     note = f" ({capped} of {len(c['random'])} capped)" if capped else ""
                     low = c.get("below_blind") or []
                     low_txt = f"<br>**{len(low)} of {len(c['random']) + 1} below blind**" if low else ""
+                    est = c.get("by_cost")
+                    est_txt = (f"<br>over the path budget, run by cost: ≈ {est['seconds_per_run']:.1f} s/run "
+                               f"estimated, {c['seconds'] / len(c['iterations']):.1f} s measured" if est else "")
                     cells.append(f"{c['uniform']:.3f}{its}<br>{c['min']:.3f} / {c['median']:.3f} / {c['max']:.3f}"
-                                 f"{note}{low_txt}<br>{c['seconds']:.1f} s")
+                                 f"{note}{low_txt}<br>{c['seconds']:.1f} s{est_txt}")
             out.append(f"| {r['problem']} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
@@ -388,7 +427,7 @@ def findings(rows: list[dict], *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), to
     helps, short, above = [], [], []
     low_cells, n_runs, n_low = [], {m: 0 for m in methods}, {m: 0 for m in methods}
     at_star, n_star = {m: 0 for m in methods}, {m: 0 for m in methods}
-    over, cheap = [], []
+    over, cheap, by_cost = [], [], []
     for r in rows:
         for method in methods:
             meds = [(k, r["cells"][f"{method}_k{k}"]["median"]) for k in ks
@@ -404,6 +443,12 @@ def findings(rows: list[dict], *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), to
                     over.append((r["problem"], k, method, c))
                     continue
                 finals = [c["uniform"], *c["random"]]
+                if c.get("by_cost"):
+                    e = c["by_cost"]
+                    by_cost.append(f"{_short(r['problem'])} {method} k = {k} ({e['seconds_per_call']:.2f} s/call: "
+                                   f"≈ {e['seconds_per_run']:.1f} s/run estimated, "
+                                   f"{c['seconds'] / len(finals):.1f} s/run measured, median "
+                                   f"{np.median(c['iterations']):.0f} it.)")
                 n_runs[method] += len(finals)
                 low = c.get("below_blind") or []
                 n_low[method] += len(low)
@@ -455,10 +500,14 @@ def findings(rows: list[dict], *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), to
             items.append(f"{_short(name)} k = {k} ({c['seconds_per_call']:.2f} s/call; s/run: {runs})")
             cheap += [f"{_short(name)} {m} k = {k} (≈ {cm['seconds_per_run']:.1f} s/run)" for _, _, m, cm in group
                       if cm["seconds_per_run"] < cost_limit]
-        n_cells = len({(name, k) for name, k, _, _ in over})
-        paras.append(f"**Over budget** ({n_cells} cells per method): {listing(items)}. Cells over budget that would "
-                     f"cost under {cost_limit:g} s per run (measured seconds per call times the median iterations of "
-                     f"the same method's runs at the largest computed k): {listing(cheap)}.")
+        cheap_txt = (f" Cells over budget estimated under {cost_limit:g} s per run, yet not run (the table was made "
+                     f"with a lower cost limit): {listing(cheap)}." if cheap else "")
+        paras.append(f"**Over budget** ({len(over)} cells, estimated at {cost_limit:g} s per run or more: measured "
+                     f"seconds per call times the median iterations of the same method's runs at the largest "
+                     f"computed k): {listing(items)}.{cheap_txt}")
+    if by_cost:
+        paras.append(f"**Run by cost** (over the path budget, but estimated under {cost_limit:g} s per run, so "
+                     f"computed): {listing(by_cost)}.")
     missing = [f"{_short(r['problem'])} {key.replace('_k', ' k = ')}" for r in rows for key in r.get("not_run", {})]
     if missing:
         paras.append(f"**Not run** (within the budget, but the table was stopped before their runs): "
@@ -524,25 +573,25 @@ def write_report(data_dir=DEFAULT_DATA_DIR, out="results/benchmarks/benchmarks.m
                  json_path="results/benchmarks/dpomdp_table.json", iters: int = 1000, step: float = 0.05,
                  budget: int = DEFAULT_BUDGET, seeds: int = 5, files=None, repo: Path | None = None, progress=None,
                  folder=None, resume: bool = False, executor: str = "serial", workers: int | None = None,
-                 run: bool = True) -> Path:
+                 run: bool = True, cost_limit: float = COST_LIMIT) -> Path:
     """Run the whole table (through run records in ``folder``, when given; ``run=False``: only from the
     records already there) and write the Markdown report (and the raw numbers as JSON)."""
     t0 = time.perf_counter()
     commit = commit_id(repo)  # the code the table is produced from
     rows = run_table(data_dir, files=files, progress=progress, iters=iters, step=step, max_path_steps=budget,
                      seeds=tuple(range(seeds)), folder=folder, resume=resume, executor=executor, workers=workers,
-                     run=run)
+                     run=run, cost_limit=cost_limit)
     seconds = time.perf_counter() - t0
     prov = provenance(rows, folder)
-    settings = dict(iters=iters, step=step, max_path_steps=budget, seeds=list(range(seeds)),
+    settings = dict(iters=iters, step=step, max_path_steps=budget, cost_limit=cost_limit, seeds=list(range(seeds)),
                     folder=None if folder is None else str(folder))
     if json_path is not None:
         write_json_atomic(json_path, dict(rows=rows, settings=settings, commit=commit, versions=versions(),
                                           provenance=prov, seconds=seconds))
     text = f"""# Dec-POMDP benchmarks
 
-Produced by `marl-kstep benchmarks --budget {budget}` (or `python benchmarks/dpomdp_table.py`)
-at commit `{commit}` ({versions()}). {_provenance_text(prov, seconds, budget)}
+Produced by `marl-kstep benchmarks --budget {budget} --cost-limit {cost_limit:g}` (or
+`python benchmarks/dpomdp_table.py`) at commit `{commit}` ({versions()}). {_provenance_text(prov, seconds, budget)}
 
 Memoryless decentralized policies on the observation-augmented
 joint MDP (SPEC §6), gamma 0.9 or the file's discount when it is below 1. Projected (pgd) and mirror ascent with
@@ -553,17 +602,18 @@ observation-blind policy (one fixed action per agent whatever it sees, `mk.best_
 best memoryless value, so a run ending below it is a poor stationary point); ABR is alternating best
 response from the uniform policy; the MDP optimum is the value of the fully observable joint MDP (a centralised
 controller that sees the state: an upper bound on every value here). Every run is a record in `runs.jsonl` beside
-the raw numbers (its full spec and hash), so each cell can be rerun on its own. A k whose path enumeration needs
-more than {budget:,} steps per pass (on the unlumped model) is marked "over budget", with the steps on the walked
-(lumped) model the estimator enumerates and its measured cost: the seconds of one exact `value_and_grad` at the
-uniform policy (median of 3 after a first call), and that times the median iterations of the same method's runs
-at the largest computed k (a run is at most {iters} calls); cells over {TIME_CAP:,} walked steps are not
-timed. The budget is chosen so that
-every cell costing under {COST_LIMIT:g} s per run is computed (docs/performance.md, "The Dec-POMDP table's budget").
+the raw numbers (its full spec and hash), so each cell can be rerun on its own. Cells are selected by their
+cost. A k whose path enumeration needs at most {budget:,} steps per pass (on the unlumped model) is computed. Above
+that, the cell's cost is measured: the seconds of one exact `value_and_grad` at the uniform policy on the walked
+(lumped) model the estimator enumerates (median of 3 after a first call), times the median iterations of the same
+method's runs at the largest computed k (a run is at most {iters} calls). A cell estimated under {cost_limit:g} s
+per run is computed too ("run by cost", with its estimate beside the measured time); the others are marked "over
+budget" with their steps and estimate. Cells over {TIME_CAP:,} walked steps are not timed and not run
+(docs/performance.md, "The Dec-POMDP table's budget", shows they cost more).
 
 ## What it shows
 
-{findings(rows)}
+{findings(rows, cost_limit=cost_limit)}
 
 ## Table
 
