@@ -114,3 +114,19 @@ def test_a_negative_cost_limit_is_refused(tmp_path):
         benchtable.run_table(tmp_path, cost_limit=-1.0)
     with pytest.raises(SystemExit):
         cli.main(["benchmarks", "--cost-limit", "-1", "--out", str(tmp_path / "b.md")])
+
+
+@needs_data
+def test_an_untimed_cell_is_priced_at_least_at_the_largest_timed_smaller_k():
+    facts = _facts()
+    facts["cost"]["4"] = dict(steps=benchtable.TIME_CAP + 1, walked_steps=None, seconds_per_call=None)
+    records = _records(facts, 1, [7] * 6) | _records(facts, 2, [130] * 6)  # k = 3: 0.5 x 130 = 65 s, over
+    row = benchtable.problem_rows_from(facts, records, ks=(1, 2, 3, 4), methods=("pgd",), max_path_steps=1_000_000)
+    cell = row["cells"]["pgd_k4"]
+    assert cell["over_budget"] and "seconds_per_run" not in cell
+    assert cell["at_least"] == dict(k=3, seconds_per_call=0.5, iterations_from=(2, 130.0), seconds_per_run=65.0)
+    text = benchtable.findings([row], ks=(1, 2, 3, 4), methods=("pgd",))
+    assert (f"dectiger k = 4 (> {benchtable.TIME_CAP:,} path steps on the walked model, not timed; at least "
+            "k = 3's 0.50 s/call, s/run ≥ pgd 65.0)") in text
+    table = benchtable.markdown([row], ks=(1, 2, 3, 4), methods=("pgd",))
+    assert "not timed; ≥ 65 s/run (k = 3's 0.500 s/call at the k = 2 runs' median 130 it.)" in table

@@ -42,12 +42,13 @@ DEFAULT_BUDGET = 6_000_000
 #: Seconds per run under which a cell must be computed, not marked over budget (issue 23).
 COST_LIMIT = 60.0
 #: Version of the cached problem facts (``problems.json``): 2 added the blind baseline and the cost of
-#: over-budget cells, 3 their walked (lumped) path steps.
-FACTS_VERSION = 3
+#: over-budget cells, 3 their walked (lumped) path steps, 4 timed them up to ``TIME_CAP`` = 10^9 (was 5e7).
+FACTS_VERSION = 4
 #: The load log of a table's folder: one ``{"date", "load1"}`` line per finished run.
 LOAD_LOG = "load.jsonl"
-#: Path steps per pass from which (bound or count) a cell's exact call is timed, and up to which (count).
-TIME_MIN, TIME_CAP = 1_000_000, 50_000_000
+#: Path steps per pass from which (bound or count) a cell's exact call is timed, and up to which (count on
+#: the walked model: about 3-10 s per call at 10^9 steps, so the four timed calls stay under a minute).
+TIME_MIN, TIME_CAP = 1_000_000, 1_000_000_000
 
 def _find_data_dir() -> Path:
     """``$MARL_KSTEP_DPOMDP_DIR``, else the problems shipped in the package (``marl_kstep/data/dpomdp``)."""
@@ -206,10 +207,17 @@ def problem_rows_from(facts: dict, records: dict, *, ks=(1, 2, 3, 4), methods=("
                 cost = facts.get("cost", {}).get(str(k), {})
                 cell = dict(over_budget=True, steps=cost.get("steps", steps), walked_steps=cost.get("walked_steps"),
                             seconds_per_call=cost.get("seconds_per_call"))
+                n_it = iters if last_iters is None else last_iters[1]
                 if cell["seconds_per_call"] is not None:
                     cell["iterations_from"] = last_iters
-                    n_it = iters if last_iters is None else last_iters[1]
                     cell["seconds_per_run"] = cell["seconds_per_call"] * n_it
+                else:  # not timed (over TIME_CAP walked steps): a pass costs at least one of a smaller k
+                    timed = [(j, facts["cost"][str(j)]["seconds_per_call"]) for j in ks if j < k
+                             and facts.get("cost", {}).get(str(j), {}).get("seconds_per_call") is not None]
+                    if timed:
+                        j, per_call = max(timed)
+                        cell["at_least"] = dict(k=j, seconds_per_call=per_call, iterations_from=last_iters,
+                                                seconds_per_run=per_call * n_it)
                 if cell.get("seconds_per_run") is None or cell["seconds_per_run"] >= cost_limit:
                     cells[key] = cell
                     continue
@@ -365,11 +373,19 @@ def _cost_text(c: dict) -> str:
     head = (f"over budget ({steps:,} path steps/pass" if steps <= TIME_CAP
             else f"over budget (> {TIME_CAP:,} path steps/pass")
     if c.get("seconds_per_call") is None:
-        return head + (")<br>not timed" if steps <= TIME_CAP else f"; walked: > {TIME_CAP:,})<br>not timed")
+        text = head + (")<br>not timed" if steps <= TIME_CAP else f"; walked: > {TIME_CAP:,})<br>not timed")
+        low = c.get("at_least")
+        if low:
+            text += (f"; ≥ {low['seconds_per_run']:.0f} s/run (k = {low['k']}'s {low['seconds_per_call']:.3f} s/call "
+                     f"{_basis(low)})")
+        return text
     head += f"; walked: {c['walked_steps']:,})" if c.get("walked_steps") is not None else ")"
-    basis = (f"at the k = {c['iterations_from'][0]} runs' median {c['iterations_from'][1]:.0f} it."
-             if c.get("iterations_from") else "at the iteration cap")
-    return f"{head}<br>{c['seconds_per_call']:.3f} s/call: ≈ {c['seconds_per_run']:.0f} s/run {basis}"
+    return f"{head}<br>{c['seconds_per_call']:.3f} s/call: ≈ {c['seconds_per_run']:.0f} s/run {_basis(c)}"
+
+
+def _basis(c: dict) -> str:
+    return (f"at the k = {c['iterations_from'][0]} runs' median {c['iterations_from'][1]:.0f} it."
+            if c.get("iterations_from") else "at the iteration cap")
 
 
 def markdown(rows: list[dict], *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), settings: dict | None = None) -> str:
@@ -494,7 +510,11 @@ def findings(rows: list[dict], *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), to
             if c.get("seconds_per_call") is None:
                 why = (f"> {TIME_CAP:,} path steps on the walked model" if c["steps"] > TIME_CAP
                        else f"{c['steps']:,} path steps")
-                items.append(f"{_short(name)} k = {k} ({why}, not timed)")
+                low = [(m, cm["at_least"]) for _, _, m, cm in group if cm.get("at_least")]
+                low_txt = "" if not low else (f"; at least k = {low[0][1]['k']}'s {low[0][1]['seconds_per_call']:.2f} "
+                                              "s/call, s/run ≥ " + ", ".join(f"{m} {a['seconds_per_run']:.1f}"
+                                                                              for m, a in low))
+                items.append(f"{_short(name)} k = {k} ({why}, not timed{low_txt})")
                 continue
             runs = ", ".join(f"{m} ≈ {cm['seconds_per_run']:.1f}" for _, _, m, cm in group)
             items.append(f"{_short(name)} k = {k} ({c['seconds_per_call']:.2f} s/call; s/run: {runs})")
@@ -608,8 +628,8 @@ that, the cell's cost is measured: the seconds of one exact `value_and_grad` at 
 (lumped) model the estimator enumerates (median of 3 after a first call), times the median iterations of the same
 method's runs at the largest computed k (a run is at most {iters} calls). A cell estimated under {cost_limit:g} s
 per run is computed too ("run by cost", with its estimate beside the measured time); the others are marked "over
-budget" with their steps and estimate. Cells over {TIME_CAP:,} walked steps are not timed and not run
-(docs/performance.md, "The Dec-POMDP table's budget", shows they cost more).
+budget" with their steps and estimate. Cells over {TIME_CAP:,} walked steps are not timed and not run; their
+cost per run is at least that of the largest timed smaller k (docs/performance.md, "The Dec-POMDP table's budget").
 
 ## What it shows
 
