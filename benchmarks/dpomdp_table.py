@@ -1,6 +1,6 @@
 """Regenerate docs/benchmarks.md: every Dec-POMDP problem against every method.
 
-    python benchmarks/dpomdp_table.py [--iters 1000] [--budget 6000000] [--files GridSmall.dpomdp ...]
+    python benchmarks/dpomdp_table.py [--iters 1000] [--budget 6000000] [--cost-limit 60] [--files GridSmall.dpomdp ...]
 
 Reads the problems shipped in marl_kstep/data/dpomdp (or $MARL_KSTEP_DPOMDP_DIR); writes
 results/benchmarks/benchmarks.md and dpomdp_table.json beside it (atomically; --write-docs also

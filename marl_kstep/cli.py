@@ -6,7 +6,7 @@
     marl-kstep run --env MODULE:FACTORY --gamma G [--horizon H] [--episodes N] ...
     marl-kstep plot DIR
     marl-kstep eval DIR_OR_POLICY [--episodes N] [--k K] [--greedy] [--save-policies]
-    marl-kstep benchmarks [--iters N] [--budget STEPS] [--seeds S] [--files NAME ...]
+    marl-kstep benchmarks [--iters N] [--budget STEPS] [--cost-limit SECONDS] [--seeds S] [--files NAME ...]
     marl-kstep demo [--out DIR]
     marl-kstep study gap-vs-k --family F [--problems P] [--starts S] [--k ...] [--escape-order M ...] --out DIR
 
