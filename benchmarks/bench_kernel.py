@@ -29,6 +29,7 @@ import numba
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+import _checkout  # noqa: E402, F401  (this checkout's marl_kstep, not an installed copy)
 from baseline import baseline_value_and_grad  # noqa: E402
 from sparse_k1 import sparse_value_and_grad  # noqa: E402
 

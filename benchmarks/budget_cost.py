@@ -4,7 +4,7 @@
 
 For every ``.dpomdp`` file of the benchmark table (``marl_kstep.experiments.benchtable``) and
 every k: the path steps of one pass (exact count on the walked, lumped model; planning stops
-above ``--cap``; run with the checkout on ``PYTHONPATH``), and, when within the cap, the
+above ``--cap``; the package of this checkout, ``_checkout``), and, when within the cap, the
 median time of ``value_and_grad`` at the uniform policy (3 calls after a first that plans,
 compiles or loads) with numba's default threads. A table run is at most ``iters`` such calls
 (1000 by default) per seed, so ``seconds per call x iters`` bounds one run; the script prints
@@ -18,6 +18,7 @@ import json
 import os
 from pathlib import Path
 
+import _checkout  # noqa: F401  (this checkout's marl_kstep, not an installed copy)
 import numba
 
 import marl_kstep as mk

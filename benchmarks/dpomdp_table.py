@@ -9,6 +9,8 @@ docs/benchmarks.md). Same as ``marl-kstep benchmarks``.
 
 import sys
 
+import _checkout  # noqa: F401  (this checkout's marl_kstep, not an installed copy)
+
 from marl_kstep.cli import main
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 
+import _checkout  # noqa: F401  (this checkout's marl_kstep, not an installed copy)
 import numpy as np
 from gymnasium import spaces
 from pettingzoo import ParallelEnv

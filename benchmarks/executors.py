@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import time
 
+import _checkout  # noqa: F401  (this checkout's marl_kstep, not an installed copy)
+
 from marl_kstep.experiments import RunSpec
 from marl_kstep.experiments.runner import execute
 

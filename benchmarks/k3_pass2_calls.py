@@ -26,6 +26,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import _checkout  # noqa: F401  (this checkout's marl_kstep, not an installed copy)
 import numba
 import numpy as np
 from numba import njit

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+import _checkout  # noqa: F401  (this checkout's marl_kstep, not an installed copy)
 import numba
 from bench_kernel import median_time  # warm-up call, then the median of timed calls
 

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import _checkout  # noqa: E402, F401  (this checkout's marl_kstep, not an installed copy)
 from test_sampled import SCENARIOS  # noqa: E402
 
 import marl_kstep as mk  # noqa: E402
