@@ -13,7 +13,7 @@ from marl_kstep import cli
 
 @pytest.mark.parametrize("argv, msg", [
     (["run", "two_state", "--k", str(10**18), "--iters", "2"], "beyond exact enumeration"),
-    (["run", "two_state", "--step", "1e308", "--k", "1", "--iters", "3", "--method", "pgd"], "is not finite"),
+    (["run", "two_state", "--step", "1e308", "--k", "1", "--iters", "3", "--method", "pgd"], "eta=1e+308 is too large"),
     (["run", "number_matching", "--estimator", "sampled", "--horizon", "99999999999999999999", "--k", "1"],
      "horizon"),
     (["run", "two_state", "--set", "gamma=b'x'"], "must be JSON data"),

@@ -63,6 +63,16 @@ def test_pgd_step_moves_along_gradient_then_projects():
     np.testing.assert_allclose(out, [[0.6, 0.4]])
 
 
+@pytest.mark.parametrize("step", [mk.pgd_step, mk.mirror_step])
+def test_a_step_that_overflows_names_eta_without_a_numpy_warning(step):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a RuntimeWarning before the error would be a second message
+        with pytest.raises(ValueError, match=r"eta \* grad overflows: eta=1e\+308"):
+            step(np.array([[0.5, 0.5]]), np.array([[10.0, 0.0]]), 1e308)
+
+
 def test_constructors():
     mdp = number_matching.build_mdp()
     u = mk.Policy.uniform(mdp)

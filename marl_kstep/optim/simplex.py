@@ -89,10 +89,14 @@ def pgd_step(theta: np.ndarray, grad: np.ndarray, eta: float, floor: float = 0.0
     (onto the entries :math:`\ge` ``floor`` when ``floor > 0``, see the module docstring)."""
     theta, grad, eta = _step_args(theta, grad, eta)
     floor = _check_floor(floor, theta.shape[-1])
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = theta + eta * grad
+    if not np.all(np.isfinite(z)):
+        raise ValueError(f"eta * grad overflows: eta={eta!r} is too large for this gradient")
     if floor == 0.0:
-        return project_simplex(theta + eta * grad)
+        return project_simplex(z)
     c = 1.0 - theta.shape[-1] * floor
-    return floor + c * project_simplex((theta + eta * grad - floor) / c)
+    return floor + c * project_simplex((z - floor) / c)
 
 
 def mirror_step(theta: np.ndarray, grad: np.ndarray, eta: float, floor: float = 0.0) -> np.ndarray:
