@@ -38,12 +38,17 @@ def test_cells_over_the_budget_are_chosen_by_their_estimated_cost_k_by_k():
     kw = dict(ks=(1, 2, 3, 4), methods=("pgd",), max_path_steps=1_000_000)
     records = _records(facts, 1, [2, 1000, 4, 6, 8, 10])  # median 7 iterations at k = 1
     row = benchtable.problem_rows_from(facts, records, **kw)
-    # k = 2: 0.02 s/call x 7 = 0.14 s per run: computed although over the path budget, not run yet; k = 3 is
-    # estimated from k = 1 too (0.5 x 7 = 3.5 s) and k = 4 over (30 x 7 = 210 s)
-    assert row["by_cost"] == ["pgd_k2", "pgd_k3"] and set(row["not_run"]) == {"pgd_k2", "pgd_k3"}
-    assert row["cells"]["pgd_k4"]["over_budget"] and row["cells"]["pgd_k4"]["seconds_per_run"] == pytest.approx(210)
+    # k = 2: 0.02 s/call x 7 = 0.14 s per run: computed although over the path budget, not run yet; k = 3 and 4
+    # wait for its runs (priced from k = 1's they would be 3.5 s and 210 s, but k = 2's runs set their price)
+    assert row["by_cost"] == ["pgd_k2"] and set(row["not_run"]) == {"pgd_k2"}
+    k3 = row["cells"]["pgd_k3"]
+    assert k3["over_budget"] and k3["waits_for"] == 2 and k3["seconds_per_run"] == pytest.approx(3.5)
+    assert row["cells"]["pgd_k4"]["over_budget"] and row["cells"]["pgd_k4"]["waits_for"] == 2
+    assert "priced again once k = 2 has run" in benchtable.markdown([row], ks=(1, 2, 3, 4), methods=("pgd",))
+    assert "over it but estimated under 60 s per run: dectiger pgd k = 2" in benchtable.findings(
+        [row], ks=(1, 2, 3, 4), methods=("pgd",))
     assert [s.hash for s in benchtable._cheap_specs([facts], [row], records, seeds=range(5), step=0.05, iters=1000)] \
-        == [s.hash for k in (2, 3) for s in benchtable.cell_specs(facts, "pgd", k, seeds=range(5))]
+        == [s.hash for s in benchtable.cell_specs(facts, "pgd", 2, seeds=range(5))]
     # k = 2's runs take a median 100 iterations: k = 3 is re-estimated from them, 0.5 x 100 = 50 s, still under 60
     records |= _records(facts, 2, [100, 90, 100, 100, 120, 300], seconds=1.5)
     row = benchtable.problem_rows_from(facts, records, **kw)
@@ -69,7 +74,7 @@ def test_cells_over_the_budget_are_chosen_by_their_estimated_cost_k_by_k():
     assert ("**Run by cost** (over the path budget, but estimated under 60 s per run, so computed): "
             "dectiger pgd k = 2 (0.02 s/call: ≈ 0.1 s/run estimated, 1.5 s/run measured, median 100 it.); "
             "dectiger pgd k = 3 (0.50 s/call: ≈ 50.0 s/run estimated, 6.0 s/run measured, median 10 it.)") in text
-    assert "**Over budget** (1 cells, estimated at 60 s per run or more" in text
+    assert "**Over budget** (1 cells, estimated at 60 s per run or more, or not timed" in text
     assert "dectiger k = 4 (30.00 s/call; s/run: pgd ≈ 300.0)" in text
 
 
@@ -102,10 +107,11 @@ def test_the_table_runs_the_cheap_cells_over_the_budget(tmp_path):
     assert len(RunStore(zero.parent).records()) == 2 * 2 * 2
     row = json.loads(zero.with_suffix(".json").read_text())["rows"][0]
     assert row["cells"]["pgd_k3"]["over_budget"] and row["by_cost"] == []
-    # rebuilt from those records with the default limit, the cheap cells are named "not run"
+    # rebuilt from those records with the default limit, the cheap k = 3 cells are named "not run", and k = 4
+    # waits for their runs to be priced
     assert cli.main([*argv, "--no-run", "--out", str(zero), "--json", str(zero.with_suffix(".json"))]) == 0
     row = json.loads(zero.with_suffix(".json").read_text())["rows"][0]
-    assert set(row["not_run"]) == {"pgd_k3", "pgd_k4", "mirror_k3", "mirror_k4"}
+    assert set(row["not_run"]) == {"pgd_k3", "mirror_k3"} and row["cells"]["pgd_k4"]["waits_for"] == 3
     assert len(RunStore(zero.parent).records()) == 2 * 2 * 2  # --no-run ran nothing
 
 
@@ -130,3 +136,28 @@ def test_an_untimed_cell_is_priced_at_least_at_the_largest_timed_smaller_k():
             "k = 3's 0.50 s/call, s/run ≥ pgd 65.0)") in text
     table = benchtable.markdown([row], ks=(1, 2, 3, 4), methods=("pgd",))
     assert "not timed; ≥ 65 s/run (k = 3's 0.500 s/call at the k = 2 runs' median 130 it.)" in table
+
+
+@needs_data
+@pytest.mark.parametrize("ks, ran", [((1, 2, 3, 4), {1: 6, 2: 6}), ((2, 3), {2: 6})])
+def test_the_rounds_run_one_k_at_a_time_and_never_a_cell_priced_over_the_limit(monkeypatch, ks, ran):
+    """k = 2 costs 0.14 s per run (from k = 1's 7 iterations) or 20 s (from the 1000-iteration cap, with no k = 1):
+    it is run; its runs take 130 iterations, which prices k = 3 at 65 s: never run, although k = 1's runs alone
+    would have priced it at 3.5 s. Also when no cell is within the budget (``ks = (2, 3)``)."""
+    facts = _facts()
+    iterations = {1: [2, 1000, 4, 6, 8, 10], 2: [130] * 6, 3: [10] * 6, 4: [10] * 6}
+    made = []
+
+    def fake_run_one(spec):
+        made.append(spec.k)
+        specs = benchtable.cell_specs(facts, "pgd", spec.k, seeds=range(5))
+        it = iterations[spec.k][[s.hash for s in specs].index(spec.hash)]
+        return dict(spec_hash=spec.hash, result=dict(final_J=-20.0, iterations=it, capped=False, seconds=0.1))
+
+    monkeypatch.setattr(benchtable, "problem_facts", lambda path, **kw: facts)
+    monkeypatch.setattr(benchtable, "run_one", fake_run_one)
+    row = benchtable.problem_rows(DATA / "dectiger.dpomdp", ks=ks, methods=("pgd",), max_path_steps=1_000_000)
+    assert {k: made.count(k) for k in set(made)} == ran
+    assert row["by_cost"] == ["pgd_k2"] and row["not_run"] == {}
+    k3 = row["cells"]["pgd_k3"]
+    assert k3["over_budget"] and k3["seconds_per_run"] == pytest.approx(65.0) and "waits_for" not in k3

@@ -188,7 +188,9 @@ def problem_rows_from(facts: dict, records: dict, *, ks=(1, 2, 3, 4), methods=("
     median iterations of the same method's runs at the largest computed k (``iterations_from``), or
     times ``iters`` when none was run, is its ``seconds_per_run``. When that is under ``cost_limit`` the
     cell is computed anyway (it is listed in ``row["by_cost"]`` and carries its estimate as ``by_cost``);
-    otherwise it is over budget and holds its path steps and estimate.
+    otherwise it is over budget and holds its path steps and estimate. While such a cell has no runs,
+    the larger k's of its method are not selected (``waits_for``: that k), since their price would
+    come from older runs: :func:`run_table` runs them one k at a time.
 
     A computed cell holds its runs' final J (``uniform``, ``random``), ``below_blind``: the starts
     (``"uniform"`` or the seed) whose final J is below the blind baseline ``facts["blind"]`` by more
@@ -199,6 +201,7 @@ def problem_rows_from(facts: dict, records: dict, *, ks=(1, 2, 3, 4), methods=("
     not_run, by_cost = {}, []
     for method in methods:
         last_iters = None  # (k, median iterations) of the largest computed k so far
+        waiting = None  # a k run by cost whose runs are missing: the larger k's are priced once they exist
         for k in ks:
             key = f"{method}_k{k}"
             steps = facts["steps"][str(k)]
@@ -218,7 +221,9 @@ def problem_rows_from(facts: dict, records: dict, *, ks=(1, 2, 3, 4), methods=("
                         j, per_call = max(timed)
                         cell["at_least"] = dict(k=j, seconds_per_call=per_call, iterations_from=last_iters,
                                                 seconds_per_run=per_call * n_it)
-                if cell.get("seconds_per_run") is None or cell["seconds_per_run"] >= cost_limit:
+                if waiting is not None:
+                    cell["waits_for"] = waiting  # not selected on a price from older runs
+                if waiting is not None or cell.get("seconds_per_run") is None or cell["seconds_per_run"] >= cost_limit:
                     cells[key] = cell
                     continue
                 estimate = {x: cell[x] for x in ("steps", "walked_steps", "seconds_per_call", "iterations_from",
@@ -228,6 +233,8 @@ def problem_rows_from(facts: dict, records: dict, *, ks=(1, 2, 3, 4), methods=("
             u, *rs = (records.get(s.hash) for s in specs)
             if u is None or any(r is None for r in rs):  # not run yet (an interrupted or partial table)
                 not_run[key] = facts.get("cost", {}).get(str(k), {}).get("seconds_per_call")
+                if estimate is not None:
+                    waiting = k
                 continue
             finals = [r["result"]["final_J"] for r in rs]
             its = [u["result"]["iterations"], *(r["result"]["iterations"] for r in rs)]
@@ -263,13 +270,14 @@ def problem_rows(path: Path, *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), seed
     specs = table_specs(facts, ks=ks, methods=methods, seeds=seeds, step=step, iters=iters,
                         max_path_steps=max_path_steps)
     records = {}
-    while specs:  # the cells within the budget, then the cheap ones over it, estimated from those runs
+    while True:  # the cells within the budget, then the cheap ones over it, estimated from those runs
         for spec in specs:
             rec = run_one(spec)
             records[rec["spec_hash"]] = rec
         row = problem_rows_from(facts, records, **kw)
         specs = _cheap_specs([facts], [row], records, seeds=seeds, step=step, iters=iters)
-    row = problem_rows_from(facts, records, **kw)
+        if not specs:
+            break
     if progress is not None:
         for key, cell in row["cells"].items():
             if not cell["over_budget"]:
@@ -380,7 +388,8 @@ def _cost_text(c: dict) -> str:
                      f"{_basis(low)})")
         return text
     head += f"; walked: {c['walked_steps']:,})" if c.get("walked_steps") is not None else ")"
-    return f"{head}<br>{c['seconds_per_call']:.3f} s/call: ≈ {c['seconds_per_run']:.0f} s/run {_basis(c)}"
+    wait = f"<br>priced again once k = {c['waits_for']} has run" if c.get("waits_for") else ""
+    return f"{head}<br>{c['seconds_per_call']:.3f} s/call: ≈ {c['seconds_per_run']:.0f} s/run {_basis(c)}{wait}"
 
 
 def _basis(c: dict) -> str:
@@ -522,16 +531,22 @@ def findings(rows: list[dict], *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), to
                       if cm["seconds_per_run"] < cost_limit]
         cheap_txt = (f" Cells over budget estimated under {cost_limit:g} s per run, yet not run (the table was made "
                      f"with a lower cost limit): {listing(cheap)}." if cheap else "")
-        paras.append(f"**Over budget** ({len(over)} cells, estimated at {cost_limit:g} s per run or more: measured "
-                     f"seconds per call times the median iterations of the same method's runs at the largest "
-                     f"computed k): {listing(items)}.{cheap_txt}")
+        paras.append(f"**Over budget** ({len(over)} cells, estimated at {cost_limit:g} s per run or more, or not "
+                     f"timed: measured seconds per call times the median iterations of the same method's runs at the "
+                     f"largest computed k): {listing(items)}.{cheap_txt}")
     if by_cost:
         paras.append(f"**Run by cost** (over the path budget, but estimated under {cost_limit:g} s per run, so "
                      f"computed): {listing(by_cost)}.")
-    missing = [f"{_short(r['problem'])} {key.replace('_k', ' k = ')}" for r in rows for key in r.get("not_run", {})]
-    if missing:
-        paras.append(f"**Not run** (within the budget, but the table was stopped before their runs): "
-                     f"{listing(missing)}.")
+    missing = {True: [], False: []}  # by cost or within the budget
+    for r in rows:
+        for key in r.get("not_run", {}):
+            missing[key in r.get("by_cost", [])].append(f"{_short(r['problem'])} {key.replace('_k', ' k = ')}")
+    if missing[False] or missing[True]:
+        parts = [f"within the budget: {listing(missing[False])}"] if missing[False] else []
+        parts += [f"over it but estimated under {cost_limit:g} s per run: {listing(missing[True])}"] if missing[True] \
+            else []
+        paras.append(f"**Not run** (the table was stopped before their runs, or rebuilt with --no-run): "
+                     f"{'; '.join(parts)}.")
     paras.append("The intervals treat runs as independent; runs of one problem are not, so they are optimistic; "
                  "counts within one cell (out of its few starts) have wide intervals and are given without them.")
     return "\n\n".join(paras)
