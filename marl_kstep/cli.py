@@ -482,7 +482,7 @@ def _cmd_memory_table(parser, args, data: Path) -> int:
     from .experiments import memtable
 
     folder = Path(args.out).parent
-    if (folder / "runs.jsonl").exists() and not args.resume:
+    if (folder / "runs.jsonl").exists() and not (args.resume or args.no_run):
         parser.error(f"{folder / 'runs.jsonl'} already holds runs; add --resume to continue the table, "
                      "or choose another --out")
     json_path = Path(args.out).with_suffix(".json") if args.json == _BENCH_JSON else Path(args.json)
@@ -499,10 +499,12 @@ def _cmd_memory_table(parser, args, data: Path) -> int:
                   f"J = {rec['result']['final_J']:.4f}  {rec['result']['seconds']:.1f} s", flush=True)
 
     try:
-        out = memtable.write_memory_report(data, args.out, folder=folder, json_path=json_path, resume=args.resume,
+        out = memtable.write_memory_report(data, args.out, folder=folder, json_path=json_path,
+                                           resume=args.resume or args.no_run,
                                            progress=progress, files=args.files, nodes=args.memory,
                                            seeds=tuple(range(args.seeds)), iters=args.iters, step=args.step,
-                                           max_path_steps=args.budget, executor=args.executor, workers=args.workers)
+                                           max_path_steps=args.budget, executor=args.executor, workers=args.workers,
+                                           run=not args.no_run)
     except KeyboardInterrupt:
         n = len(RunStore(folder).records())
         print(f"\ninterrupted: {n} finished runs are saved in {folder / 'runs.jsonl'}; --resume continues",

@@ -131,7 +131,7 @@ def test_a_shipped_problem_copied_elsewhere_is_still_named(tmp_path):
     still the shipped name, so the records (hashed over the target) are found again."""
     import shutil
 
-    from marl_kstep.experiments import benchtable
+    from marl_kstep.experiments import benchtable, spec
     from marl_kstep.model import dpomdp_path
 
     other = tmp_path / "other-checkout" / "dectiger.dpomdp"
@@ -139,5 +139,5 @@ def test_a_shipped_problem_copied_elsewhere_is_still_named(tmp_path):
     shutil.copyfile(dpomdp_path("dectiger"), other)
     assert benchtable.spec_target(other, 0.9) == {"dpomdp": "dectiger", "gamma": 0.9}
     other.write_text(other.read_text() + "\n# edited\n")
-    benchtable._shipped_name.cache_clear()
+    spec._shipped_name.cache_clear()
     assert benchtable.spec_target(other, 0.9)["dpomdp"] == str(other)  # another file, by its path

@@ -5,7 +5,6 @@ fully observable optimum; the blind baseline against brute force over constant j
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ import marl_kstep as mk
 from marl_kstep.bounds import best_blind, blind_values, fast_informed_bound, joint_observation
 from marl_kstep.search import best_deterministic, mdp_optimum
 
-DATA = Path("/work/shared/benchmarks/dpomdp")
+DATA = mk.dpomdp_path("dectiger").parent  # the problems shipped in the package
 
 
 def random_model(seed, N=4, A=(2, 2), O=(2, 2), gamma=0.9, mu=None):  # noqa: E741

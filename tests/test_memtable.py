@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ import marl_kstep as mk
 from marl_kstep.experiments import memtable
 from marl_kstep.experiments.runner import RunSpec, RunStore, Target, build_target, run_one
 
-DATA = Path("/work/shared/benchmarks/dpomdp")
+DATA = mk.dpomdp_path("dectiger").parent  # the problems shipped in the package
 DT = str(DATA / "dectiger.dpomdp")
 RC = str(DATA / "recycling.dpomdp")
 
@@ -94,6 +93,8 @@ def test_memory_table_on_recycling(tmp_path):
     assert len(recs) == 2 * 4 * 2 + 4  # Q x (k, escape) x starts, and one lifted start per (k, escape) at Q = 2
     assert sum(r["spec"]["start"] == "given" for r in recs) == 4
     assert any(r["spec"]["target"].get("memory") == [2, 2] for r in recs)
+    # a shipped problem is named, not located: the records are found again from any checkout
+    assert {r["spec"]["target"]["dpomdp"] for r in recs} == {"recycling"}
     # resumable: nothing is run again
     again = memtable.run_memory_table(DATA, tmp_path, resume=True, **kw)
     assert len(RunStore(tmp_path).records()) == len(recs)
@@ -120,5 +121,16 @@ def test_cli_memory_table(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(argv)  # the folder holds runs: --resume needed
     assert "--resume" in capsys.readouterr().err
+    n = len(RunStore(out.parent).records())
+    # --no-run rebuilds the report from the records only: the 2-node cells are not run
+    assert main(argv[:7] + ["2"] + argv[7:] + ["--no-run"]) == 0
+    assert len(RunStore(out.parent).records()) == n
+    # the shipped problems need no --data to be found again
+    assert "marl-kstep benchmarks --memory 1 2" in out.read_text() and " --data " not in out.read_text()
+    table = json.loads(out.with_suffix(".json").read_text())["table"]
+    assert table["settings"]["nodes"] == [1, 2]
+    q1, q2 = table["problems"][0]["cells"]
+    assert not any(c.get("missing") for c in q1.values()) and all(c["missing"] for c in q2.values())
+    assert "| not run | not run | not run | not run |" in out.read_text()
     with pytest.raises(SystemExit):
         main(argv[:5] + ["0"] + argv[6:] + ["--resume"])

@@ -4,7 +4,6 @@ SampledKStep and are marked so; large augmented models get the reduced settings 
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ import marl_kstep as mk
 from marl_kstep.experiments import memtable
 from marl_kstep.experiments.runner import RunStore
 
-DATA = Path("/work/shared/benchmarks/dpomdp")
+DATA = mk.dpomdp_path("dectiger").parent  # the problems shipped in the package
 RC = str(DATA / "recycling.dpomdp")
 
 

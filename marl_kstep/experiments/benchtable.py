@@ -14,7 +14,6 @@ Wilson interval.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
 import os
@@ -26,11 +25,12 @@ import numpy as np
 
 from ..bounds import best_blind
 from ..estimators import ExactKStep, count_path_steps, estimate_path_steps, value
-from ..model import dpomdp_names, dpomdp_path, load_dpomdp, parse_dpomdp
+from ..model import load_dpomdp, parse_dpomdp
 from ..policy import Policy
 from ..search import alternating_best_response, best_deterministic, count_deterministic, mdp_optimum
 from .io import versions, write_json_atomic, write_text_atomic
 from .runner import RunSpec, RunStore, commit, run_one, run_specs
+from .spec import spec_target
 from .study import wilson_interval
 
 __all__ = ["DEFAULT_DATA_DIR", "problem_facts", "problem_rows", "run_table", "table_specs", "markdown", "findings",
@@ -128,28 +128,6 @@ def exact_call_seconds(mdp, k: int, max_path_steps: int, calls: int = 3) -> tupl
         est.value_and_grad(pol)
         times.append(time.perf_counter() - t0)
     return float(np.median(times)), int(count_path_steps(est.plan.model, k, max_path_steps))
-
-
-@functools.cache
-def _shipped_name(path: str) -> str | None:
-    """The shipped problem that ``path`` is (the same file, or a file of the same name and bytes: the
-    shipped copy of another checkout, as in a facts cache made there), else None."""
-    file = Path(path)
-    for name in dpomdp_names():
-        shipped = dpomdp_path(name)
-        if shipped.name != file.name:
-            continue
-        if shipped.resolve() == file.resolve() or (file.is_file() and file.read_bytes() == shipped.read_bytes()):
-            return name
-    return None
-
-
-def spec_target(path, gamma: float) -> dict:
-    """The run target of one problem: a shipped problem by its name (``{"dpomdp": "dectiger"}``), so
-    that the run records, whose hashes cover the target, are found again from any checkout (the spec
-    also carries the file's SHA-256); any other file by its path."""
-    name = _shipped_name(str(path))
-    return {"dpomdp": name if name is not None else str(path), "gamma": gamma}
 
 
 def cell_specs(facts: dict, method: str, k: int, *, seeds=(0, 1, 2, 3, 4), step: float = 0.05,

@@ -35,13 +35,14 @@ import numpy as np
 
 from ..bounds import best_blind, fast_informed_bound
 from ..estimators import estimate_path_steps
-from ..model import load_dpomdp
+from ..model import dpomdp_names, dpomdp_path, load_dpomdp
 from ..model.memory import memory_sizes, with_memory
 from ..policy import Policy
 from ..search import alternating_best_response, best_deterministic, count_deterministic, mdp_optimum
 from ..settings import current
 from .io import versions, write_json_atomic, write_text_atomic
 from .runner import RunSpec, RunStore, build_target, commit, run_specs
+from .spec import spec_target
 
 __all__ = ["LITERATURE", "PROBLEMS", "SOURCE", "goal", "markdown", "memory_facts", "problem_bounds", "run_memory_table",
            "memory_specs", "write_memory_report"]
@@ -92,10 +93,7 @@ def _used(mdp) -> list[np.ndarray]:
 
 
 def _target(path, gamma: float, nodes: int) -> dict:
-    t = {"dpomdp": str(path), "gamma": gamma}
-    if nodes != 1:
-        t["memory"] = nodes
-    return t
+    return spec_target(path, gamma, nodes)  # a shipped problem by name: records portable between checkouts
 
 
 def problem_bounds(path, gamma: float = 0.9) -> dict:
@@ -605,6 +603,12 @@ HOW_TO_READ = """## How to read it
 """
 
 
+def _data_option(data_dir) -> str:
+    """``--data DIR`` for the command line of the report, or nothing for the problems shipped in the package."""
+    shipped = dpomdp_path(dpomdp_names()[0]).parent
+    return "" if Path(data_dir).resolve() == shipped.resolve() else f" --data {data_dir}"
+
+
 def write_memory_report(data_dir, out, *, folder, json_path=None, resume: bool = False, progress=None,
                         **kw) -> Path:
     """Run the memory table and write it as Markdown (and the raw numbers as JSON)."""
@@ -620,12 +624,12 @@ Produced by
 
 ```
 marl-kstep benchmarks --memory {' '.join(map(str, st['nodes']))} --iters {st['iters']} --seeds {len(st['seeds'])} \\
-    --budget {st['max_path_steps']} --data {data_dir} --resume --out results/memory/memory-table.md
+    --budget {st['max_path_steps']}{_data_option(data_dir)} --resume --out results/memory/memory-table.md
 ```
 
 at commit `{full[:7] if full else 'unknown'}` ({versions()}); this run of the command took
 {time.perf_counter() - t0:.0f} s (runs already in `results/memory/runs.jsonl` are not run again: `--resume`; the
-records name the problem files by path, so `--data` must be the folder they were run from). The runs' own
+records name the shipped problems by name, so they are found again from any checkout). The runs' own
 seconds are in the cells (their sum: {_run_seconds(table):.0f} s).
 Every `.dpomdp` at gamma = {st['gamma']} (the files say `discount: 1`); `Q` = memory nodes per agent
 (`mk.with_memory(model, Q)`, Mealy form with a joint (action, next node) table, docs/memory.md). Ascent is

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model import dpomdp_path, parse_dpomdp, random_model, random_model_args
+from ..model import dpomdp_names, dpomdp_path, parse_dpomdp, random_model, random_model_args
 from ..model.memory import check_nodes
 from ..optim import TrainOptions
 from ..sampling.encoders import encoder_from_spec
@@ -41,7 +41,7 @@ from ..settings import Settings, configure, current
 from ..validation import check_choice, check_gamma, check_int, check_k, check_keys, json_data
 from .scenarios import SCENARIOS
 
-__all__ = ["EstimatorSpec", "RunSpec", "Target", "canonical_json", "SPEC_SCHEMA", "START_KINDS"]
+__all__ = ["EstimatorSpec", "RunSpec", "Target", "canonical_json", "spec_target", "SPEC_SCHEMA", "START_KINDS"]
 
 #: Version of the spec's dictionary form (records say which form their spec has).
 SPEC_SCHEMA = 2
@@ -89,6 +89,32 @@ def file_sha256(path) -> str:
     """SHA-256 of a file's bytes (cached by path, modification time and size)."""
     st = Path(path).stat()
     return _file_sha256(str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
+
+
+@functools.cache
+def _shipped_name(path: str) -> str | None:
+    """The shipped problem that ``path`` is (the same file, or a file of the same name and bytes: the
+    shipped copy of another checkout, as in a facts cache made there), else None."""
+    file = Path(path)
+    for name in dpomdp_names():
+        shipped = dpomdp_path(name)
+        if shipped.name != file.name:
+            continue
+        if shipped.resolve() == file.resolve() or (file.is_file() and file.read_bytes() == shipped.read_bytes()):
+            return name
+    return None
+
+
+def spec_target(path, gamma: float, memory: int = 1) -> dict:
+    """The target of a run on one ``.dpomdp`` problem: a shipped problem by its name
+    (``{"dpomdp": "dectiger", "gamma": 0.9}``), so that run records, whose hashes cover the target, are
+    found again from any checkout (the resolved spec also carries the file's SHA-256); any other file by
+    its path. ``memory`` >= 2 adds the finite-state controller's node count (``"memory"``)."""
+    name = _shipped_name(str(path))
+    target = {"dpomdp": name if name is not None else str(path), "gamma": gamma}
+    if memory != 1:
+        target["memory"] = memory
+    return target
 
 
 @functools.lru_cache(maxsize=64)
