@@ -202,6 +202,13 @@ def _variant_run(facts, bounds, k, escape, kw, step, episodes):
     return cfg, opts, estimator
 
 
+def _variant_runs(facts, bounds, kw, step, episodes) -> list[tuple]:
+    """``(k, cfg, opts, estimator)`` of every variant (:data:`VARIANTS`, :func:`_variant_run`) of a cell,
+    or ``[]`` when the cell is not trained."""
+    runs = [(k, _variant_run(facts, bounds, k, escape, kw, step, episodes)) for k, escape in VARIANTS]
+    return [] if any(v is None for _, v in runs) else [(k, *v) for k, v in runs]
+
+
 def _variant_settings(facts: dict, k: int, kw: dict) -> dict | None:
     """:func:`cell_settings` of the k-cells of one (problem, Q) (``kw``: the table's settings)."""
     steps = facts["steps"][str(k)]
@@ -226,11 +233,7 @@ def memory_specs(bounds: dict, facts: dict, *, seeds=(0, 1), iters: int = 200, s
               max_escapes=max_escapes, big_states=big_states, huge_states=huge_states, slow_steps=slow_steps)
     target = _target(bounds["path"], bounds["gamma"], facts["nodes"])
     specs = []
-    for k, escape in VARIANTS:
-        variant = _variant_run(facts, bounds, k, escape, kw, step, episodes)
-        if variant is None:
-            return []
-        cfg, opts, estimator = variant
+    for k, cfg, opts, estimator in _variant_runs(facts, bounds, kw, step, episodes):
         specs.append(RunSpec(target, k, start="uniform", estimator=estimator, **opts))
         specs += [RunSpec(target, k, seed=s, start="random", estimator=estimator, **opts) for s in cfg["seeds"]]
     return specs
@@ -279,11 +282,7 @@ def lifted_specs(bounds: dict, facts: dict, base: dict | None, *, seeds=(0, 1), 
     plain, _, _ = build_target(_target(bounds["path"], bounds["gamma"], 1))
     lifted = aug.lift(Policy.deterministic(plain, base["tables"]))
     specs = []
-    for k, escape in VARIANTS:
-        variant = _variant_run(facts, bounds, k, escape, kw, step, episodes)
-        if variant is None:
-            return []
-        cfg, opts, estimator = variant
+    for k, cfg, opts, estimator in _variant_runs(facts, bounds, kw, step, episodes):
         for s in cfg["seeds"][:LIFT_STARTS_SLOW if cfg["tier"] == "slow" else LIFT_STARTS]:
             noise = Policy.random(aug, s).theta
             init = [((1.0 - LIFT_MIX) * np.asarray(a) + LIFT_MIX * b).tolist() for a, b in zip(lifted, noise,
