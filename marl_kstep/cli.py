@@ -712,7 +712,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="path steps per pass up to which a cell is computed without measuring its cost")
     b.add_argument("--cost-limit", type=_NONNEG_FLOAT, default=benchtable.COST_LIMIT, metavar="SECONDS",
                    help="a cell over the path budget is computed when its measured cost is under this many seconds "
-                        "per run (seconds per exact call times the median iterations at the largest computed k)")
+                        "per run (seconds per exact call times the mean iterations at the largest computed k)")
     b.add_argument("--seeds", type=_POS_INT, default=5, help="number of random starts")
     b.add_argument("--files", nargs="*", default=None, help="only these file names")
     b.add_argument("--out", default="results/benchmarks/benchmarks.md", help="Markdown report")

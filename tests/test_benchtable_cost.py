@@ -36,32 +36,34 @@ def _facts():
 def test_cells_over_the_budget_are_chosen_by_their_estimated_cost_k_by_k():
     facts = _facts()
     kw = dict(ks=(1, 2, 3, 4), methods=("pgd",), max_path_steps=1_000_000)
-    records = _records(facts, 1, [2, 1000, 4, 6, 8, 10])  # median 7 iterations at k = 1
+    records = _records(facts, 1, [2, 1000, 4, 6, 8, 10])  # mean 171.67 iterations at k = 1 (one capped run)
     row = benchtable.problem_rows_from(facts, records, **kw)
-    # k = 2: 0.02 s/call x 7 = 0.14 s per run: computed although over the path budget, not run yet; k = 3 and 4
-    # wait for its runs (priced from k = 1's they would be 3.5 s and 210 s, but k = 2's runs set their price)
+    # k = 2: 0.02 s/call x 171.67 = 3.43 s per run: computed although over the path budget, not run yet; k = 3 and
+    # 4 wait for its runs (priced from k = 1's they would be 85.8 s and 5,150 s, but k = 2's runs set their price)
     assert row["by_cost"] == ["pgd_k2"] and set(row["not_run"]) == {"pgd_k2"}
     k3 = row["cells"]["pgd_k3"]
-    assert k3["over_budget"] and k3["waits_for"] == 2 and k3["seconds_per_run"] == pytest.approx(3.5)
+    assert k3["over_budget"] and k3["waits_for"] == 2 and k3["seconds_per_run"] == pytest.approx(0.5 * 1030 / 6)
     assert row["cells"]["pgd_k4"]["over_budget"] and row["cells"]["pgd_k4"]["waits_for"] == 2
     assert "priced again once k = 2 has run" in benchtable.markdown([row], ks=(1, 2, 3, 4), methods=("pgd",))
     assert "over it but estimated under 60 s per run: dectiger pgd k = 2" in benchtable.findings(
         [row], ks=(1, 2, 3, 4), methods=("pgd",))
     assert [s.hash for s in benchtable._cheap_specs([facts], [row], records, seeds=range(5), step=0.05, iters=1000)] \
         == [s.hash for s in benchtable.cell_specs(facts, "pgd", 2, seeds=range(5))]
-    # k = 2's runs take a median 100 iterations: k = 3 is re-estimated from them, 0.5 x 100 = 50 s, still under 60
-    records |= _records(facts, 2, [100, 90, 100, 100, 120, 300], seconds=1.5)
+    # the price is the mean, not the median: k = 2's runs of median 100 but mean 135 iterations (one took 300) price
+    # k = 3 at 0.5 x 135 = 67.5 s per run, over the limit (the median would say 50 s)
+    slow = records | _records(facts, 2, [100, 90, 100, 100, 120, 300])
+    over = benchtable.problem_rows_from(facts, slow, **kw)["cells"]["pgd_k3"]
+    assert over["over_budget"] and over["seconds_per_run"] == pytest.approx(67.5)
+    assert over["iterations_from"] == (2, 135)
+    # k = 2's runs take 100 iterations each: k = 3 costs 0.5 x 100 = 50 s, under 60, and is run by cost
+    records |= _records(facts, 2, [100] * 6, seconds=1.5)
     row = benchtable.problem_rows_from(facts, records, **kw)
     k2 = row["cells"]["pgd_k2"]
-    assert not k2["over_budget"] and k2["by_cost"]["iterations_from"] == (1, 7.0)
-    assert k2["by_cost"]["seconds_per_run"] == pytest.approx(0.14) and k2["median"] == -20.0
+    assert not k2["over_budget"] and k2["by_cost"]["iterations_from"] == (1, pytest.approx(1030 / 6))
+    assert k2["by_cost"]["seconds_per_run"] == pytest.approx(0.02 * 1030 / 6) and k2["median"] == -20.0
     assert row["by_cost"] == ["pgd_k2", "pgd_k3"] and set(row["not_run"]) == {"pgd_k3"}
-    assert row["cells"]["pgd_k4"]["seconds_per_run"] == pytest.approx(3000)  # 30 s x k = 2's 100
-    # a slower k = 2 (median 130 iterations) makes k = 3 cost 65 s per run: over budget
-    slow = _records(facts, 1, [2, 1000, 4, 6, 8, 10]) | _records(facts, 2, [130] * 6)
-    over = benchtable.problem_rows_from(facts, slow, **kw)["cells"]["pgd_k3"]
-    assert over["over_budget"] and over["seconds_per_run"] == pytest.approx(65) and over["iterations_from"] == (2, 130)
-    # k = 3's runs (median 10 iterations) price k = 4 at 300 s: under a 400 s limit it is run too
+    assert row["cells"]["pgd_k4"]["waits_for"] == 3
+    # k = 3's runs (10 iterations each) price k = 4 at 30 x 10 = 300 s: over 60, under a 400 s limit
     records |= _records(facts, 3, [10] * 6, seconds=6.0)
     row = benchtable.problem_rows_from(facts, records, **kw)
     assert row["cells"]["pgd_k4"]["over_budget"] and row["cells"]["pgd_k4"]["seconds_per_run"] == pytest.approx(300)
@@ -72,8 +74,8 @@ def test_cells_over_the_budget_are_chosen_by_their_estimated_cost_k_by_k():
     assert "over the path budget, run by cost: ≈ 50.0 s/run estimated, 6.0 s measured" in table
     text = benchtable.findings([row], ks=(1, 2, 3, 4), methods=("pgd",))
     assert ("**Run by cost** (over the path budget, but estimated under 60 s per run, so computed): "
-            "dectiger pgd k = 2 (0.02 s/call: ≈ 0.1 s/run estimated, 1.5 s/run measured, median 100 it.); "
-            "dectiger pgd k = 3 (0.50 s/call: ≈ 50.0 s/run estimated, 6.0 s/run measured, median 10 it.)") in text
+            "dectiger pgd k = 2 (0.02 s/call: ≈ 3.4 s/run estimated, 1.5 s/run measured, mean 100 it.); "
+            "dectiger pgd k = 3 (0.50 s/call: ≈ 50.0 s/run estimated, 6.0 s/run measured, mean 10 it.)") in text
     assert "**Over budget** (1 cells, estimated at 60 s per run or more, or not timed" in text
     assert "dectiger k = 4 (30.00 s/call; s/run: pgd ≈ 300.0)" in text
 
@@ -135,7 +137,7 @@ def test_an_untimed_cell_is_priced_at_least_at_the_largest_timed_smaller_k():
     assert (f"dectiger k = 4 (> {benchtable.TIME_CAP:,} path steps on the walked model, not timed; at least "
             "k = 3's 0.50 s/call, s/run ≥ pgd 65.0)") in text
     table = benchtable.markdown([row], ks=(1, 2, 3, 4), methods=("pgd",))
-    assert "not timed; ≥ 65 s/run (k = 3's 0.500 s/call at the k = 2 runs' median 130 it.)" in table
+    assert "not timed; ≥ 65 s/run (k = 3's 0.500 s/call at the k = 2 runs' mean 130 it.)" in table
 
 
 @needs_data

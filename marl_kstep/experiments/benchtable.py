@@ -163,7 +163,8 @@ def problem_rows_from(facts: dict, records: dict, *, ks=(1, 2, 3, 4), methods=("
     """One row of the table from the problem's facts and the run records (by spec hash).
 
     A cell over the path budget is estimated: its measured ``seconds_per_call`` (when timed) times the
-    median iterations of the same method's runs at the largest computed k (``iterations_from``), or
+    mean iterations of the same method's runs at the largest computed k (``iterations_from``; the mean,
+    not the median, since a run costs what it takes and one capped run can carry a cell), or
     times ``iters`` when none was run, is its ``seconds_per_run``. When that is under ``cost_limit`` the
     cell is computed anyway (it is listed in ``row["by_cost"]`` and carries its estimate as ``by_cost``);
     otherwise it is over budget and holds its path steps and estimate. While such a cell has no runs,
@@ -178,7 +179,7 @@ def problem_rows_from(facts: dict, records: dict, *, ks=(1, 2, 3, 4), methods=("
     blind = facts.get("blind")
     not_run, by_cost = {}, []
     for method in methods:
-        last_iters = None  # (k, median iterations) of the largest computed k so far
+        last_iters = None  # (k, mean iterations) of the largest computed k so far
         waiting = None  # a k run by cost whose runs are missing: the larger k's are priced once they exist
         for k in ks:
             key = f"{method}_k{k}"
@@ -216,7 +217,7 @@ def problem_rows_from(facts: dict, records: dict, *, ks=(1, 2, 3, 4), methods=("
                 continue
             finals = [r["result"]["final_J"] for r in rs]
             its = [u["result"]["iterations"], *(r["result"]["iterations"] for r in rs)]
-            last_iters = (k, float(np.median(its)))
+            last_iters = (k, float(np.mean(its)))
             starts = ["uniform", *seeds]
             all_j = [u["result"]["final_J"], *finals]
             low = [] if blind is None else [starts[i] for i in below_blind(all_j, blind, tol)]
@@ -270,7 +271,7 @@ def run_table(data_dir=DEFAULT_DATA_DIR, *, files=None, progress=None, folder=No
     """Every ``.dpomdp`` file of ``data_dir`` (the syntax example ``example.dpomdp`` is skipped).
 
     The cells within the path budget ``max_path_steps`` are run first; then, in rounds, every cell over it
-    whose estimated cost (measured seconds per exact call times the median iterations of the same method's
+    whose estimated cost (measured seconds per exact call times the mean iterations of the same method's
     runs at the largest computed k) is under ``cost_limit`` seconds per run (:func:`problem_rows_from`).
 
     With ``folder``, the runs go through :func:`~marl_kstep.experiments.runner.run_specs`: one record per
@@ -371,7 +372,7 @@ def _cost_text(c: dict) -> str:
 
 
 def _basis(c: dict) -> str:
-    return (f"at the k = {c['iterations_from'][0]} runs' median {c['iterations_from'][1]:.0f} it."
+    return (f"at the k = {c['iterations_from'][0]} runs' mean {c['iterations_from'][1]:.0f} it."
             if c.get("iterations_from") else "at the iteration cap")
 
 
@@ -450,8 +451,8 @@ def findings(rows: list[dict], *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), to
                     e = c["by_cost"]
                     by_cost.append(f"{_short(r['problem'])} {method} k = {k} ({e['seconds_per_call']:.2f} s/call: "
                                    f"≈ {e['seconds_per_run']:.1f} s/run estimated, "
-                                   f"{c['seconds'] / len(finals):.1f} s/run measured, median "
-                                   f"{np.median(c['iterations']):.0f} it.)")
+                                   f"{c['seconds'] / len(finals):.1f} s/run measured, mean "
+                                   f"{np.mean(c['iterations']):.0f} it.)")
                 n_runs[method] += len(finals)
                 low = c.get("below_blind") or []
                 n_low[method] += len(low)
@@ -510,7 +511,7 @@ def findings(rows: list[dict], *, ks=(1, 2, 3, 4), methods=("pgd", "mirror"), to
         cheap_txt = (f" Cells over budget estimated under {cost_limit:g} s per run, yet not run (the table was made "
                      f"with a lower cost limit): {listing(cheap)}." if cheap else "")
         paras.append(f"**Over budget** ({len(over)} cells, estimated at {cost_limit:g} s per run or more, or not "
-                     f"timed: measured seconds per call times the median iterations of the same method's runs at the "
+                     f"timed: measured seconds per call times the mean iterations of the same method's runs at the "
                      f"largest computed k): {listing(items)}.{cheap_txt}")
     if by_cost:
         paras.append(f"**Run by cost** (over the path budget, but estimated under {cost_limit:g} s per run, so "
@@ -618,7 +619,7 @@ controller that sees the state: an upper bound on every value here). Every run i
 the raw numbers (its full spec and hash), so each cell can be rerun on its own. Cells are selected by their
 cost. A k whose path enumeration needs at most {budget:,} steps per pass (on the unlumped model) is computed. Above
 that, the cell's cost is measured: the seconds of one exact `value_and_grad` at the uniform policy on the walked
-(lumped) model the estimator enumerates (median of 3 after a first call), times the median iterations of the same
+(lumped) model the estimator enumerates (median of 3 after a first call), times the mean iterations of the same
 method's runs at the largest computed k (a run is at most {iters} calls). A cell estimated under {cost_limit:g} s
 per run is computed too ("run by cost", with its estimate beside the measured time); the others are marked "over
 budget" with their steps and estimate. Cells over {TIME_CAP:,} walked steps are not timed and not run; their
